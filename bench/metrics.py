@@ -1,0 +1,142 @@
+"""The metric registry: every metric name and unit is defined here, once.
+
+The CLI, the database and the dashboard all read this registry. A value that is
+not a plain measurement says so in its ``method`` (``estimate:...``), and an
+estimated value is never ranked against a measured one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.errors import HeptathlonError
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    unit: str
+    event: str  # quality | latency | throughput | memory | energy | framework_tax | fairness | size
+    lower_is_better: bool | None
+    description: str
+
+
+_SPECS = [
+    MetricSpec("accuracy", "fraction", "quality", False,
+               "Task quality, or fidelity to the reference profile where the task has no labels."),
+    MetricSpec("latency_p50_ms", "ms", "latency", True, "Median per-query latency from issue time."),
+    MetricSpec("latency_p90_ms", "ms", "latency", True, "90th percentile per-query latency."),
+    MetricSpec("latency_p99_ms", "ms", "latency", True, "99th percentile per-query latency."),
+    MetricSpec("latency_mean_ms", "ms", "latency", True, "Mean per-query latency."),
+    MetricSpec("throughput_sps", "samples/s", "throughput", False,
+               "Samples completed over the timed window."),
+    MetricSpec("peak_rss_mb", "MB", "memory", True, "Peak resident memory of the worker's process tree."),
+    MetricSpec("gpu_peak_mb", "MB", "memory", True, "Peak GPU memory used by the worker's processes."),
+    MetricSpec("load_s", "s", "latency", True, "Cold start: process spawn to model ready."),
+    MetricSpec("params", "count", "size", True, "Parameter count, derived from the artifact."),
+    MetricSpec("artifact_mb", "MB", "size", True, "Size of the artifact."),
+    MetricSpec("energy_j", "J", "energy", True, "Energy over the timed window, net of the idle baseline."),
+    MetricSpec("energy_gross_j", "J", "energy", True, "Energy over the timed window, idle baseline included."),
+    MetricSpec("energy_per_sample_j", "J", "energy", True, "Net energy per completed sample."),
+    MetricSpec("co2_g", "g", "energy", True, "CO2 from net energy and the configured grid intensity."),
+    MetricSpec("framework_tax", "fraction", "framework_tax", True, "(T_wall - T_compute) / T_wall."),
+    MetricSpec("fairness_gap", "fraction", "fairness", True,
+               "Within one profile: max minus min group accuracy."),
+    MetricSpec("hw_disparity", "fraction", "fairness", True,
+               "fairness_gap(profile) - fairness_gap(reference profile)."),
+]
+
+METRICS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
+
+# Headline metrics shown by default in tables, in this order.
+HEADLINE = [
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "throughput_sps",
+    "accuracy",
+    "peak_rss_mb",
+    "load_s",
+    "energy_per_sample_j",
+    "params",
+]
+
+METHOD_KINDS = ("timer", "counter", "sampled", "profiler", "estimate", "artifact", "quality", "derived")
+UNAVAILABLE = "unavailable"
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    """Add a metric to the registry (used by modules that define their own metrics)."""
+    existing = METRICS.get(spec.name)
+    if existing is not None and existing != spec:
+        raise HeptathlonError(f"metric {spec.name!r} is already registered with a different definition")
+    METRICS[spec.name] = spec
+    return spec
+
+
+def spec_for(name: str) -> MetricSpec:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise HeptathlonError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+
+
+def is_estimate(method: str) -> bool:
+    return method.startswith("estimate:")
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One reported value: the number, its unit, how it was obtained, n and a 95% CI."""
+
+    name: str
+    value: float | None
+    method: str
+    n: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    note: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        spec_for(self.name)  # unknown names fail loudly
+        kind = self.method.split(":", 1)[0]
+        if self.method != UNAVAILABLE and kind not in METHOD_KINDS:
+            raise HeptathlonError(f"metric {self.name!r}: method {self.method!r} must start with one of {METHOD_KINDS}")
+        if self.value is not None and not math.isfinite(self.value):
+            raise HeptathlonError(f"metric {self.name!r}: value {self.value!r} is not finite")
+
+    @property
+    def unit(self) -> str:
+        return METRICS[self.name].unit
+
+    @property
+    def is_estimate(self) -> bool:
+        return is_estimate(self.method)
+
+    @property
+    def available(self) -> bool:
+        return self.value is not None
+
+    @classmethod
+    def unavailable(cls, name: str, reason: str, **params: Any) -> "MetricValue":
+        return cls(name=name, value=None, method=UNAVAILABLE, note=reason, params=params)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "value": self.value,
+            "unit": self.unit,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "n": self.n,
+            "method": self.method,
+        }
+        if self.note:
+            out["note"] = self.note
+        if self.params:
+            out["params"] = dict(self.params)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
