@@ -1,0 +1,1 @@
+"""Execution: the worker process, model adapters, profile controls and executors."""
