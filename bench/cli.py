@@ -1,0 +1,322 @@
+"""The ``heptathlon`` command line. Errors map to exit codes; a traceback shows only with --debug."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.errors import HeptathlonError
+from bench.metrics import HEADLINE, METRICS
+
+app = typer.Typer(help="Heptathlon: hardware-aware efficiency benchmarking for ML inference.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+profiles_app = typer.Typer(help="Hardware profiles.", no_args_is_help=True)
+db_app = typer.Typer(help="The results database.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+app.add_typer(db_app, name="db")
+
+out = Console()  # stdout: tables, or JSON and nothing else
+err = Console(stderr=True)  # progress and messages
+STATE: dict[str, Any] = {"debug": False}
+REPO = Path(__file__).resolve().parents[1]
+
+DbOpt = typer.Option(None, "--db", envvar="HEPTATHLON_DB",
+                     help="SQLAlchemy URL of the results database (default: SQLite in $HEPTATHLON_HOME or ./.heptathlon).")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    STATE["debug"] = debug
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1e6:
+        return f"{v:.3g}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 1:
+        return f"{v:.3g}"
+    return f"{v:.3g}"
+
+
+def _cell(m) -> str:
+    """Value [CI], with the method marked when it is not a plain measurement."""
+    if m is None:
+        return "[dim]not measured[/]"
+    if m.value is None:
+        return "[dim]n/a[/]"
+    s = _fmt(m.value)
+    if m.ci_low is not None and m.ci_high is not None and m.ci_high != m.ci_low:
+        s += f" [dim][{_fmt(m.ci_low)}, {_fmt(m.ci_high)}][/]"
+    if m.method.startswith("estimate:"):
+        s += " [yellow](est.)[/]"
+    return s
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def _scenario_configs(scenarios: list[str], batch_size, full, min_queries, min_duration, max_duration, seed):
+    from bench.scenarios import make_scenario
+
+    return [make_scenario(s, batch_size=batch_size, full=full, seed=seed, min_queries=min_queries,
+                          min_duration_s=min_duration, max_duration_s=max_duration) for s in scenarios]
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal and False)
+
+
+def _execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs"):
+    from bench.service import execute_queued
+
+    with _progress() as prog:
+        task = prog.add_task(label, total=len(run_ids))
+
+        def cb(done: int, outcome, rid: str) -> None:
+            if outcome is None:
+                prog.update(task, description=f"run {rid[:8]}")
+            else:
+                mark = "[green]ok[/]" if outcome.status == "succeeded" else "[red]failed[/]"
+                prog.update(task, completed=done, description=f"{outcome.submission} on {outcome.profile}/{outcome.scenario}: {mark}")
+                if outcome.error:
+                    prog.console.print(f"[red]✗[/] {outcome.error}")
+
+        return execute_queued(run_ids, db=db, on_progress=cb)
+
+
+@app.command()
+def submit(folder: Path = typer.Argument(..., help="A submission folder with a submission.yaml."),
+           profile: list[str] = typer.Option(None, "--profile", "-p", help="Profile(s); default: the default profiles."),
+           scenario: list[str] = typer.Option(["single_stream"], "--scenario", "-s"),
+           trials: int = typer.Option(1, "--trials", min=1),
+           run_now: bool = typer.Option(False, "--run", help="Execute the queued runs now."),
+           db: Optional[str] = DbOpt) -> None:
+    """Validate, hash and store a submission, and queue its runs."""
+    from bench.profile import default_profiles
+    from bench.service import queue_runs
+
+    profiles = profile or [p.name for p in default_profiles()]
+    ids = queue_runs(folder, profiles, _scenario_configs(scenario, None, False, None, None, None, 0), db=db, trials=trials)
+    err.print(f"queued {len(ids)} run(s) for {folder}")
+    if run_now:
+        outcomes = _execute_with_progress(ids, db)
+        if any(o.status != "succeeded" for o in outcomes):
+            raise typer.Exit(1)
+    else:
+        err.print("execute them with: heptathlon execute")
+
+
+@app.command()
+def execute(db: Optional[str] = DbOpt) -> None:
+    """Execute every queued run."""
+    from bench.service import queued_run_ids
+
+    ids = queued_run_ids(db)
+    if not ids:
+        err.print("no queued runs; queue some with: heptathlon submit DIR")
+        return
+    outcomes = _execute_with_progress(ids, db)
+    if any(o.status != "succeeded" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(folder: Path = typer.Argument(..., help="A submission folder with a submission.yaml."),
+        profile: str = typer.Option("cpu-1core", "--profile", "-p"),
+        scenario: str = typer.Option("single_stream", "--scenario", "-s"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="fixed_batch: the batch size."),
+        full: bool = typer.Option(False, "--full", help="Serious durations (60 s minimum, 1024 queries) instead of demo ones."),
+        min_queries: Optional[int] = typer.Option(None, "--min-queries"),
+        min_duration: Optional[float] = typer.Option(None, "--min-duration", help="Seconds."),
+        max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Seconds."),
+        seed: int = typer.Option(0, "--seed"),
+        timeout: float = typer.Option(120.0, "--timeout", help="Per-run timeout in seconds."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
+        db: Optional[str] = DbOpt) -> None:
+    """Benchmark one submission on one profile and scenario, now."""
+    from bench.service import RunOutcome, execute_run, queue_runs, record_rejected
+
+    cfgs = None
+    try:
+        cfgs = _scenario_configs([scenario], batch_size, full, min_queries, min_duration, max_duration, seed)
+        ids = queue_runs(folder, [profile], cfgs, db=db, timeout_s=timeout)
+    except HeptathlonError as e:
+        rid = (record_rejected(folder, [profile], [scenario], e, db) if cfgs is None else getattr(e, "run_ids", [None]))[0]
+        _fail_json(e, folder, profile, scenario, as_json, rid)
+    with _progress() as prog:
+        prog.add_task(f"{folder.name} on {profile}/{scenario}", total=None)
+        o: RunOutcome = execute_run(ids[0], db=db)
+    if as_json:
+        print(json.dumps(o.to_json()))
+    else:
+        _print_outcome(o)
+    if o.status != "succeeded":
+        if not as_json:
+            err.print(f"[red]error:[/] {o.error}")
+            if o.stderr_tail:
+                err.print("[dim]stderr tail:[/]\n" + o.stderr_tail[-1500:])
+        raise typer.Exit(1)
+
+
+def _fail_json(e: HeptathlonError, folder: Path, profile: str, scenario: str, as_json: bool, run_id) -> None:
+    if as_json:
+        print(json.dumps({"run_id": run_id, "status": "failed", "error": str(e),
+                          "submission": str(folder), "profile": profile, "scenario": scenario, "metrics": {}}))
+        raise typer.Exit(e.exit_code)
+    raise e
+
+
+def _print_outcome(o) -> None:
+    t = Table(title=f"{o.submission} on {o.profile} / {o.scenario}  (run {o.run_id[:8]}, {o.status})")
+    t.add_column("metric")
+    t.add_column("value [95% CI]", justify="right")
+    t.add_column("unit")
+    t.add_column("n", justify="right")
+    t.add_column("method")
+    for name, m in o.metrics.items():
+        t.add_row(name, _cell(m), m.unit, str(m.n or ""), m.method)
+    out.print(t)
+
+
+@app.command()
+def results(task: Optional[str] = typer.Option(None, "--task"),
+            profile: Optional[str] = typer.Option(None, "--profile", "-p"),
+            scenario: Optional[str] = typer.Option(None, "--scenario", "-s"),
+            rank_by: str = typer.Option("latency_p50_ms", "--rank-by", help="Metric to rank by (ties where 95% CIs overlap)."),
+            as_json: bool = typer.Option(False, "--json"),
+            db: Optional[str] = DbOpt) -> None:
+    """The leaderboard: latest results per submission, profile and scenario, with tie-aware ranks."""
+    from bench.service import leaderboard_groups
+
+    if rank_by not in METRICS:
+        raise HeptathlonError(f"--rank-by: unknown metric {rank_by!r}; known: {', '.join(sorted(METRICS))}")
+    groups = leaderboard_groups(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by)
+    if as_json:
+        print(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for g in groups for r in g["rows"]],
+                         default=str))
+        return
+    if not groups:
+        err.print("no results yet. Try: heptathlon demo   or   heptathlon run submissions/arrests-mlp-onnx")
+        return
+    for g in groups:
+        t = Table(title=f"task {g['task']} · profile {g['profile']} · scenario {g['scenario']} · machine {g['machine_id']}")
+        t.add_column("rank", justify="right")
+        t.add_column("submission")
+        t.add_column("kind")
+        for name in HEADLINE:
+            t.add_column(f"{name} ({METRICS[name].unit})", justify="right")
+        for r in g["rows"]:
+            t.add_row(r["rank"], r["submission"], r["kind"], *[_cell(r["_m"].get(n)) for n in HEADLINE])
+        out.print(t)
+    err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
+              "Estimated values are marked (est.) and never ranked against measured ones.[/]")
+
+
+@profiles_app.command("list")
+def profiles_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the hardware profiles in hw_profiles/."""
+    from bench.profile import list_profiles
+
+    profs = list_profiles()
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in profs]))
+        return
+    t = Table(title="hardware profiles")
+    for c in ("name", "device", "cores", "threads", "precision", "memory", "default", "description"):
+        t.add_column(c)
+    for p in profs:
+        t.add_row(p.name, p.device, str(p.cpu.cores or "all"), str(p.cpu.threads), p.precision,
+                  p.memory_limit or "—", "yes" if p.default else "", p.description)
+    out.print(t)
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Optional[str] = DbOpt) -> None:
+    """Apply the Alembic migrations to the database."""
+    from db.session import default_url, upgrade
+
+    head = upgrade(db)
+    err.print(f"database {db or default_url()} is at revision {head}")
+
+
+@app.command()
+def demo(full: bool = typer.Option(False, "--full", help="Serious durations instead of demo ones."),
+         rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the example models even if present."),
+         db: Optional[str] = DbOpt) -> None:
+    """Build the example models, benchmark every bundled submission on the default profiles, print the leaderboard."""
+    from bench.profile import default_profiles
+    from bench.service import build_examples, example_folders, queue_runs
+
+    folders = example_folders()
+    with _progress() as prog:
+        task = prog.add_task("building example models", total=len(folders))
+        for f in folders:
+            prog.update(task, description=f"building {f.name}")
+            build_examples([f], rebuild=rebuild)
+            prog.advance(task)
+    profiles = [p.name for p in default_profiles()]
+    cfgs = _scenario_configs(["single_stream", "offline"], None, full, None, None, None, 0)
+    ids = []
+    for f in folders:
+        ids += queue_runs(f, profiles, cfgs, db=db)
+    outcomes = _execute_with_progress(ids, db, "benchmarking")
+    results(task=None, profile=None, scenario=None, rank_by="latency_p50_ms", as_json=False, db=db)
+    failed = [o for o in outcomes if o.status != "succeeded"]
+    if failed:
+        err.print(f"[red]{len(failed)} run(s) failed[/]")
+        raise typer.Exit(1)
+    err.print("next: heptathlon dashboard   (the web leaderboard)")
+
+
+@app.command()
+def dashboard(db: Optional[str] = DbOpt, port: int = typer.Option(8501, "--port")) -> None:
+    """Launch the Streamlit web leaderboard."""
+    from db.session import default_url
+
+    env = dict(os.environ, HEPTATHLON_DB=db or default_url())
+    app_path = REPO / "dashboard" / "app.py"
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
+                                      "--server.headless", "true", "--browser.gatherUsageStats", "false"], env=env))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except HeptathlonError as e:
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]error:[/] {e}")
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]internal error:[/] {type(e).__name__}: {e} (re-run with --debug for a traceback)")
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Submit, queue, execute and store: the data flow of DESIGN.md, as functions the CLI calls.
+
+A run's results are written in one transaction. Any failure - a bad manifest, an unknown
+profile, a crashing model - ends as a failed run record with a one-line reason and the
+stderr tail; nothing else in the database changes and the other queued runs still run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.errors import HeptathlonError, RunError
+from bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
+from bench.manifest import Manifest, artifact_files, hash_folder, load_manifest
+from bench.metrics import MetricValue
+from bench.profile import Profile, load_profile
+from bench.scenarios import ScenarioConfig
+from bench.stats import summarize_accuracy, summarize_latency, summarize_throughput
+from bench.tasks import get_task
+from db import queries as Q
+from db.session import ensure_schema, home_dir, session_scope
+from runners.executor import LocalExecutor, WorkerOutcome
+
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    error: str | None
+    submission: str
+    profile: str
+    scenario: str
+    metrics: dict[str, MetricValue]
+    stderr_tail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "error": self.error, "submission": self.submission,
+                "profile": self.profile, "scenario": self.scenario,
+                "metrics": {k: v.to_json() for k, v in self.metrics.items()}}
+
+
+# ---- artifact store -----------------------------------------------------------------------------
+def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, str, Path]:
+    """Validate, hash and keep an immutable copy, so a result always points at exactly what ran."""
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    get_task(manifest.task)  # unknown task: a clear error before anything is stored
+    sha = hash_folder(folder)
+    dest = Path(home or home_dir()) / "artifacts" / sha
+    if not dest.exists():
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent.parent if dest.parent.exists() else None))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, tmp / "copy", ignore=shutil.ignore_patterns("__pycache__"))
+        for p in (tmp / "copy").rglob("*"):
+            if p.is_file():
+                p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        os.replace(tmp / "copy", dest)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest, sha, dest
+
+
+# ---- queueing -----------------------------------------------------------------------------------
+def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig], *, db: str | None = None,
+               trials: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, group_id: str | None = None,
+               extra: dict[str, Any] | None = None) -> list[str]:
+    """Register the submission and queue one run per profile x scenario x trial.
+
+    A validation error still leaves one failed run per requested combination, then re-raises.
+    """
+    ensure_schema(db)
+    group_id = group_id or str(uuid.uuid4())
+    ref = str(Path(folder))
+    try:
+        manifest, sha, store = store_submission(Path(folder))
+        resolved = [load_profile(p) for p in profiles]
+        for sc in scenarios:
+            sc.validate()
+    except HeptathlonError as e:
+        e.run_ids = record_rejected(ref, profiles, [sc.name for sc in scenarios], e, db, group_id=group_id,
+                                    params=[sc.to_params() for sc in scenarios])
+        raise
+    ids = []
+    with session_scope(db) as s:
+        sub = Q.get_or_create_submission(s, name=manifest.name, version=manifest.version, task=manifest.task,
+                                         kind=manifest.model.kind, sha256=sha, manifest=manifest.model_dump(mode="json"),
+                                         store_path=str(store))
+        task = get_task(manifest.task)
+        Q.get_or_create_task(s, task.name, {"description": task.description, "metric": task.metric,
+                                            "group_attributes": list(task.group_attributes)})
+        for prof in resolved:
+            prow = Q.get_or_create_profile(s, prof)
+            for sc in scenarios:
+                for trial in range(trials):
+                    rid = str(uuid.uuid4())
+                    Q.create_run(s, id=rid, submission_id=sub.id, profile_id=prow.id, submission_ref=ref,
+                                 profile_name=prof.name, task_name=manifest.task, scenario=sc.name,
+                                 params={**sc.to_params(), "timeout_s": timeout_s}, status="queued", trial=trial,
+                                 group_id=group_id, extra=dict(extra or {}))
+                    ids.append(rid)
+    return ids
+
+
+def record_rejected(ref: str | Path, profiles: list[str], scenario_names: list[str], error: Exception,
+                    db: str | None = None, group_id: str | None = None, params: list[dict] | None = None) -> list[str]:
+    """Failed-run records for a request rejected before anything ran. Nothing else is written."""
+    ensure_schema(db)
+    ids = []
+    with session_scope(db) as s:
+        for p in profiles:
+            for i, name in enumerate(scenario_names):
+                rid = str(uuid.uuid4())
+                Q.create_run(s, id=rid, submission_ref=str(ref), profile_name=p, scenario=name, task_name=None,
+                             params=params[i] if params else {}, status="failed", error=str(error),
+                             stderr_tail=str(error), group_id=group_id, finished_at=Q.utcnow())
+                ids.append(rid)
+    return ids
+
+
+def queued_run_ids(db: str | None = None) -> list[str]:
+    ensure_schema(db)
+    with session_scope(db) as s:
+        return [r.id for r in Q.queued_runs(s)]
+
+
+# ---- examples -------------------------------------------------------------------------------------
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "submissions"
+
+
+def example_folders() -> list[Path]:
+    return sorted(p.parent for p in EXAMPLES_DIR.glob("*/submission.yaml"))
+
+
+def build_examples(folders: list[Path], rebuild: bool = False) -> None:
+    """Run each example's build.py where its artifact is missing (artifacts are not committed)."""
+    import subprocess
+    import sys
+
+    for f in folders:
+        build = f / "build.py"
+        if not build.exists():
+            continue
+        try:
+            load_manifest(f)
+            if not rebuild:
+                continue  # every file the manifest names exists
+        except HeptathlonError:
+            pass
+        proc = subprocess.run([sys.executable, str(build)], cwd=f, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HeptathlonError(f"{build}: build failed with code {proc.returncode}: "
+                                  f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+
+
+# ---- reading ----------------------------------------------------------------------------------------
+def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenario=None,
+                       rank_by: str = "latency_p50_ms") -> list[dict[str, Any]]:
+    """Leaderboard rows grouped by (task, profile, scenario, machine), ranked with CI ties.
+
+    Only measured values are ranked: an entry whose rank metric is an estimate or missing gets
+    no rank rather than a place among measurements.
+    """
+    from bench.metrics import METRICS
+    from bench.ranking import rank_with_ties
+
+    ensure_schema(db)
+    with session_scope(db) as s:
+        rows = Q.leaderboard(s, task=task, profile=profile, scenario=scenario)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["profile"], r["scenario"], r["machine_id"]), []).append(r)
+    lower = METRICS[rank_by].lower_is_better is not False
+    out = []
+    for (task_, prof, scen, mach), rs in groups.items():
+        rankable = [(r["run_id"], m.value, m.ci_low, m.ci_high) for r in rs
+                    if (m := r["metrics"].get(rank_by)) is not None and m.value is not None
+                    and not m.method.startswith("estimate:")]
+        ranks = {x.key: x for x in rank_with_ties(rankable, lower_is_better=lower)}
+        for r in rs:
+            rk = ranks.get(r["run_id"])
+            r["rank"] = rk.label if rk else "—"
+            r["_sort"] = (rk.best, rk.worst) if rk else (10**9, 10**9)
+            r["_m"] = r["metrics"]
+            r["metrics"] = {k: {"value": m.value, "unit": m.unit, "ci_low": m.ci_low, "ci_high": m.ci_high,
+                                "n": m.n, "method": m.method} for k, m in r["metrics"].items()}
+        rs.sort(key=lambda r: r["_sort"])
+        out.append({"task": task_, "profile": prof, "scenario": scen, "machine_id": mach,
+                    "rows": [{k: v for k, v in r.items() if not k.startswith("_")} | {"_m": r["_m"]} for r in rs]})
+    return out
+
+
+# ---- execution ----------------------------------------------------------------------------------
+def _job_for(run_id: str, manifest: Manifest, workdir: Path, profile: Profile, cfg: ScenarioConfig,
+             inputs: Path, run_dir: Path) -> dict[str, Any]:
+    return {"run_id": run_id, "folder": str(workdir), "manifest": manifest.model_dump(mode="json"),
+            "profile": profile.model_dump(mode="json"), "scenario": cfg.to_params(), "inputs": str(inputs),
+            "out_dir": str(run_dir), "quality_batch": 64}
+
+
+def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path) -> list[MetricValue]:
+    """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
+    a = outcome.arrays
+    lat_ms = (a["done_ns"] - a["issue_ns"]) / 1e6
+    values = summarize_latency(lat_ms)
+    values.append(summarize_throughput(a["batch"], a["issue_ns"], int(a["done_ns"][-1])))
+    values.append(summarize_accuracy(y_true, a["preds"]))
+    values.append(MetricValue("peak_rss_mb", outcome.peak_rss_bytes / 1e6, outcome.rss_method, n=outcome.rss_samples,
+                              note="peak over the worker's process tree, load included"))
+    values.append(MetricValue("load_s", outcome.result["ready_time"] - outcome.spawn_time, "timer:wall-clock", n=1,
+                              note="process spawn to model ready"))
+    d = outcome.result["describe"]
+    if d.get("params") is not None:
+        values.append(MetricValue("params", float(d["params"]), d["params_method"], n=1))
+    else:
+        values.append(MetricValue.unavailable("params", d.get("params_note", "not derivable from this artifact")))
+    size = sum(p.stat().st_size for p in artifact_files(store, manifest))
+    values.append(MetricValue("artifact_mb", size / 1e6, "artifact:file-size", n=1))
+    return values
+
+
+def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor | None = None,
+                keep_dir: bool = False) -> RunOutcome:
+    """Execute one queued run and store its results (or its failure) in one transaction."""
+    executor = executor or LocalExecutor()
+    with session_scope(db) as s:
+        run = Q.get_run(s, run_id)
+        if run is None:
+            raise RunError(f"run {run_id}: no such run")
+        sub = run.submission
+        Q.mark_running(s, run_id)
+        info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
+                    store=Path(sub.store_path), manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
+    out = RunOutcome(run_id, "failed", None, info["submission"], info["profile"], info["scenario"], {})
+    run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
+    try:
+        profile = load_profile(info["profile"])
+        task = get_task(info["manifest"].task)
+        data = task.load()
+        cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k != "timeout_s"})
+        if not info["store"].exists():
+            raise RunError(f"run {run_id}: stored artifact {info['store']} is missing; submit the folder again")
+        workdir = run_dir / "work"  # the worker's own writable working copy
+        shutil.copytree(info["store"], workdir)
+        for p in workdir.rglob("*"):
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        inputs = run_dir / "inputs.npy"
+        np.save(inputs, data.x_test)  # inputs only: labels stay in this process
+        fp = collect_fingerprint()
+        job = _job_for(run_id, info["manifest"], workdir, profile, cfg, inputs, run_dir)
+        outcome = executor.execute(job, run_dir, profile, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)))
+        out.stderr_tail = outcome.stderr_tail
+        if not outcome.ok:
+            raise RunError(outcome.error)
+        values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"])
+        with session_scope(db) as s:
+            machine = Q.get_or_create_machine(s, fingerprint_hash(fp), fp)
+            run = Q.get_run(s, run_id)
+            run.machine_id = machine.id
+            run.status = "succeeded"
+            run.finished_at = Q.utcnow()
+            run.stderr_tail = outcome.stderr_tail[-2000:] or None
+            run.controls = outcome.result["controls"]
+            run.software = software_context()
+            run.extra = {**(run.extra or {}), "describe": outcome.result["describe"],
+                         "n_queries": outcome.result["n_queries"], "stopped_by": outcome.result["stopped_by"],
+                         "executor": executor.name}
+            Q.add_measurements(s, run_id, values)
+            Q.add_samples(s, run_id, "latency_ns", outcome.arrays["done_ns"] - outcome.arrays["issue_ns"])
+            Q.add_samples(s, run_id, "predictions", outcome.arrays["preds"])
+        out.status = "succeeded"
+        out.metrics = {v.name: v for v in values}
+    except Exception as e:  # noqa: BLE001  every failure is recorded, then reported
+        msg = str(e) if isinstance(e, HeptathlonError) else f"{type(e).__name__}: {e}"
+        out.error = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']}): {msg}"
+        with session_scope(db) as s:
+            Q.record_failure(s, run_id, out.error, out.stderr_tail)
+    finally:
+        if not keep_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+def execute_queued(run_ids: list[str], *, db: str | None = None,
+                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None) -> list[RunOutcome]:
+    """Execute runs one after another; a failing run never stops the others."""
+    outcomes = []
+    for i, rid in enumerate(run_ids):
+        if on_progress:
+            on_progress(i, None, rid)
+        o = execute_run(rid, db=db)
+        outcomes.append(o)
+        if on_progress:
+            on_progress(i + 1, o, rid)
+    return outcomes

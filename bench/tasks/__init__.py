@@ -1,0 +1,71 @@
+"""Tasks: inputs, labels, groups and the quality metric. Labels never leave the harness side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import TaskError
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's evaluation split. ``x_test`` goes to the worker; ``y_test`` and ``groups`` never do."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    groups: pd.DataFrame  # one column per sensitive attribute, aligned with x_test; may be empty
+    n_classes: int
+    feature_names: list[str] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_test.shape[1:])
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    metric: str  # the quality metric; "accuracy" for every bundled task
+    group_attributes: tuple[str, ...]
+    loader: Callable[[], TaskData]
+
+    def load(self) -> TaskData:
+        try:
+            return self.loader()
+        except TaskError:
+            raise
+        except Exception as e:  # a broken data package must name the task
+            raise TaskError(f"task {self.name!r}: could not load its data ({type(e).__name__}: {e})") from e
+
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    _REGISTRY[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    _ensure_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_tasks() -> list[Task]:
+    _ensure_builtin()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _ensure_builtin() -> None:
+    from bench.tasks import tabular, digits  # noqa: F401  (registers the bundled tasks)

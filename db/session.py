@@ -1,0 +1,111 @@
+"""Engine and session. SQLite (WAL, busy timeout) is the embedded default; any SQLAlchemy URL works."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bench.errors import StorageError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def home_dir() -> Path:
+    """Where Heptathlon keeps its database and artifact store: $HEPTATHLON_HOME or ./.heptathlon."""
+    return Path(os.environ.get("HEPTATHLON_HOME", Path.cwd() / ".heptathlon"))
+
+
+def default_url() -> str:
+    return os.environ.get("HEPTATHLON_DB") or f"sqlite:///{home_dir() / 'heptathlon.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def get_engine(url: str | None = None) -> Engine:
+    url = url or default_url()
+    if url in _ENGINES:
+        return _ENGINES[url]
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, future=True, pool_pre_ping=True)
+    except Exception as e:  # bad URL or missing driver
+        raise StorageError(f"database URL {url!r}: {e}; pass a valid SQLAlchemy URL via --db or HEPTATHLON_DB") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    _ENGINES[url] = engine
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | None = None) -> str:
+    """Apply all Alembic migrations; returns the head revision."""
+    url = url or default_url()
+    engine = get_engine(url)
+    cfg = alembic_config(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as e:
+        raise StorageError(f"database {engine.url.render_as_string(hide_password=True)}: migration failed "
+                           f"({str(e).splitlines()[0]}); is the server running and the URL right?") from None
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def is_current(url: str | None = None) -> bool:
+    url = url or default_url()
+    engine = get_engine(url)
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision() == head
+    except SQLAlchemyError as e:
+        raise StorageError(f"database {engine.url.render_as_string(hide_password=True)}: cannot connect "
+                           f"({str(e).splitlines()[0]})") from None
+
+
+def ensure_schema(url: str | None = None) -> None:
+    if not is_current(url):
+        upgrade(url)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error."""
+    maker = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    s = maker()
+    try:
+        yield s
+        s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        s.close()

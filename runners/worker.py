@@ -1,0 +1,119 @@
+"""The worker process: ``python -m runners.worker JOB.json``.
+
+Spawned fresh for every run (never forked). In order it applies the profile's controls,
+loads the model (the cold start), runs a quality pass, warms up, drives the scenario and
+writes the raw samples for the parent. It never sees labels: the parent writes inputs only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def _one_line(e: BaseException) -> str:
+    from bench.errors import HeptathlonError
+
+    text = str(e) if isinstance(e, HeptathlonError) else f"{type(e).__name__}: {e}"
+    return " ".join(text.split())[:500] or type(e).__name__
+
+
+def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    preds, scores = [], []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        p, s = adapter.postprocess(adapter.predict(adapter.prepare(chunk)), len(chunk))
+        if len(p) != len(chunk):
+            raise ValueError(f"model returned {len(p)} predictions for a batch of {len(chunk)}")
+        preds.append(p)
+        scores.append(s)
+    sc = None if any(s is None for s in scores) else np.concatenate(scores)
+    return np.concatenate(preds), sc
+
+
+def drive(predict, prepared: list, min_queries: int, min_duration_s: float, max_duration_s: float):
+    """The measured loop: closed loop over prepared queries. Only timestamps are taken here."""
+    pc = time.perf_counter_ns
+    k = len(prepared)
+    issue, done = [], []
+    push_issue, push_done = issue.append, done.append
+    n = 0
+    t_start = pc()
+    min_end = t_start + int(min_duration_s * 1e9)
+    max_end = t_start + int(max_duration_s * 1e9)
+    while True:
+        p = prepared[n % k]
+        t0 = pc()
+        predict(p)
+        t1 = pc()
+        push_issue(t0)
+        push_done(t1)
+        n += 1
+        if (n >= min_queries and t1 >= min_end) or t1 >= max_end:
+            break
+    return np.asarray(issue, dtype=np.int64), np.asarray(done, dtype=np.int64), n
+
+
+def run_job(job: dict) -> dict:
+    from bench.manifest import Manifest
+    from bench.profile import Profile
+    from bench.scenarios import ScenarioConfig, build_schedule
+    from runners.controls import apply_controls
+
+    out = Path(job["out_dir"])
+    profile = Profile.model_validate(job["profile"])
+    controls = apply_controls(profile)  # before any runtime is imported or the model loads
+
+    from runners.adapters import make_adapter
+
+    manifest = Manifest.model_validate(job["manifest"])
+    adapter = make_adapter(manifest, Path(job["folder"]), profile, job.get("context", {}))
+    adapter.load()
+    t_ready = time.time()
+
+    x = np.load(job["inputs"])
+    preds, scores = quality_pass(adapter, x, job.get("quality_batch", 64))
+    np.save(out / "preds.npy", preds)
+    if scores is not None:
+        np.save(out / "scores.npy", scores)
+
+    cfg = ScenarioConfig.from_params(job["scenario"])
+    schedule = build_schedule(cfg, len(x))
+    prepared = [adapter.prepare(x[idx]) for idx in schedule]
+    sizes = np.asarray([len(idx) for idx in schedule], dtype=np.int32)
+    for i in range(cfg.warmup_queries):
+        adapter.predict(prepared[i % len(prepared)])
+
+    issue, done, n = drive(adapter.predict, prepared, cfg.stop.min_queries, cfg.stop.min_duration_s,
+                           cfg.stop.max_duration_s)
+    np.save(out / "issue_ns.npy", issue)
+    np.save(out / "done_ns.npy", done)
+    np.save(out / "batch.npy", sizes[np.arange(n) % len(sizes)])
+    describe = adapter.describe()
+    adapter.close()
+    controls.update(adapter.records)
+    return {"ready_time": t_ready, "n_queries": n, "describe": describe, "controls": controls,
+            "stopped_by": "max_duration" if (done[-1] - issue[0]) >= cfg.stop.max_duration_s * 1e9 else "minimums"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(argv[0]).read_text())
+    out = Path(job["out_dir"])
+    try:
+        result = run_job(job)
+    except BaseException as e:  # noqa: BLE001  every failure becomes a recorded reason
+        traceback.print_exc(file=sys.stderr)
+        (out / "error.json").write_text(json.dumps({"error": _one_line(e), "type": type(e).__name__}))
+        return 3
+    (out / "result.json").write_text(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
