@@ -24,7 +24,7 @@ db_app = typer.Typer(help="The results database.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(db_app, name="db")
 
-out = Console()  # stdout: tables, or JSON and nothing else
+out = Console(width=None if sys.stdout.isatty() else 200)  # stdout: tables, or JSON and nothing else
 err = Console(stderr=True)  # progress and messages
 STATE: dict[str, Any] = {"debug": False}
 REPO = Path(__file__).resolve().parents[1]
@@ -38,18 +38,19 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
     STATE["debug"] = debug
 
 
+SHORT = {"latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms", "throughput_sps": "samples/s",
+         "accuracy": "accuracy", "peak_rss_mb": "peak RSS MB", "load_s": "load s",
+         "energy_per_sample_j": "J/sample", "params": "params"}
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return "—"
     a = abs(v)
     if a == 0:
         return "0"
-    if a >= 1e6:
-        return f"{v:.3g}"
     if a >= 100:
-        return f"{v:.0f}"
-    if a >= 1:
-        return f"{v:.3g}"
+        return f"{v:,.0f}"
     return f"{v:.3g}"
 
 
@@ -60,19 +61,22 @@ def _cell(m) -> str:
     if m.value is None:
         return "[dim]n/a[/]"
     s = _fmt(m.value)
-    if m.ci_low is not None and m.ci_high is not None and m.ci_high != m.ci_low:
-        s += f" [dim][{_fmt(m.ci_low)}, {_fmt(m.ci_high)}][/]"
+    if m.ci_low is not None and m.ci_high is not None and m.ci_high != m.ci_low and m.value:
+        half = max(m.value - m.ci_low, m.ci_high - m.value) / abs(m.value) * 100
+        s += f" [dim]±{half:.2g}%[/]"
     if m.method.startswith("estimate:"):
         s += " [yellow](est.)[/]"
     return s
 
 
 # ---- commands -----------------------------------------------------------------------------------
-def _scenario_configs(scenarios: list[str], batch_size, full, min_queries, min_duration, max_duration, seed):
+def _scenario_configs(scenarios: list[str], batch_size, full, min_queries, min_duration, max_duration, seed,
+                      warmup=None):
     from bench.scenarios import make_scenario
 
     return [make_scenario(s, batch_size=batch_size, full=full, seed=seed, min_queries=min_queries,
-                          min_duration_s=min_duration, max_duration_s=max_duration) for s in scenarios]
+                          min_duration_s=min_duration, max_duration_s=max_duration, warmup_queries=warmup)
+            for s in scenarios]
 
 
 def _progress() -> Progress:
@@ -143,6 +147,7 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
         min_queries: Optional[int] = typer.Option(None, "--min-queries"),
         min_duration: Optional[float] = typer.Option(None, "--min-duration", help="Seconds."),
         max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Seconds."),
+        warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up queries before timing."),
         seed: int = typer.Option(0, "--seed"),
         timeout: float = typer.Option(120.0, "--timeout", help="Per-run timeout in seconds."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
@@ -152,7 +157,7 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
 
     cfgs = None
     try:
-        cfgs = _scenario_configs([scenario], batch_size, full, min_queries, min_duration, max_duration, seed)
+        cfgs = _scenario_configs([scenario], batch_size, full, min_queries, min_duration, max_duration, seed, warmup)
         ids = queue_runs(folder, [profile], cfgs, db=db, timeout_s=timeout)
     except HeptathlonError as e:
         rid = (record_rejected(folder, [profile], [scenario], e, db) if cfgs is None else getattr(e, "run_ids", [None]))[0]
@@ -212,15 +217,19 @@ def results(task: Optional[str] = typer.Option(None, "--task"),
     if not groups:
         err.print("no results yet. Try: heptathlon demo   or   heptathlon run submissions/arrests-mlp-onnx")
         return
+    tables: dict[tuple, list] = {}
     for g in groups:
-        t = Table(title=f"task {g['task']} · profile {g['profile']} · scenario {g['scenario']} · machine {g['machine_id']}")
-        t.add_column("rank", justify="right")
-        t.add_column("submission")
-        t.add_column("kind")
+        tables.setdefault((g["task"], g["scenario"], g["machine_id"]), []).append(g)
+    for (task_, scen, mach), gs in tables.items():
+        t = Table(title=f"task {task_} · scenario {scen} · machine {mach}", title_justify="left")
+        for c in ("profile", "rank", "submission", "kind"):
+            t.add_column(c)
         for name in HEADLINE:
-            t.add_column(f"{name} ({METRICS[name].unit})", justify="right")
-        for r in g["rows"]:
-            t.add_row(r["rank"], r["submission"], r["kind"], *[_cell(r["_m"].get(n)) for n in HEADLINE])
+            t.add_column(SHORT.get(name, name), justify="right")
+        for g in gs:
+            for i, r in enumerate(g["rows"]):
+                t.add_row(g["profile"] if i == 0 else "", r["rank"], r["submission"], r["kind"],
+                          *[_cell(r["_m"].get(n)) for n in HEADLINE], end_section=i == len(g["rows"]) - 1)
         out.print(t)
     err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
               "Estimated values are marked (est.) and never ranked against measured ones.[/]")

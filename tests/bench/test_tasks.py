@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from bench.errors import TaskError
+from bench.tasks import get_task
+
+
+def test_arrests_split_is_deterministic_with_groups():
+    a, b = get_task("arrests").load(), get_task("arrests").load()
+    assert a.x_test.shape == (1307, 7) and a.x_test.dtype == np.float32
+    assert np.array_equal(a.y_test, b.y_test) and np.array_equal(a.x_test, b.x_test)
+    assert list(a.groups.columns) == ["colour", "sex"]
+    assert set(a.groups["colour"]) == {"White", "Black"}
+    assert len(a.groups) == len(a.y_test)
+
+
+def test_digits_and_hearts():
+    d = get_task("digits").load()
+    assert d.x_test.shape[1:] == (1, 8, 8) and d.n_classes == 10 and d.groups.shape[1] == 0
+    h = get_task("hearts").load()
+    assert list(h.groups.columns) == ["sex"] and set(h.groups["sex"]) == {"male", "female"}
+
+
+def test_unknown_task():
+    with pytest.raises(TaskError, match="unknown task 'imagenet'; known tasks: arrests, digits, hearts"):
+        get_task("imagenet")
