@@ -235,6 +235,45 @@ def results(task: Optional[str] = typer.Option(None, "--task"),
               "Estimated values are marked (est.) and never ranked against measured ones.[/]")
 
 
+@app.command()
+def fairness(submission: str = typer.Argument(..., help="Submission name (as in its submission.yaml)."),
+             reference: Optional[str] = typer.Option(None, "--reference", help="Reference profile (default cpu-1core: fp32 CPU)."),
+             as_json: bool = typer.Option(False, "--json"),
+             db: Optional[str] = DbOpt) -> None:
+    """Hardware-induced fairness disparity of a submission across every profile it ran on."""
+    from bench.fairness import disparity_rows, disparity_summary_rows
+    from bench.fairness_service import compute_disparity
+
+    ft = compute_disparity(submission, reference=reference, db=db)
+    if as_json:
+        print(json.dumps({"submission": ft.submission, "task": ft.task, "reference": ft.reference,
+                          "attributes": {a: [{"profile": p, "run_id": rid, "summary": disparity_summary_rows(rep),
+                                              "groups": disparity_rows(rep)} for p, rid, rep in items]
+                                         for a, items in ft.reports.items()}}))
+        return
+    if not any(ft.reports.values()):
+        err.print(f"only the reference profile {ft.reference!r} has a run; run {submission} on another profile "
+                  "(e.g. --profile cpu-1core-int8) to see disparity")
+    for attr, items in ft.reports.items():
+        for prof, rid, rep in items:
+            t = Table(title=f"{ft.submission} · {attr} · {prof} vs reference {ft.reference}", title_justify="left")
+            rows = disparity_rows(rep)
+            for c in rows[0].keys():
+                t.add_column(c, justify="right" if c != "group" else "left")
+            for r in rows:
+                t.add_row(*[("[yellow]" + v + "[/]") if k == "small" and v not in ("", "no", "False") else v
+                            for k, v in r.items()])
+            out.print(t)
+            s = Table(show_header=True, title_justify="left")
+            for c in ("quantity", "value", "ci", "n"):
+                s.add_column(c)
+            for r in disparity_summary_rows(rep):
+                s.add_row(r["quantity"], r["value"], r["ci"], r["n"])
+            out.print(s)
+    err.print("[dim]95% CIs from a paired bootstrap over examples; McNemar exact test per group. "
+              "Small groups are flagged, never hidden.[/]")
+
+
 @profiles_app.command("list")
 def profiles_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the hardware profiles in hw_profiles/."""

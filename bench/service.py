@@ -19,13 +19,14 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.errors import HeptathlonError, RunError
+from bench.fairness_service import run_fairness
 from bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
 from bench.manifest import Manifest, artifact_files, hash_folder, load_manifest
 from bench.metrics import MetricValue
 from bench.profile import Profile, load_profile
 from bench.scenarios import ScenarioConfig
 from bench.stats import summarize_accuracy, summarize_latency, summarize_throughput
-from bench.tasks import get_task
+from bench.tasks import resolve_task, task_data_files
 from db import queries as Q
 from db.session import ensure_schema, home_dir, session_scope
 from runners.executor import LocalExecutor, WorkerOutcome
@@ -55,7 +56,8 @@ def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, 
     """Validate, hash and keep an immutable copy, so a result always points at exactly what ran."""
     folder = Path(folder)
     manifest = load_manifest(folder)
-    get_task(manifest.task)  # unknown task: a clear error before anything is stored
+    task = resolve_task(manifest.task, folder)  # unknown task: a clear error before anything is stored
+    task.load()  # a task file whose data does not parse fails here, before anything is stored
     sha = hash_folder(folder)
     dest = Path(home or home_dir()) / "artifacts" / sha
     if not dest.exists():
@@ -95,7 +97,7 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
         sub = Q.get_or_create_submission(s, name=manifest.name, version=manifest.version, task=manifest.task,
                                          kind=manifest.model.kind, sha256=sha, manifest=manifest.model_dump(mode="json"),
                                          store_path=str(store))
-        task = get_task(manifest.task)
+        task = resolve_task(manifest.task, folder)
         Q.get_or_create_task(s, task.name, {"description": task.description, "metric": task.metric,
                                             "group_attributes": list(task.group_attributes)})
         for prof in resolved:
@@ -104,7 +106,7 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
                 for trial in range(trials):
                     rid = str(uuid.uuid4())
                     Q.create_run(s, id=rid, submission_id=sub.id, profile_id=prow.id, submission_ref=ref,
-                                 profile_name=prof.name, task_name=manifest.task, scenario=sc.name,
+                                 profile_name=prof.name, task_name=task.name, scenario=sc.name,
                                  params={**sc.to_params(), "timeout_s": timeout_s}, status="queued", trial=trial,
                                  group_id=group_id, extra=dict(extra or {}))
                     ids.append(rid)
@@ -244,7 +246,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
     run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
     try:
         profile = load_profile(info["profile"])
-        task = get_task(info["manifest"].task)
+        task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
         cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k != "timeout_s"})
         if not info["store"].exists():
@@ -253,6 +255,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         shutil.copytree(info["store"], workdir)
         for p in workdir.rglob("*"):
             p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        for rel in task_data_files(info["manifest"].task, workdir):  # labels never reach the model
+            (workdir / rel).unlink(missing_ok=True)
         inputs = run_dir / "inputs.npy"
         np.save(inputs, data.x_test)  # inputs only: labels stay in this process
         fp = collect_fingerprint()
@@ -262,6 +266,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         if not outcome.ok:
             raise RunError(outcome.error)
         values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"])
+        group_rows, fair_values = run_fairness(data, outcome.arrays["preds"], outcome.arrays.get("scores"))
+        values += fair_values
         with session_scope(db) as s:
             machine = Q.get_or_create_machine(s, fingerprint_hash(fp), fp)
             run = Q.get_run(s, run_id)
@@ -277,6 +283,9 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
             Q.add_measurements(s, run_id, values)
             Q.add_samples(s, run_id, "latency_ns", outcome.arrays["done_ns"] - outcome.arrays["issue_ns"])
             Q.add_samples(s, run_id, "predictions", outcome.arrays["preds"])
+            if "scores" in outcome.arrays:
+                Q.add_samples(s, run_id, "scores", outcome.arrays["scores"].astype(np.float32))
+            Q.add_group_metrics(s, run_id, group_rows)
         out.status = "succeeded"
         out.metrics = {v.name: v for v in values}
     except Exception as e:  # noqa: BLE001  every failure is recorded, then reported

@@ -120,6 +120,12 @@ def add_group_metrics(s: Session, run_id: str, rows: Iterable[Any]) -> None:
                           ci_low=g.ci_low, ci_high=g.ci_high, n=g.n, small=g.small))
 
 
+def is_detail(m: Measurement) -> bool:
+    """Detail rows (per attribute, per batch size; mark them params["detail"]) stay out of headline tables."""
+    p = m.params or {}
+    return bool(p.get("detail") or p.get("sweep"))
+
+
 def load_samples(s: Session, run_id: str, kind: str) -> np.ndarray | None:
     row = s.scalar(select(Samples).where(Samples.run_id == run_id, Samples.kind == kind))
     return None if row is None else decode_array(row.data, row.dtype)
@@ -127,7 +133,7 @@ def load_samples(s: Session, run_id: str, kind: str) -> np.ndarray | None:
 
 def run_measurements(s: Session, run_id: str) -> dict[str, Measurement]:
     rows = s.scalars(select(Measurement).where(Measurement.run_id == run_id))
-    return {m.metric: m for m in rows if not m.params.get("sweep")}
+    return {m.metric: m for m in rows if not is_detail(m)}
 
 
 def list_runs(s: Session, *, status: str | None = None, submission: str | None = None, limit: int = 50) -> list[Run]:
@@ -167,7 +173,7 @@ def leaderboard(s: Session, *, task: str | None = None, profile: str | None = No
     meas: dict[str, dict[str, Measurement]] = defaultdict(dict)
     for i in range(0, len(ids), 500):
         for m in s.scalars(select(Measurement).where(Measurement.run_id.in_(ids[i:i + 500]))):
-            if not m.params.get("sweep"):
+            if not is_detail(m):
                 meas[m.run_id][m.metric] = m
     rows = []
     for run, sub_ in pairs:

@@ -62,6 +62,37 @@ def get_task(name: str) -> Task:
         raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}") from None
 
 
+def resolve_task(ref: str, folder=None) -> Task:
+    """A bundled task by name, or a task YAML file inside the submission folder."""
+    from pathlib import Path
+
+    from bench.tasks.custom import is_task_file, load_task_file
+
+    if is_task_file(ref):
+        if folder is None:
+            raise TaskError(f"task file {ref!r} needs its submission folder")
+        folder = Path(folder)
+        path = (folder / ref).resolve()
+        if not path.is_relative_to(folder.resolve()):
+            raise TaskError(f"task file {ref!r} leaves the submission folder")
+        return load_task_file(path, folder)
+    return get_task(ref)
+
+
+def task_data_files(ref: str, folder) -> list[str]:
+    """Files inside the folder that hold labels (removed from the worker's copy)."""
+    from pathlib import Path
+
+    import yaml
+
+    from bench.tasks.custom import is_task_file
+
+    if not is_task_file(ref):
+        return []
+    raw = yaml.safe_load((Path(folder) / ref).read_text()) or {}
+    return [ref] + ([raw["data"]] if isinstance(raw, dict) and isinstance(raw.get("data"), str) else [])
+
+
 def list_tasks() -> list[Task]:
     _ensure_builtin()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
