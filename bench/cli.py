@@ -343,7 +343,8 @@ def dashboard(db: Optional[str] = DbOpt, port: int = typer.Option(8501, "--port"
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)  # returns the exit code of a typer.Exit in this mode
+        sys.exit(rv if isinstance(rv, int) else 0)
     except HeptathlonError as e:
         if STATE["debug"]:
             raise
