@@ -150,6 +150,9 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
         warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up queries before timing."),
         seed: int = typer.Option(0, "--seed"),
         timeout: float = typer.Option(120.0, "--timeout", help="Per-run timeout in seconds."),
+        no_meters: bool = typer.Option(False, "--no-meters", help="Run latency without energy meters (to compare)."),
+        idle_seconds: float = typer.Option(1.0, "--idle-seconds", help="Idle-power baseline before the window."),
+        country: str = typer.Option("USA", "--country", help="ISO code of the grid region for CO2."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
         db: Optional[str] = DbOpt) -> None:
     """Benchmark one submission on one profile and scenario, now."""
@@ -158,7 +161,8 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
     cfgs = None
     try:
         cfgs = _scenario_configs([scenario], batch_size, full, min_queries, min_duration, max_duration, seed, warmup)
-        ids = queue_runs(folder, [profile], cfgs, db=db, timeout_s=timeout)
+        ids = queue_runs(folder, [profile], cfgs, db=db, timeout_s=timeout,
+                         energy={"enabled": not no_meters, "idle_s": idle_seconds, "country_iso": country})
     except HeptathlonError as e:
         rid = (record_rejected(folder, [profile], [scenario], e, db) if cfgs is None else getattr(e, "run_ids", [None]))[0]
         _fail_json(e, folder, profile, scenario, as_json, rid)

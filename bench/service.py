@@ -30,8 +30,10 @@ from bench.tasks import resolve_task, task_data_files
 from db import queries as Q
 from db.session import ensure_schema, home_dir, session_scope
 from runners.executor import LocalExecutor, WorkerOutcome
+from runners.metering import energy_values
 
 DEFAULT_TIMEOUT_S = 120.0
+RUN_PARAMS = ("timeout_s", "energy")  # run.params keys that are not part of the scenario config
 
 
 @dataclass
@@ -75,7 +77,7 @@ def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, 
 # ---- queueing -----------------------------------------------------------------------------------
 def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig], *, db: str | None = None,
                trials: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, group_id: str | None = None,
-               extra: dict[str, Any] | None = None) -> list[str]:
+               extra: dict[str, Any] | None = None, energy: dict[str, Any] | None = None) -> list[str]:
     """Register the submission and queue one run per profile x scenario x trial.
 
     A validation error still leaves one failed run per requested combination, then re-raises.
@@ -107,7 +109,8 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
                     rid = str(uuid.uuid4())
                     Q.create_run(s, id=rid, submission_id=sub.id, profile_id=prow.id, submission_ref=ref,
                                  profile_name=prof.name, task_name=task.name, scenario=sc.name,
-                                 params={**sc.to_params(), "timeout_s": timeout_s}, status="queued", trial=trial,
+                                 params={**sc.to_params(), "timeout_s": timeout_s, "energy": dict(energy or {})},
+                                 status="queued", trial=trial,
                                  group_id=group_id, extra=dict(extra or {}))
                     ids.append(rid)
     return ids
@@ -203,13 +206,14 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
 
 # ---- execution ----------------------------------------------------------------------------------
 def _job_for(run_id: str, manifest: Manifest, workdir: Path, profile: Profile, cfg: ScenarioConfig,
-             inputs: Path, run_dir: Path) -> dict[str, Any]:
+             inputs: Path, run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run_id, "folder": str(workdir), "manifest": manifest.model_dump(mode="json"),
             "profile": profile.model_dump(mode="json"), "scenario": cfg.to_params(), "inputs": str(inputs),
-            "out_dir": str(run_dir), "quality_batch": 64}
+            "out_dir": str(run_dir), "quality_batch": 64, "energy": params.get("energy") or {}}
 
 
-def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path) -> list[MetricValue]:
+def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path,
+                    energy: dict[str, Any] | None = None) -> list[MetricValue]:
     """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
     a = outcome.arrays
     lat_ms = (a["done_ns"] - a["issue_ns"]) / 1e6
@@ -227,6 +231,10 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
         values.append(MetricValue.unavailable("params", d.get("params_note", "not derivable from this artifact")))
     size = sum(p.stat().st_size for p in artifact_files(store, manifest))
     values.append(MetricValue("artifact_mb", size / 1e6, "artifact:file-size", n=1))
+    energy_cfg = energy or {}
+    values += energy_values(outcome.result.get("energy"), (int(a["done_ns"][-1]) - int(a["issue_ns"][0])) / 1e9,
+                            int(a["batch"].sum()), energy_cfg.get("country_iso", "USA"),
+                            None if energy_cfg.get("enabled", True) else "meters disabled for this run (--no-meters)")
     return values
 
 
@@ -248,7 +256,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         profile = load_profile(info["profile"])
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
-        cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k != "timeout_s"})
+        cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
         if not info["store"].exists():
             raise RunError(f"run {run_id}: stored artifact {info['store']} is missing; submit the folder again")
         workdir = run_dir / "work"  # the worker's own writable working copy
@@ -260,12 +268,12 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         inputs = run_dir / "inputs.npy"
         np.save(inputs, data.x_test)  # inputs only: labels stay in this process
         fp = collect_fingerprint()
-        job = _job_for(run_id, info["manifest"], workdir, profile, cfg, inputs, run_dir)
+        job = _job_for(run_id, info["manifest"], workdir, profile, cfg, inputs, run_dir, info["params"])
         outcome = executor.execute(job, run_dir, profile, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)))
         out.stderr_tail = outcome.stderr_tail
         if not outcome.ok:
             raise RunError(outcome.error)
-        values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"])
+        values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], info["params"].get("energy"))
         group_rows, fair_values = run_fairness(data, outcome.arrays["preds"], outcome.arrays.get("scores"))
         values += fair_values
         with session_scope(db) as s:

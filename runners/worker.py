@@ -89,15 +89,22 @@ def run_job(job: dict) -> dict:
     for i in range(cfg.warmup_queries):
         adapter.predict(prepared[i % len(prepared)])
 
-    issue, done, n = drive(adapter.predict, prepared, cfg.stop.min_queries, cfg.stop.min_duration_s,
-                           cfg.stop.max_duration_s)
+    from runners.metering import open_meters
+
+    meters = open_meters(job, profile)  # measures the idle baseline too, before the window opens
+    min_duration_s = max(cfg.stop.min_duration_s, meters.min_window_s if meters else 0.0)  # counter-aware window
+    if meters:
+        meters.start()
+    issue, done, n = drive(adapter.predict, prepared, cfg.stop.min_queries, min_duration_s,
+                           max(cfg.stop.max_duration_s, min_duration_s))
+    energy = meters.stop() if meters else None
     np.save(out / "issue_ns.npy", issue)
     np.save(out / "done_ns.npy", done)
     np.save(out / "batch.npy", sizes[np.arange(n) % len(sizes)])
     describe = adapter.describe()
     adapter.close()
     controls.update(adapter.records)
-    return {"ready_time": t_ready, "n_queries": n, "describe": describe, "controls": controls,
+    return {"ready_time": t_ready, "n_queries": n, "energy": energy, "describe": describe, "controls": controls,
             "stopped_by": "max_duration" if (done[-1] - issue[0]) >= cfg.stop.max_duration_s * 1e9 else "minimums"}
 
 

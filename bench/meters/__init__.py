@@ -1,0 +1,53 @@
+"""Meters: energy and memory measured around the worker's timed window.
+
+Usage in the worker (see each function's docstring)::
+
+    selection = select_meters(profile.device, gpu_index, sync=torch.cuda.synchronize)
+    idle = measure_idle_power(selection.meters, seconds=max(5.0, selection.min_window_s))
+    selection.start(); ...timed window...; readings = selection.stop()
+    metrics = energy_metrics(readings, idle, window_s, n_samples, country_iso)
+    selection.close()
+"""
+
+from bench.meters.base import EnergyReading, Meter, MeterUnavailable, PeriodicSampler, required_window_s
+from bench.meters.codecarbon_meter import CodecarbonMeter, GridIntensity, grid_intensity_g_per_kwh
+from bench.meters.energy import IdleBaseline, combine_methods, energy_metrics, measure_idle_power
+from bench.meters.memory import (
+    GpuMemorySampler,
+    MemoryReading,
+    cgroup_dir_of,
+    cgroup_peak_bytes,
+    nvml_process_gpu_memory,
+)
+from bench.meters.nvml import NvmlEnergyCounterMeter, NvmlPowerSamplingMeter
+from bench.meters.rapl import RaplMeter, counter_delta_uj, discover_rapl_zones
+from bench.meters.select import MeterSelection, SkippedMethod, parse_device, select_meters
+
+__all__ = [
+    "CodecarbonMeter",
+    "EnergyReading",
+    "GpuMemorySampler",
+    "GridIntensity",
+    "IdleBaseline",
+    "MemoryReading",
+    "Meter",
+    "MeterSelection",
+    "MeterUnavailable",
+    "NvmlEnergyCounterMeter",
+    "NvmlPowerSamplingMeter",
+    "PeriodicSampler",
+    "RaplMeter",
+    "SkippedMethod",
+    "cgroup_dir_of",
+    "cgroup_peak_bytes",
+    "combine_methods",
+    "counter_delta_uj",
+    "discover_rapl_zones",
+    "energy_metrics",
+    "grid_intensity_g_per_kwh",
+    "measure_idle_power",
+    "nvml_process_gpu_memory",
+    "parse_device",
+    "required_window_s",
+    "select_meters",
+]
