@@ -296,6 +296,34 @@ def profiles_list(as_json: bool = typer.Option(False, "--json")) -> None:
     out.print(t)
 
 
+@profiles_app.command("check")
+def profiles_check(name: str = typer.Argument(..., help="Profile name (see `heptathlon profiles list`)."),
+                   spin_s: float = typer.Option(1.0, "--spin-seconds", help="Length of the CPU-bound probes."),
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """Run probes under a profile and show, control by control, that it really holds."""
+    from dataclasses import asdict
+
+    from bench.profile import load_profile
+    from runners.probe import check_profile
+
+    prof = load_profile(name)
+    with _progress() as prog:
+        prog.add_task(f"probing {name}", total=None)
+        results = check_profile(prof, spin_s=spin_s)
+    if as_json:
+        print(json.dumps([asdict(r) for r in results], default=str))
+    else:
+        t = Table(title=f"profile {name}: do its controls hold?", title_justify="left")
+        for c in ("control", "requested", "observed", "mechanism", "holds", "detail"):
+            t.add_column(c)
+        for r in results:
+            mark = {True: "[green]yes[/]", False: "[red]NO[/]", None: "[dim]—[/]"}[r.ok]
+            t.add_row(r.control, str(r.requested), str(r.observed), r.mechanism or "—", mark, r.detail)
+        out.print(t)
+    if any(r.ok is False for r in results):
+        raise typer.Exit(1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(db: Optional[str] = DbOpt) -> None:
     """Apply the Alembic migrations to the database."""

@@ -30,6 +30,17 @@ def parse_size_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
+# Controls a profile may list in ``best_effort``: the run goes on, recording took_effect=False,
+# when such a control cannot be applied. The device itself never degrades (a CUDA profile
+# does not fall back to the CPU), and neither does require_sandbox (that would defeat it).
+BEST_EFFORT_FIELDS = ("cpu.cores", "cpu.threads", "cpu.interop_threads", "cpu.quota", "memory_limit",
+                      "precision", "gpu.index", "gpu.memory_fraction", "gpu.tf32",
+                      "runtime.torch.cudnn_benchmark", "runtime.torch.deterministic")
+# Short names accepted as well; "affinity" is what the first profiles used.
+BEST_EFFORT_ALIASES = {"affinity": "cpu.cores", "threads": "cpu.threads", "quota": "cpu.quota",
+                       "memory": "memory_limit", "tf32": "gpu.tf32"}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -88,6 +99,14 @@ class Profile(_Strict):
     require_sandbox: bool = False
     default: bool = False  # part of the default set used by `demo` and `submit`
 
+    @field_validator("best_effort")
+    @classmethod
+    def _best_effort_valid(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in BEST_EFFORT_FIELDS and x not in BEST_EFFORT_ALIASES]
+        if unknown:
+            raise ValueError(f"unknown control(s) {unknown}; expected some of {list(BEST_EFFORT_FIELDS)}")
+        return v
+
     @field_validator("memory_limit")
     @classmethod
     def _mem_valid(cls, v: str | None) -> str | None:
@@ -98,6 +117,10 @@ class Profile(_Strict):
     @property
     def memory_limit_bytes(self) -> int | None:
         return None if self.memory_limit is None else parse_size_bytes(self.memory_limit)
+
+    def allows_best_effort(self, field: str) -> bool:
+        """True when the profile lets ``field`` (a BEST_EFFORT_FIELDS name) fail to take effect."""
+        return any(BEST_EFFORT_ALIASES.get(x, x) == field for x in self.best_effort)
 
     @property
     def spec_hash(self) -> str:

@@ -1,31 +1,56 @@
-"""Scenarios: load generation. A scenario only produces a schedule of queries and a stop rule;
-timing lives in the worker's loop (after MLPerf LoadGen's split between scenario and SUT).
+"""Scenarios: load generation. A scenario only produces a schedule of queries, their arrival
+times where the loop is open, and a stop rule; timing lives in ``runners/loadgen.py`` (after
+MLPerf LoadGen's split between scenario and SUT).
+
+| name            | queries                                   | loop                         |
+|-----------------|-------------------------------------------|------------------------------|
+| single_stream   | one instance                              | closed                       |
+| fixed_batch     | B instances                               | closed                       |
+| poisson_batch   | Poisson(lambda) instances, at least 1     | closed (Pentathlon)          |
+| offline         | the whole data set                        | closed                       |
+| server          | one instance, Poisson arrivals at a QPS   | open, queue + dynamic batch  |
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from bench.errors import ScenarioError
 
-CLOSED_LOOP = ("single_stream", "fixed_batch", "offline")
-SCENARIOS = CLOSED_LOOP
+CLOSED_LOOP = ("single_stream", "fixed_batch", "poisson_batch", "offline")
+OPEN_LOOP = ("server",)
+SCENARIOS = CLOSED_LOOP + OPEN_LOOP
 
 # Short defaults so the demo finishes in minutes on 2 cores; --full is a flag away.
 DEMO_STOP = {"min_queries": 200, "min_duration_s": 1.0, "max_duration_s": 10.0, "warmup_queries": 20}
 FULL_STOP = {"min_queries": 1024, "min_duration_s": 60.0, "max_duration_s": 600.0, "warmup_queries": 100}
 
+DEFAULT_POISSON_LAMBDA = 8.0
+DEFAULT_QPS = 100.0
+DEFAULT_CI_TARGET = 0.01  # adaptive stopping: 95% CI half-width of the median within 1% of it
+# Options that belong to one scenario; giving them to another is an error, not a silent no-op.
+SCENARIO_OPTIONS = {"poisson_lambda": ("poisson_batch",), "qps": ("server",), "max_batch": ("server",),
+                    "max_wait_ms": ("server",), "slo_ms": ("server",)}
+_FLAGS = {"poisson_lambda": "--lambda", "qps": "--qps", "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms",
+          "slo_ms": "--slo-ms"}
+
 
 @dataclass(frozen=True)
 class StopRule:
-    """Stop only after both minimums are met, and never later than the cap."""
+    """Stop only after both minimums are met, and never later than the cap.
+
+    ``adaptive``: once the minimums hold, go on until the 95% CI half-width of the median
+    latency is within ``ci_target`` (relative), checked at every power-of-two query count.
+    """
 
     min_queries: int = DEMO_STOP["min_queries"]
     min_duration_s: float = DEMO_STOP["min_duration_s"]
     max_duration_s: float = DEMO_STOP["max_duration_s"]
+    adaptive: bool = False
+    ci_target: float = DEFAULT_CI_TARGET
 
     def validate(self) -> None:
         if self.min_queries < 1:
@@ -37,6 +62,8 @@ class StopRule:
         if self.min_duration_s > self.max_duration_s:
             raise ScenarioError(f"min_duration_s ({self.min_duration_s}) is above max_duration_s "
                                 f"({self.max_duration_s}); raise --max-duration or lower --min-duration")
+        if not 0 < self.ci_target < 1:
+            raise ScenarioError(f"--ci-target must be a relative half-width in (0, 1), e.g. 0.01; got {self.ci_target}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,11 @@ class ScenarioConfig:
     warmup_queries: int = DEMO_STOP["warmup_queries"]
     stop: StopRule = field(default_factory=StopRule)
     seed: int = 0
+    poisson_lambda: float | None = None  # poisson_batch: mean batch size
+    qps: float | None = None  # server: target queries per second (the search's start with an SLO)
+    max_batch: int = 1  # server: dynamic batching, at most this many queries per model call
+    max_wait_ms: float = 0.0  # server: how long the oldest queued query may wait for a batch to fill
+    slo_ms: float | None = None  # server: p99 latency SLO; search for the largest QPS within it
 
     def validate(self) -> "ScenarioConfig":
         if self.name not in SCENARIOS:
@@ -54,10 +86,39 @@ class ScenarioConfig:
             raise ScenarioError(f"scenario {self.name!r}: batch_size must be >= 1, got {self.batch_size}")
         if self.name == "single_stream" and self.batch_size != 1:
             raise ScenarioError("scenario 'single_stream' sends one instance per query; use fixed_batch for --batch-size")
+        if self.name in ("poisson_batch", "server") and self.batch_size != 1:
+            what = "--lambda" if self.name == "poisson_batch" else "--max-batch"
+            raise ScenarioError(f"scenario {self.name!r} chooses its own batch sizes; use {what} instead of --batch-size")
         if self.warmup_queries < 0:
             raise ScenarioError(f"warmup_queries must be >= 0, got {self.warmup_queries}")
+        defaults = {f.name: f.default for f in fields(self)}
+        for opt, owners in SCENARIO_OPTIONS.items():
+            if self.name not in owners and getattr(self, opt) != defaults[opt]:
+                if opt == "slo_ms":
+                    raise ScenarioError(f"an SLO (--slo-ms) applies only to the server scenario, not {self.name!r}")
+                raise ScenarioError(f"{_FLAGS[opt]} applies only to the {' or '.join(owners)} scenario, not {self.name!r}")
+        if self.poisson_lambda is not None and not self.poisson_lambda > 0:
+            raise ScenarioError(f"scenario 'poisson_batch': --lambda (mean batch size) must be > 0, got {self.poisson_lambda}")
+        if self.qps is not None and not self.qps > 0:
+            raise ScenarioError(f"scenario 'server': --qps must be > 0, got {self.qps}")
+        if self.max_batch < 1:
+            raise ScenarioError(f"scenario 'server': --max-batch must be >= 1, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise ScenarioError(f"scenario 'server': --max-wait-ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_wait_ms > 0 and self.max_batch == 1:
+            raise ScenarioError("scenario 'server': --max-wait-ms needs --max-batch above 1 (there is no batch to fill)")
+        if self.slo_ms is not None and not self.slo_ms > 0:
+            raise ScenarioError(f"scenario 'server': --slo-ms must be > 0, got {self.slo_ms}")
         self.stop.validate()
         return self
+
+    @property
+    def target_qps(self) -> float:
+        return self.qps if self.qps is not None else DEFAULT_QPS
+
+    @property
+    def mean_batch(self) -> float:
+        return self.poisson_lambda if self.poisson_lambda is not None else DEFAULT_POISSON_LAMBDA
 
     def to_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,31 +134,93 @@ def make_scenario(name: str, *, batch_size: int | None = None, full: bool = Fals
                   **overrides: Any) -> ScenarioConfig:
     """Build and validate a scenario config from CLI-level options (None means default)."""
     base = FULL_STOP if full else DEMO_STOP
+    stop_keys = ("min_queries", "min_duration_s", "max_duration_s", "adaptive", "ci_target")
     stop = StopRule(**{k: base[k] for k in ("min_queries", "min_duration_s", "max_duration_s")})
-    stop = replace(stop, **{k: v for k, v in overrides.items() if k in ("min_queries", "min_duration_s", "max_duration_s") and v is not None})
+    stop = replace(stop, **{k: v for k, v in overrides.items() if k in stop_keys and v is not None})
     warm = overrides.get("warmup_queries")
     if name == "offline":  # one query is a whole pass over the data set
         stop = replace(stop, min_queries=overrides.get("min_queries") or 3)
         warm = 1 if warm is None else warm
     if batch_size is None:
         batch_size = 8 if name == "fixed_batch" else 1
+    extra = {k: v for k, v in overrides.items() if k in SCENARIO_OPTIONS and v is not None}
     cfg = ScenarioConfig(name=name, batch_size=batch_size,
-                         warmup_queries=base["warmup_queries"] if warm is None else warm, stop=stop, seed=seed)
+                         warmup_queries=base["warmup_queries"] if warm is None else warm, stop=stop, seed=seed,
+                         **extra)
     return cfg.validate()
+
+
+def instance_order(seed: int, n_instances: int) -> np.ndarray:
+    """The fixed, seeded instance order every scenario draws from."""
+    if n_instances < 1:
+        raise ScenarioError("the task has no instances")
+    return np.random.default_rng(seed).permutation(n_instances)
+
+
+def poisson_batch_sizes(lam: float, n: int, seed: int) -> np.ndarray:
+    """n batch sizes drawn from Poisson(lam) with a seed; a draw of 0 becomes 1 (a query has an instance).
+
+    A stream separate from the instance order's, so the order is the same as in every other scenario.
+    """
+    if not lam > 0:
+        raise ScenarioError(f"Poisson lambda must be > 0, got {lam}")
+    return np.maximum(np.random.default_rng([seed, 1]).poisson(lam, n), 1).astype(np.int64)
 
 
 def build_schedule(cfg: ScenarioConfig, n_instances: int) -> list[np.ndarray]:
     """One cycle of queries as arrays of instance indices, in a fixed seeded order.
 
-    The worker cycles over this list until the stop rule holds, so the instance order is the
-    same on every profile and every trial with the same seed.
+    The loop cycles over this list until the stop rule holds, so the instance order (and for
+    poisson_batch the size sequence) is the same on every profile and every trial with the
+    same seed. Server queries are single instances, like single_stream's.
     """
-    if n_instances < 1:
-        raise ScenarioError("the task has no instances")
-    order = np.random.default_rng(cfg.seed).permutation(n_instances)
+    order = instance_order(cfg.seed, n_instances)
     if cfg.name == "offline":
         return [order]
+    if cfg.name == "poisson_batch":
+        # Enough queries to cover every instance at least once (sizes are >= 1, so
+        # n_instances draws always do), and at least 64 so a small data set still gets a
+        # spread of sizes.
+        sizes = poisson_batch_sizes(cfg.mean_batch, max(64, n_instances), cfg.seed)
+        ends = np.cumsum(sizes)
+        k = max(64, int(np.searchsorted(ends, n_instances)) + 1)
+        sizes, ends = sizes[:k], ends[:k]
+        idx = np.resize(order, int(ends[-1]))
+        return np.split(idx, ends[:-1])
     b = cfg.batch_size
     n_queries = -(-n_instances // b)
     idx = np.resize(order, n_queries * b)  # wrap around so every query has exactly b instances
     return [idx[i * b:(i + 1) * b] for i in range(n_queries)]
+
+
+def batch_pool_schedule(cfg: ScenarioConfig, n_instances: int, size: int) -> list[np.ndarray]:
+    """Server with dynamic batching: a cycle of batches of exactly ``size`` instances.
+
+    Which queries share a model call depends on timing, so batches are prepared ahead for each
+    size from the fixed order; the loop takes the next prepared batch of the size it forms.
+    """
+    return build_schedule(replace(cfg, name="fixed_batch", batch_size=size, max_batch=1, max_wait_ms=0.0,
+                                  qps=None, slo_ms=None), n_instances)
+
+
+def poisson_arrivals_ns(qps: float, n: int, seed: int) -> np.ndarray:
+    """Scheduled arrival offsets (ns from the start) of a Poisson process at ``qps``: n queries.
+
+    Exponential inter-arrival gaps with mean 1/qps, as MLPerf LoadGen's Server scenario. The
+    first query arrives after its own gap, not at 0.
+    """
+    if not qps > 0:
+        raise ScenarioError(f"QPS must be > 0, got {qps}")
+    gaps = np.random.default_rng([seed, 2]).exponential(1e9 / qps, n)
+    return np.cumsum(gaps).astype(np.int64)
+
+
+def server_query_count(qps: float, stop: StopRule, cap: int = 5_000_000) -> tuple[int, int]:
+    """(queries the stop rule needs, queries that fit before the cap) for a server run.
+
+    As in MLPerf, the query set is fixed before the run: enough queries for both minimums
+    (the duration counted on scheduled time). Adaptive mode may go on up to the second number.
+    """
+    need = max(stop.min_queries, int(np.ceil(qps * stop.min_duration_s)) + 1)
+    most = max(need, int(np.ceil(qps * stop.max_duration_s * 1.05)) + 16)
+    return min(need, cap), min(most, cap)

@@ -212,6 +212,25 @@ def _job_for(run_id: str, manifest: Manifest, workdir: Path, profile: Profile, c
             "out_dir": str(run_dir), "quality_batch": 64, "energy": params.get("energy") or {}}
 
 
+def derive_precision(manifest: Manifest, workdir: Path, profile: Profile) -> tuple[dict[str, Any], dict | None]:
+    """For ONNX under a non-fp32 profile, derive the model (int8: ORT dynamic quantisation, cached by
+    content hash) in the parent and place it in the worker's copy. The weights stay the
+    submitter's; only the numerics change. Torch precisions are applied in the worker."""
+    if manifest.model.kind != "onnx" or profile.precision == "fp32":
+        return {}, None
+    from runners.quantize import prepare_onnx_precision
+
+    path, record = prepare_onnx_precision(workdir / manifest.model.path, profile.precision,
+                                          home_dir() / "cache" / "precision", device=profile.device,
+                                          profile_name=profile.name,
+                                          best_effort=profile.allows_best_effort("precision"))
+    if path == workdir / manifest.model.path:
+        return {}, record
+    derived = workdir / f".heptathlon-{profile.precision}.onnx"
+    shutil.copyfile(path, derived)
+    return {"model_path_override": str(derived)}, record
+
+
 def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path,
                     energy: dict[str, Any] | None = None) -> list[MetricValue]:
     """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
@@ -220,8 +239,14 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     values = summarize_latency(lat_ms)
     values.append(summarize_throughput(a["batch"], a["issue_ns"], int(a["done_ns"][-1])))
     values.append(summarize_accuracy(y_true, a["preds"]))
-    values.append(MetricValue("peak_rss_mb", outcome.peak_rss_bytes / 1e6, outcome.rss_method, n=outcome.rss_samples,
-                              note="peak over the worker's process tree, load included"))
+    if outcome.cgroup_peak_bytes:  # exact kernel counter beats sampling
+        values.append(MetricValue("peak_rss_mb", outcome.cgroup_peak_bytes / 1e6, outcome.cgroup_method, n=1,
+                                  note="peak memory charged to the run's cgroup (whole process tree, page cache included); "
+                                       f"sampled tree RSS peak was {outcome.peak_rss_bytes / 1e6:.1f} MB",
+                                  params={"sampled_peak_mb": outcome.peak_rss_bytes / 1e6, "sampled_n": outcome.rss_samples}))
+    else:
+        values.append(MetricValue("peak_rss_mb", outcome.peak_rss_bytes / 1e6, outcome.rss_method, n=outcome.rss_samples,
+                                  note="peak over the worker's process tree, load included"))
     values.append(MetricValue("load_s", outcome.result["ready_time"] - outcome.spawn_time, "timer:wall-clock", n=1,
                               note="process spawn to model ready"))
     d = outcome.result["describe"]
@@ -269,7 +294,9 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         np.save(inputs, data.x_test)  # inputs only: labels stay in this process
         fp = collect_fingerprint()
         job = _job_for(run_id, info["manifest"], workdir, profile, cfg, inputs, run_dir, info["params"])
-        outcome = executor.execute(job, run_dir, profile, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)))
+        job["context"], precision_record = derive_precision(info["manifest"], workdir, profile)
+        outcome = executor.execute(job, run_dir, profile, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
+                                   hide=[str(home_dir())])
         out.stderr_tail = outcome.stderr_tail
         if not outcome.ok:
             raise RunError(outcome.error)
@@ -283,7 +310,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
             run.status = "succeeded"
             run.finished_at = Q.utcnow()
             run.stderr_tail = outcome.stderr_tail[-2000:] or None
-            run.controls = outcome.result["controls"]
+            run.controls = {**outcome.result["controls"], "sandbox": outcome.sandbox,
+                            **({"precision": precision_record} if precision_record else {})}
             run.software = software_context()
             run.extra = {**(run.extra or {}), "describe": outcome.result["describe"],
                          "n_queries": outcome.result["n_queries"], "stopped_by": outcome.result["stopped_by"],

@@ -7,6 +7,8 @@ linear in n, which matters for 10^5 latency samples.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 from scipy import stats as sps
 
@@ -127,3 +129,144 @@ def ci_half_width_rel(samples: np.ndarray, q: float = 50.0, *, n_resamples: int 
     if lo is None or centre == 0:
         return float("inf")
     return (hi - lo) / 2 / abs(centre)
+
+
+# ---- MLPerf early stopping ------------------------------------------------------------------------
+EARLY_CONFIDENCE = 0.99  # MLPerf LoadGen's fixed choice (results.cc, PerformanceSummary::EarlyStopping)
+EARLY_PERCENTILES = {"latency_p90_early_ms": 90.0, "latency_p99_early_ms": 99.0}
+
+
+def _early_odds(h: int, t: int, p: float) -> float:
+    """P(at most t of h + t queries exceed the p-quantile) = I_p(h, t + 1) (LoadGen's ``odds`` with d = 0)."""
+    from scipy.special import betainc
+
+    return float(betainc(h, t + 1, p))
+
+
+def early_stopping_min_passing(t: int, p: float, confidence: float = EARLY_CONFIDENCE) -> int:
+    """The least h with odds(h, t, p) < 1 - confidence: how many queries under the percentile are
+    needed, next to t over it, for the percentile bound to hold (LoadGen's MinPassingQueriesFinder)."""
+    lo, hi = 1, 2
+    while _early_odds(hi, t, p) >= 1 - confidence:  # odds fall as h grows: find an upper end
+        lo, hi = hi, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _early_odds(mid, t, p) < 1 - confidence:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@dataclass(frozen=True)
+class EarlyStoppingEstimate:
+    percentile: float
+    value: float | None  # None: too few queries for an estimate at this confidence
+    discarded: int  # highest-latency queries the bound may discard (t - 1 in LoadGen's terms)
+    min_queries: int  # queries needed for any estimate at all
+    n: int
+
+
+def early_stopping_percentile(latency, percentile: float, *,
+                              confidence: float = EARLY_CONFIDENCE) -> EarlyStoppingEstimate:
+    """MLPerf LoadGen's early-stopping estimate of a latency percentile.
+
+    With n queries, t is the largest count of over-percentile queries for which n >= h(t) + t
+    still holds, h(t) being ``early_stopping_min_passing``; the estimate is the t-th largest
+    latency. It bounds the true percentile from above with the given confidence, so it is never
+    below the plain sample percentile. LoadGen scans t upwards; h(t) + t grows with t, so a
+    bisection finds the same t in O(log^2 n) incomplete-beta evaluations.
+    """
+    x = np.sort(np.asarray(latency, dtype=float))
+    n = int(x.size)
+    p = percentile / 100.0
+    need = early_stopping_min_passing(1, p, confidence) + 1
+    if n < need:
+        return EarlyStoppingEstimate(percentile, None, 0, need, n)
+    lo, hi = 1, n  # h(lo) + lo <= n holds; find the largest such t
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if early_stopping_min_passing(mid, p, confidence) + mid <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    return EarlyStoppingEstimate(percentile, float(x[n - lo]), lo - 1, need, n)
+
+
+def summarize_early_stopping(latency_ms, *, method: str = "timer:perf_counter_ns") -> list[MetricValue]:
+    """latency_p90_early_ms and latency_p99_early_ms; unavailable (with the reason) below LoadGen's minimum n."""
+    out = []
+    for name, q in EARLY_PERCENTILES.items():
+        e = early_stopping_percentile(latency_ms, q)
+        params = {"confidence": EARLY_CONFIDENCE, "discarded": e.discarded, "min_queries": e.min_queries}
+        if e.value is None:
+            out.append(MetricValue.unavailable(name, f"early stopping needs at least {e.min_queries} queries for "
+                                                     f"p{q:g} at {EARLY_CONFIDENCE:.0%} confidence; got {e.n}", **params))
+        else:
+            out.append(MetricValue(name, e.value, method, n=e.n, note="MLPerf LoadGen early-stopping bound "
+                                   f"({EARLY_CONFIDENCE:.0%} confidence)", params=params))
+    return out
+
+
+def summarize_latency_ns(latency_ns, *, method: str = "timer:perf_counter_ns", seed: int = 0) -> list[MetricValue]:
+    """Every latency statistic of a run from its raw per-query samples (ns): the plain percentiles
+    and mean with CIs, and the early-stopping estimates. Deterministic for a given seed, so stored
+    samples give back the stored values without re-running."""
+    ms = np.asarray(latency_ns, dtype=np.int64) / 1e6
+    return summarize_latency(ms, method=method, seed=seed) + summarize_early_stopping(ms, method=method)
+
+
+# ---- trials -----------------------------------------------------------------------------------------
+def _t_interval(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """(low, high, sd) of the t-interval for the mean of per-trial values; None where k < 2."""
+    k = values.size
+    if k < 2:
+        return None, None, None
+    sd = float(np.std(values, ddof=1))
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df=k - 1)) * sd / np.sqrt(k)
+    m = float(values.mean())
+    return m - half, m + half, sd
+
+
+def _pooled(name: str, value: float, trial_values: list[float], method: str, n: int,
+            ci: tuple[float | None, float | None], extra: dict | None = None) -> MetricValue:
+    """A pooled value whose CI is the union of ``ci`` and the t-interval over trial values, so it is
+    never narrower than what the spread between fresh processes says."""
+    vals = np.asarray(trial_values, dtype=float)
+    t_lo, t_hi, sd = _t_interval(vals)
+    los = [v for v in (ci[0], t_lo, value) if v is not None]
+    his = [v for v in (ci[1], t_hi, value) if v is not None]
+    params = {"pooled": True, "trials": int(vals.size), "between_trial_sd": sd,
+              "trial_values": [float(v) for v in vals], "ci_method": "union of the pooled-sample CI and the "
+              "t-interval over trial values", **(extra or {})}
+    return MetricValue(name, float(value), method, n=n, ci_low=float(min(los)), ci_high=float(max(his)),
+                       note=f"pooled over {vals.size} trials in fresh workers", params=params)
+
+
+def pool_latency_trials(latency_ns_per_trial, *, method: str = "timer:perf_counter_ns",
+                        seed: int = 0) -> list[MetricValue]:
+    """Latency statistics over k trials: each value from the pooled raw samples, its CI widened to
+    cover the between-trial t-interval, and the between-trial SD of the per-trial values."""
+    trials = [np.asarray(t, dtype=np.int64) for t in latency_ns_per_trial if len(t)]
+    if not trials:
+        return []
+    pooled = summarize_latency_ns(np.concatenate(trials), method=method, seed=seed)
+    per_trial = [{m.name: m.value for m in summarize_latency_ns(t, method=method, seed=seed)} for t in trials]
+    out = []
+    for m in pooled:
+        vals = [pt[m.name] for pt in per_trial if pt.get(m.name) is not None]
+        if m.value is None or not vals:
+            out.append(m if m.value is None else replace(m, params={**m.params, "pooled": True, "trials": len(trials)}))
+            continue
+        out.append(_pooled(m.name, m.value, vals, m.method, m.n, (m.ci_low, m.ci_high),
+                           {k: v for k, v in m.params.items() if k not in ("pooled", "trials")}))
+    return out
+
+
+def pool_trial_values(name: str, trial_values, method: str, *, value: float | None = None,
+                      n: int | None = None) -> MetricValue:
+    """One pooled value from per-trial values (the mean unless ``value`` is given), with the
+    t-interval over trials as its CI and n = the number of trials unless given."""
+    vals = np.asarray(trial_values, dtype=float)
+    v = float(vals.mean()) if value is None else float(value)
+    return _pooled(name, v, list(vals), method, int(vals.size) if n is None else n, (None, None))

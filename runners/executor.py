@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from bench.profile import Profile
-from runners.controls import thread_env
+from runners.controls import control_env, create_run_cgroup, memory_limit_kill_reason, validate_profile_for_machine
 from runners.rss import TreeRssSampler
+from runners.sandbox import cleanup_sandbox, sandbox_command
 
 STDERR_TAIL_CHARS = 4000
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,17 +40,15 @@ class WorkerOutcome:
     peak_rss_bytes: int = 0
     rss_samples: int = 0
     rss_method: str = TreeRssSampler.method
+    cgroup_peak_bytes: int | None = None
+    cgroup_method: str | None = None
+    sandbox: dict[str, Any] = field(default_factory=dict)
 
 
-def worker_env(profile: Profile) -> dict[str, str]:
-    """The worker's environment: scrubbed of database URLs and credentials."""
-    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "HOME")
-    env = {k: os.environ[k] for k in keep if k in os.environ}
-    env.update(thread_env(profile))
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
+def worker_extra_env(profile: Profile) -> dict[str, str]:
+    """What the worker needs on top of the sandbox's scrubbed environment (no DB URL, no secrets)."""
+    return {**control_env(profile), "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def tail(path: Path, limit: int = STDERR_TAIL_CHARS) -> str:
@@ -65,32 +64,51 @@ class LocalExecutor:
 
     name = "local"
 
-    def execute(self, job: dict[str, Any], run_dir: Path, profile: Profile, timeout_s: float) -> WorkerOutcome:
+    def execute(self, job: dict[str, Any], run_dir: Path, profile: Profile, timeout_s: float,
+                hide: list[str] | None = None) -> WorkerOutcome:
+        validate_profile_for_machine(profile)  # a CUDA profile on a CPU machine: nothing is spawned
         job_path = run_dir / "job.json"
         job_path.write_text(json.dumps(job))
         log_path = run_dir / "worker.log"
-        spawn_time = time.time()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "runners.worker", str(job_path)], cwd=run_dir,
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env=worker_env(profile), start_new_session=True)
-            sampler = TreeRssSampler(proc.pid).start()
-            timed_out = False
-            try:
-                code = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc)
-                code = proc.wait()
-            finally:
-                sampler.stop()
-                _kill_group(proc)  # a command submission's children must not outlive the run
-        wall = time.time() - spawn_time
-        out = WorkerOutcome(ok=False, error=None, stderr_tail=tail(log_path), spawn_time=spawn_time, wall_s=wall,
-                            exit_code=code, peak_rss_bytes=sampler.peak_bytes, rss_samples=sampler.n)
+        cgroup = create_run_cgroup(job["run_id"], profile)
+        argv, env, sbx = sandbox_command([sys.executable, "-m", "runners.worker", str(job_path)], run_dir / "work",
+                                         extra_env={**worker_extra_env(profile), **cgroup.env()},
+                                         writable=[run_dir], hide=hide or [], copy_workdir=False,
+                                         require=profile.require_sandbox, profile_name=profile.name)
+        try:
+            spawn_time = time.time()
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(cgroup.wrap_argv(argv), cwd=sbx["workdir"], stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                sampler = TreeRssSampler(proc.pid).start()
+                timed_out = False
+                try:
+                    code = proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    _kill_group(proc)
+                    code = proc.wait()
+                finally:
+                    sampler.stop()
+                    _kill_group(proc)  # a command submission's children must not outlive the run
+            wall = time.time() - spawn_time
+            stderr_tail = tail(log_path)
+            out = WorkerOutcome(ok=False, error=None, stderr_tail=stderr_tail, spawn_time=spawn_time, wall_s=wall,
+                                exit_code=code, peak_rss_bytes=sampler.peak_bytes, rss_samples=sampler.n,
+                                sandbox={k: sbx.get(k) for k in ("active", "mechanism", "isolation", "env_dropped")})
+            peak = cgroup.peak_memory_bytes()
+            if peak is not None:
+                out.cgroup_peak_bytes = peak
+                out.cgroup_method = f"counter:cgroup-v{cgroup.versions.get('memory', 1)}"
+            mem_reason = memory_limit_kill_reason(profile, code, stderr_tail, cgroup)
+        finally:
+            cgroup.cleanup()
+            cleanup_sandbox(sbx)
         err_file = run_dir / "error.json"
         if timed_out:
             out.error = f"run timed out after {timeout_s:g} s (the model never answered or is too slow); raise it with --timeout"
+        elif mem_reason:
+            out.error = mem_reason
         elif err_file.exists():
             out.error = json.loads(err_file.read_text())["error"]
         elif code != 0:

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,33 +37,11 @@ def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.nda
     return np.concatenate(preds), sc
 
 
-def drive(predict, prepared: list, min_queries: int, min_duration_s: float, max_duration_s: float):
-    """The measured loop: closed loop over prepared queries. Only timestamps are taken here."""
-    pc = time.perf_counter_ns
-    k = len(prepared)
-    issue, done = [], []
-    push_issue, push_done = issue.append, done.append
-    n = 0
-    t_start = pc()
-    min_end = t_start + int(min_duration_s * 1e9)
-    max_end = t_start + int(max_duration_s * 1e9)
-    while True:
-        p = prepared[n % k]
-        t0 = pc()
-        predict(p)
-        t1 = pc()
-        push_issue(t0)
-        push_done(t1)
-        n += 1
-        if (n >= min_queries and t1 >= min_end) or t1 >= max_end:
-            break
-    return np.asarray(issue, dtype=np.int64), np.asarray(done, dtype=np.int64), n
-
-
 def run_job(job: dict) -> dict:
     from bench.manifest import Manifest
     from bench.profile import Profile
-    from bench.scenarios import ScenarioConfig, build_schedule
+    from bench.scenarios import ScenarioConfig
+    from runners.loadgen import plan_scenario  # the measured loops live there
     from runners.controls import apply_controls
 
     out = Path(job["out_dir"])
@@ -83,11 +62,7 @@ def run_job(job: dict) -> dict:
         np.save(out / "scores.npy", scores)
 
     cfg = ScenarioConfig.from_params(job["scenario"])
-    schedule = build_schedule(cfg, len(x))
-    prepared = [adapter.prepare(x[idx]) for idx in schedule]
-    sizes = np.asarray([len(idx) for idx in schedule], dtype=np.int32)
-    for i in range(cfg.warmup_queries):
-        adapter.predict(prepared[i % len(prepared)])
+    plan = plan_scenario(adapter, cfg, x)  # schedule, prepared inputs, warm-up (and a server's SLO search)
 
     from runners.metering import open_meters
 
@@ -95,17 +70,17 @@ def run_job(job: dict) -> dict:
     min_duration_s = max(cfg.stop.min_duration_s, meters.min_window_s if meters else 0.0)  # counter-aware window
     if meters:
         meters.start()
-    issue, done, n = drive(adapter.predict, prepared, cfg.stop.min_queries, min_duration_s,
-                           max(cfg.stop.max_duration_s, min_duration_s))
+    loop = plan.run(replace(cfg.stop, min_duration_s=min_duration_s,
+                            max_duration_s=max(cfg.stop.max_duration_s, min_duration_s)))
     energy = meters.stop() if meters else None
-    np.save(out / "issue_ns.npy", issue)
-    np.save(out / "done_ns.npy", done)
-    np.save(out / "batch.npy", sizes[np.arange(n) % len(sizes)])
+    np.save(out / "issue_ns.npy", loop.issue_ns)  # under server: the scheduled arrivals
+    np.save(out / "done_ns.npy", loop.done_ns)
+    np.save(out / "batch.npy", loop.samples)
     describe = adapter.describe()
     adapter.close()
     controls.update(adapter.records)
-    return {"ready_time": t_ready, "n_queries": n, "energy": energy, "describe": describe, "controls": controls,
-            "stopped_by": "max_duration" if (done[-1] - issue[0]) >= cfg.stop.max_duration_s * 1e9 else "minimums"}
+    return {"ready_time": t_ready, "n_queries": loop.n, "energy": energy, "describe": describe, "controls": controls,
+            "stopped_by": loop.stopped_by, "loop": loop.summary}
 
 
 def main(argv: list[str] | None = None) -> int:

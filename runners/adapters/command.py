@@ -1,4 +1,10 @@
-"""The stdio protocol adapter (``kind: command``): one JSON line per request, one per answer."""
+"""The stdio protocol adapter (``kind: command``): one JSON line per request, one per answer.
+
+The round trip is on the timed path, so it is kept to what the protocol needs: the request's
+payload is encoded once before timing, the envelope's id is written with it in one
+``os.writev`` on the raw pipe, and answers are read with ``os.read`` into a small line buffer
+of our own (no Python buffering layer). Answers are still parsed and checked as JSON.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +45,8 @@ class CommandAdapter(ModelAdapter):
         except OSError as e:
             raise RunError(f"submission {self.manifest.name!r}: field 'model.command': cannot start {argv[0]!r} ({e})") from None
         self._w = self.proc.stdin
-        self._r = self.proc.stdout
+        self._wfd = self._w.fileno()
+        self._r = _LineReader(self.proc.stdout.fileno())
         while True:
             line = self._r.readline()
             if not line:
@@ -56,14 +63,21 @@ class CommandAdapter(ModelAdapter):
             self.ignored_lines += 1
 
     def prepare(self, batch: np.ndarray) -> Any:
-        return json.dumps(batch.tolist(), separators=(",", ":")).encode(), len(batch)
+        # Everything after the id, encoded once, outside timing.
+        return b',"inputs":' + _encode_inputs(batch) + b"}\n", len(batch)
 
     def predict(self, prepared: Any) -> Any:
-        payload, n = prepared
+        body, n = prepared
         self._next_id += 1
         rid = self._next_id
-        self._w.write(b'{"id":%d,"inputs":%s}\n' % (rid, payload))
-        self._w.flush()
+        head = b'{"id":%d' % rid
+        try:
+            sent = os.writev(self._wfd, (head, body))
+            if sent < len(head) + len(body):  # a pipe may take a large request in pieces
+                _write_all(self._wfd, (head + body)[sent:])
+        except BrokenPipeError:
+            raise RunError(f"submission {self.manifest.name!r}: command exited mid-run with code "
+                           f"{self.proc.wait()} while answering request {rid}") from None
         while True:
             line = self._r.readline()
             if not line:
@@ -105,3 +119,53 @@ class CommandAdapter(ModelAdapter):
             self.proc.wait(timeout=5)
         except Exception:
             self.proc.kill()
+
+
+def _encode_inputs(batch: np.ndarray) -> bytes:
+    """JSON for a batch. float32 rows are written with the shortest repr that round-trips in
+    float32 (``str`` of a numpy float32) rather than float64's 17 digits: half the bytes, and
+    about a microsecond less parsing on the submission's side for a 7-feature row."""
+    a = np.asarray(batch)
+    if a.dtype == np.float32 and a.ndim == 2 and np.isfinite(a).all():
+        return ("[" + ",".join("[" + ",".join(map(str, row)) + "]" for row in a) + "]").encode()
+    return json.dumps(a.tolist(), separators=(",", ":")).encode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _LineReader:
+    """Lines from a pipe via ``os.read``. The usual answer arrives whole in one read and is
+    returned as is; longer ones are put together from several reads."""
+
+    def __init__(self, fd: int, size: int = 1 << 16) -> None:
+        self.fd = fd
+        self.size = size
+        self.buf = b""
+
+    def readline(self) -> bytes:
+        """The next line with its newline; at EOF what is left (b"" when nothing is)."""
+        buf = self.buf
+        if not buf:
+            buf = os.read(self.fd, self.size)
+            if buf.endswith(b"\n") and buf.find(b"\n") == len(buf) - 1:
+                return buf  # the common case: exactly one whole line
+            if not buf:
+                return b""
+        i = buf.find(b"\n")
+        parts = [buf]
+        while i < 0:
+            chunk = os.read(self.fd, self.size)
+            if not chunk:  # EOF: return the partial line, then b"" next time
+                self.buf = b""
+                return b"".join(parts)
+            j = chunk.find(b"\n")
+            parts.append(chunk)
+            if j >= 0:
+                buf = b"".join(parts)
+                i = len(buf) - len(chunk) + j
+        self.buf = buf[i + 1:]
+        return buf[:i + 1]

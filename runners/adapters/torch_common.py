@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from runners.adapters.base import ModelAdapter
-from runners.controls import apply_torch_threads
+from runners.controls import apply_torch_controls, torch_device
 
 
 class TorchAdapterBase(ModelAdapter):
@@ -17,16 +17,22 @@ class TorchAdapterBase(ModelAdapter):
         import torch
 
         self.torch = torch
-        self.records["torch_threads"] = apply_torch_threads(self.profile)
-        self.device = torch.device("cpu")
+        self.records.update(apply_torch_controls(self.profile))
+        self.device = torch.device(torch_device(self.profile))
 
     def _finish(self, module) -> None:
+        from runners.quantize import prepare_torch_precision
+
+        self.n_params = int(sum(p.numel() for p in module.parameters()))  # before any numerics change
         module.eval()
+        module, self.input_dtype, record = prepare_torch_precision(module, self.profile.precision, str(self.device),
+                                                                    profile_name=self.profile.name)
+        self.records["precision"] = record
         self.module = module
         self._inference = self.torch.inference_mode
 
     def prepare(self, batch: np.ndarray) -> Any:
-        return self.torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        return self.torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.input_dtype)
 
     def predict(self, prepared: Any) -> Any:
         with self._inference():
@@ -37,5 +43,5 @@ class TorchAdapterBase(ModelAdapter):
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.runtime_name, "runtime_version": self.torch.__version__,
-                "params": int(sum(p.numel() for p in self.module.parameters())),
+                "params": self.n_params,
                 "params_method": "artifact:torch-parameters"}
