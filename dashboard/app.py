@@ -1,15 +1,50 @@
-"""The Streamlit web leaderboard (minimal: the full multipage app is built on db/ queries)."""
+"""The Heptathlon web leaderboard: `heptathlon dashboard [--db URL]` runs `streamlit run` on this file.
 
-import streamlit as st
+A multipage app (st.navigation); each page is a script in dashboard/views/. The database comes
+from HEPTATHLON_DB (or the default ./.heptathlon/heptathlon.db) and is read only through the
+cached functions of db/dashboard_queries.py.
+"""
 
-from bench.service import leaderboard_groups
+import sys
+from pathlib import Path
 
-st.set_page_config(page_title="Heptathlon", layout="wide")
-st.title("Heptathlon leaderboard")
-groups = leaderboard_groups()
-if not groups:
-    st.info("No results yet. Submit a first model: `heptathlon run submissions/arrests-mlp-onnx`")
-for g in groups:
-    st.subheader(f"{g['task']} · {g['profile']} · {g['scenario']}")
-    st.dataframe([{"rank": r["rank"], "submission": r["submission"],
-                   **{k: v["value"] for k, v in r["metrics"].items()}} for r in g["rows"]])
+# `streamlit run` puts dashboard/ on sys.path, not the repository root; without an installed
+# package the imports below would fail.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+from bench.errors import HeptathlonError  # noqa: E402
+from dashboard import common as C  # noqa: E402
+from db import dashboard_queries as DQ  # noqa: E402
+
+st.set_page_config(page_title="Heptathlon", page_icon=":material/trophy:", layout="wide")
+
+VIEWS = Path(__file__).resolve().parent / "views"
+PAGES = [
+    # The default page lives at "/" (Streamlit ignores its url_path).
+    st.Page(VIEWS / "leaderboard.py", title="Leaderboard", icon=":material/trophy:", default=True),
+    st.Page(VIEWS / "tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:", url_path="tradeoffs"),
+    st.Page(VIEWS / "hardware.py", title="Hardware comparison", icon=":material/memory:", url_path="hardware"),
+    st.Page(VIEWS / "framework_tax.py", title="Framework tax", icon=":material/speed:", url_path="framework-tax"),
+    st.Page(VIEWS / "fairness.py", title="Fairness", icon=":material/balance:", url_path="fairness"),
+    st.Page(VIEWS / "run_detail.py", title="Run detail", icon=":material/search:", url_path="run"),
+    st.Page(VIEWS / "history.py", title="History", icon=":material/timeline:", url_path="history"),
+]
+
+page = st.navigation(PAGES)
+url = C.db_url()
+try:
+    DQ.prepare_database(url)
+    overview = DQ.load_overview(url)
+except HeptathlonError as e:
+    st.title(page.title)
+    st.error(f"Cannot read the results database: {e}")
+    st.stop()
+
+C.sidebar(url, overview)
+if overview["runs"] == 0:
+    st.title(page.title)
+    C.show_empty_state(url)
+else:
+    page.run()

@@ -60,6 +60,8 @@ class Run(Base):
     __table_args__ = (
         Index("ix_run_series", "submission_id", "profile_name", "scenario"),
         Index("ix_run_status_created", "status", "created_at"),
+        Index("ix_run_dashboard", "status", "task_name", "profile_name", "scenario", "machine_id", "submission_id",
+              "finished_at"),  # migration 0002: the leaderboard's filters and latest-run query
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     # Foreign keys are nullable so that a submission that never validated still leaves a

@@ -133,14 +133,18 @@ def _torch_dynamic_int8(module: Any, device: str, profile_name: str | None) -> t
 
     if torch.device(device).type != "cpu":
         raise ProfileError(f"{_where(profile_name)}field 'precision': int8 (dynamic quantization) runs on CPU only")
+    if isinstance(module, torch.jit.ScriptModule):
+        raise ProfileError(f"{_where(profile_name)}field 'precision': int8 needs an eager torch module "
+                           "(kind: torch); TorchScript modules cannot be re-quantized")
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in module.modules())
     if n_linear == 0:
         raise ProfileError(f"{_where(profile_name)}field 'precision': the model has no Linear layer that "
                            "dynamic int8 quantization handles")
-    if isinstance(module, torch.jit.ScriptModule):
-        raise ProfileError(f"{_where(profile_name)}field 'precision': int8 needs an eager torch module "
-                           "(kind: torch); TorchScript modules cannot be re-quantized")
-    qmodule = quantize_dynamic(module.to("cpu").eval(), {torch.nn.Linear}, dtype=torch.qint8)
+    import warnings
+
+    with warnings.catch_warnings():  # torch 2.13 marks torch.ao deprecated in favour of torchao; it still works
+        warnings.simplefilter("ignore")
+        qmodule = quantize_dynamic(module.to("cpu").eval(), {torch.nn.Linear}, dtype=torch.qint8)
     record = {"requested": "int8", "effective": "int8", "mechanism": "torch.ao.quantization.quantize_dynamic(Linear)",
               "quantized_layers": n_linear, "input_dtype": "float32", "device": "cpu", "took_effect": True}
     return qmodule, torch.float32, record

@@ -16,7 +16,13 @@ def test_migrations_create_every_table(db_url):
 
 
 def test_upgrade_is_idempotent(db_url):
-    assert upgrade(db_url) == upgrade(db_url) == "0001"
+    from alembic.script import ScriptDirectory
+
+    from db.session import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
+    assert upgrade(db_url) == upgrade(db_url) == head
+    assert is_current(db_url)
 
 
 def test_samples_round_trip_compressed(db_url):

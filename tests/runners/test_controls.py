@@ -344,8 +344,12 @@ def test_precisions_a_runtime_cannot_do_are_refused_or_recorded(mlp, tmp_path):
     module, path, _ = mlp
     with pytest.raises(ProfileError, match="profile 'p': field 'precision': fp16 runs on device: cuda only"):
         prepare_torch_precision(copy.deepcopy(module), "fp16", "cpu", profile_name="p")
-    with pytest.raises(ProfileError, match="field 'precision': int8 applies to ONNX models"):
-        prepare_torch_precision(copy.deepcopy(module), "int8", "cpu")
+    qmod, dtype, rec = prepare_torch_precision(copy.deepcopy(module), "int8", "cpu")  # torch dynamic quantization
+    assert rec["took_effect"] and "quantize_dynamic" in rec["mechanism"] and str(dtype) == "torch.float32"
+    assert any("quantized" in type(m).__module__ for m in qmod.modules())
+    with pytest.raises(ProfileError, match="field 'precision': int8 needs an eager torch module"):
+        import torch
+        prepare_torch_precision(torch.jit.script(copy.deepcopy(module)), "int8", "cpu")
     with pytest.raises(ProfileError, match="field 'precision': bf16 is not supported for ONNX"):
         prepare_onnx_precision(path, "bf16", tmp_path)
     same, rec = prepare_onnx_precision(path, "bf16", tmp_path, best_effort=True)

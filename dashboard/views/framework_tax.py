@@ -1,0 +1,93 @@
+"""Framework tax: latency against batch size per runtime with the knee b*, and FT(b) per batch size.
+
+Reads measurement rows whose params carry ``batch_size`` (``runtime`` names the runtime) and knees
+stored as ``batch_knee`` measurements or in ``run.extra["sweep"]`` (db.dashboard_queries.sweep_points).
+"""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from bench.framework_tax import fit_batch_knee, relative_to_best
+from dashboard import common as C
+from dashboard import figures as F
+from db import dashboard_queries as DQ
+
+st.title("Framework tax")
+st.caption("Fernandez et al. 2023: at small batches latency is framework overhead (flat), past the knee b* "
+           "it grows with the batch (compute-bound). FT(b) = (T_wall − T_compute) / T_wall.")
+
+url, options, classes = C.load_common()
+if options.empty:
+    C.no_succeeded_runs()
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+task = C.pick("Task", C.most_common(options, "task"), "ft_task", container=c1, param="task")
+submission = C.pick("Submission", sorted(options.loc[options["task"] == task, "submission"].unique()),
+                    "ft_submission", container=c2, param="submission")
+points, knees = DQ.load_sweep_points(url, submission=submission)
+if points.empty:
+    st.info(f"**Framework tax: {C.NOT_MEASURED_YET}** for {submission}. This page fills in once runs store a "
+            "batch sweep: measurements of `latency_p50_ms` and `framework_tax` whose params carry "
+            "`batch_size` (and `runtime`).")
+    st.stop()
+
+profile = C.pick("Profile", sorted(points["profile"].unique()), "ft_profile", container=c3, param="profile")
+points = points[points["profile"] == profile]
+if points["machine_id"].nunique() > 1:
+    cls = C.class_options(points.assign(submission=submission), classes)
+    cid = C.pick("Machine class", list(cls), "ft_machine", fmt=lambda c: cls[c][0])
+    points = points[points["machine_id"].isin(cls[cid][1])]
+knees = [k for k in knees if k["profile"] == profile and k["machine_id"] in set(points["machine_id"])]
+
+lat_metrics = [m for m in ("latency_p50_ms", "latency_mean_ms", "latency_p90_ms", "latency_p99_ms")
+               if m in set(points["metric"])]
+st.subheader("Latency against batch size")
+if not lat_metrics:
+    st.info(f"Latency sweep: {C.NOT_MEASURED_YET}.")
+else:
+    lat_metric = st.selectbox("Latency statistic", lat_metrics, key="ft_lat") if len(lat_metrics) > 1 \
+        else lat_metrics[0]
+    lat = points[points["metric"] == lat_metric]
+    # Newest stored knee per runtime; where none is stored, fit one here from the stored medians.
+    shown: dict[str, dict] = {}
+    for k in knees:
+        shown.setdefault(k["runtime"], {**k, "fitted": False})
+    for rt, g in lat.groupby("runtime"):
+        g = g.sort_values("batch_size")
+        if rt in shown or len(g) < 3 or (g["value"] <= 0).any() or g["value"].isna().any():
+            continue
+        fit = fit_batch_knee(g["batch_size"].tolist(), (g["value"] / 1e3).tolist(), n_resamples=0)
+        shown[rt] = {"runtime": rt, "knee": fit.knee_batch, "ci_low": None, "ci_high": None,
+                     "method": "fitted here: bench.framework_tax.fit_batch_knee on the stored medians",
+                     "fitted": True, "source": "dashboard"}
+    st.plotly_chart(F.sweep_figure(lat, list(shown.values()), lat_metric), key="ft_sweep")
+    if shown:
+        st.dataframe([{"runtime": k["runtime"], "knee b*": round(k["knee"], 1),
+                       "95% CI": "—" if k.get("ci_low") is None else f"[{k['ci_low']:.1f}, {k['ci_high']:.1f}]",
+                       "source": k.get("source"), "method": k.get("method") or "—"} for k in shown.values()],
+                     hide_index=True, width="stretch")
+    else:
+        st.caption(f"Knee b*: {C.NOT_MEASURED_YET} (fewer than 3 batch sizes and none stored).")
+    by_rt = {rt: dict(zip(g["batch_size"], g["value"])) for rt, g in lat.dropna(subset=["value"]).groupby("runtime")}
+    if len(by_rt) > 1:
+        rel = relative_to_best({rt: {b: v for b, v in d.items() if v > 0} for rt, d in by_rt.items()})
+        st.markdown("**Latency relative to the best runtime** (1.00 = best at that batch size)")
+        st.dataframe(pd.DataFrame(rel).T.sort_index(axis=1).map(lambda x: "—" if pd.isna(x) else f"{x:.2f}"),
+                     width="stretch")
+
+st.subheader("Framework tax per batch size")
+tax = points[points["metric"] == "framework_tax"]
+if tax.empty or tax["value"].isna().all():
+    st.info(f"FT(b): {C.NOT_MEASURED_YET} (no `framework_tax` rows with a `batch_size`).")
+else:
+    st.plotly_chart(F.tax_figure(tax), key="ft_tax")
+    methods = sorted(tax["method"].dropna().unique())
+    st.caption("Method: " + ", ".join(f"`{m}`" for m in methods)
+               + ("  ·  `estimate:*` values are intercept estimates (kind: command), not profiler measurements."
+                  if any(str(m).startswith("estimate:") for m in methods) else ""))
+
+with st.expander("Sweep rows"):
+    st.dataframe(points.drop(columns=["machine_id"]).assign(value=lambda d: np.round(d["value"], 6)),
+                 hide_index=True, width="stretch")

@@ -1,0 +1,482 @@
+"""Read functions for the web leaderboard.
+
+Two layers, one per concern:
+
+- plain query functions that take a ``Session`` and return pandas DataFrames or plain dicts
+  (``latest_results``, ``series_history``, ...). They are what the tests and
+  ``benchmarks/dashboard_scale.py`` time and check;
+- ``load_*`` wrappers that take a database URL, open a session and cache the result with
+  ``st.cache_data`` for ``TTL_S`` seconds, so a page rerun on every widget change does not
+  hit the database again. Only plain, picklable values cross that boundary, never ORM objects.
+
+Queries use Core ``select`` of columns rather than ORM entities: at 100,000 runs building ORM
+objects, not SQL, is what costs time. JSON columns are filtered in Python, which keeps one code
+path for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db import queries as Q
+from db.models import Alert, GroupMetric, Machine, Measurement, Run, Samples, Submission
+from db.session import ensure_schema, session_scope
+
+TTL_S = 30  # seconds a cached read stays fresh; the sidebar's "Reload data" clears it at once
+
+# Measurement params that mark a row as a detail of a run rather than its headline value:
+# batch-sweep points (framework tax) and per-attribute breakdowns (fairness). A run that holds a
+# pooled set of k trials (bench.service.pool_trials) shows the pooled values.
+SWEEP_KEYS = ("sweep", "batch_size")
+DETAIL_KEY = "detail"
+POOLED_KEY = "pooled"
+
+
+def headline_preference(params: dict[str, Any] | None) -> int:
+    """Which of several rows of one metric in one run is its headline: lowest wins."""
+    params = params or {}
+    return 0 if params.get(POOLED_KEY) else 2 if params.get(DETAIL_KEY) else 1
+
+RUN_COLUMNS = ["run_id", "submission_id", "submission", "version", "kind", "task", "profile", "scenario",
+               "machine_id", "finished_at", "run_params"]
+MEASUREMENT_COLUMNS = ["run_id", "metric", "unit", "value", "ci_low", "ci_high", "n", "method", "note", "params"]
+
+_CHUNK = 500  # bound on IN (...) list sizes
+
+
+def _chunks(ids: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def is_sweep_point(params: dict[str, Any] | None) -> bool:
+    return bool(params) and any(k in params for k in SWEEP_KEYS)
+
+
+# ---- overview -----------------------------------------------------------------------------------
+def database_overview(s: Session) -> dict[str, Any]:
+    """Run counts by status, and how many submissions and machines the database knows."""
+    by_status = Q.counts(s)
+    return {"runs": sum(by_status.values()), "by_status": by_status,
+            "submissions": s.scalar(select(func.count()).select_from(Submission)) or 0,
+            "machines": s.scalar(select(func.count()).select_from(Machine)) or 0,
+            "latest": Q.latest_time(s)}
+
+
+def machine_classes(s: Session) -> pd.DataFrame:
+    """One row per machine: its id, its fingerprint class (bench.regression) and a readable label.
+
+    Results are comparable only within one fingerprint class (DESIGN.md); machines whose
+    hardware-identity fields agree share a class even when their software differs.
+    """
+    from bench.regression import fingerprint_class
+
+    rows = []
+    for mid, fph, specs in s.execute(select(Machine.id, Machine.fingerprint_hash, Machine.specs)):
+        specs = specs or {}
+        rows.append({"machine_id": mid, "fingerprint_hash": fph, "class_id": fingerprint_class(specs),
+                     "label": machine_label(specs)})
+    return pd.DataFrame(rows, columns=["machine_id", "fingerprint_hash", "class_id", "label"])
+
+
+def machine_label(specs: dict[str, Any]) -> str:
+    parts = [str(specs.get("cpu_model") or "unknown CPU")]
+    if specs.get("logical_cores"):
+        parts.append(f"{specs['logical_cores']} cores")
+    if specs.get("ram_bytes"):
+        parts.append(f"{specs['ram_bytes'] / 2**30:.0f} GiB")
+    gpus = [g.get("name") if isinstance(g, dict) else str(g) for g in (specs.get("gpus") or [])]
+    if gpus:
+        parts.append(", ".join(sorted({g for g in gpus if g})))
+    return " · ".join(parts)
+
+
+def result_options(s: Session) -> pd.DataFrame:
+    """Every (task, profile, scenario, machine, submission) combination with a succeeded run.
+
+    The filters of every page are built from this one small table. Grouping by the submission id
+    (names are looked up after) lets the query read the ix_run_dashboard index alone.
+    """
+    q = (select(Run.task_name, Run.profile_name, Run.scenario, Run.machine_id, Run.submission_id,
+                func.count().label("runs"))
+         .where(Run.status == "succeeded", Run.submission_id.is_not(None))
+         .group_by(Run.task_name, Run.profile_name, Run.scenario, Run.machine_id, Run.submission_id))
+    rows = s.execute(q).all()
+    names = dict(s.execute(select(Submission.id, Submission.name)).all()) if rows else {}
+    return pd.DataFrame([(t, p, sc, m, names.get(sid, f"submission {sid}"), n) for t, p, sc, m, sid, n in rows],
+                        columns=["task", "profile", "scenario", "machine_id", "submission", "runs"])
+
+
+# ---- latest results ------------------------------------------------------------------------------
+def latest_results(s: Session, *, task: str | None = None, profile: str | None = None,
+                   scenario: str | None = None, machine_ids: Sequence[int] | None = None,
+                   submission: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest succeeded run per (submission, profile, scenario, machine) and its headline values.
+
+    Returns ``(runs, measurements)``: one row per run (RUN_COLUMNS) and one row per run and
+    metric (MEASUREMENT_COLUMNS). Batch-sweep points are left out, and where a run stores a
+    metric more than once the pooled trial value wins, then a plain row, then a per-attribute
+    ``detail`` row (see ``headline_preference``).
+    """
+    conds = [Run.status == "succeeded", Run.submission_id.is_not(None)]
+    if task:
+        conds.append(Run.task_name == task)
+    if profile:
+        conds.append(Run.profile_name == profile)
+    if scenario:
+        conds.append(Run.scenario == scenario)
+    if machine_ids is not None:
+        conds.append(Run.machine_id.in_(list(machine_ids)))
+    if submission:
+        conds.append(Run.submission_id.in_(select(Submission.id).where(Submission.name == submission)))
+    # Newest run of each series; the id breaks a tie between equal finish times so exactly one wins.
+    ranked = (select(Run.id.label("rid"),
+                     func.row_number().over(
+                         partition_by=(Run.submission_id, Run.profile_name, Run.scenario, Run.machine_id),
+                         order_by=(Run.finished_at.desc(), Run.id.desc())).label("k"))
+              .where(*conds).subquery())
+    q = (select(Run.id, Run.submission_id, Submission.name, Submission.version, Submission.kind, Run.task_name,
+                Run.profile_name, Run.scenario, Run.machine_id, Run.finished_at, Run.params)
+         .join(ranked, (ranked.c.rid == Run.id) & (ranked.c.k == 1))
+         .join(Submission, Run.submission_id == Submission.id))
+    runs = pd.DataFrame(s.execute(q).all(), columns=RUN_COLUMNS)
+    runs = runs.sort_values(["task", "profile", "scenario", "submission", "machine_id"], kind="stable")
+    return runs.reset_index(drop=True), headline_measurements(s, list(runs["run_id"]))
+
+
+def headline_measurements(s: Session, run_ids: Sequence[str]) -> pd.DataFrame:
+    """One row per (run, metric): the run's headline value of each metric it stored."""
+    best: dict[tuple[str, str], tuple[tuple[int, int], tuple]] = {}
+    cols = (Measurement.run_id, Measurement.metric, Measurement.unit, Measurement.value, Measurement.ci_low,
+            Measurement.ci_high, Measurement.n, Measurement.method, Measurement.note, Measurement.params,
+            Measurement.id)
+    for chunk in _chunks(run_ids):
+        for row in s.execute(select(*cols).where(Measurement.run_id.in_(chunk))):
+            params = row[9] or {}
+            if is_sweep_point(params):
+                continue
+            pref = (headline_preference(params), row[10])
+            key = (row[0], row[1])
+            if key not in best or pref < best[key][0]:
+                best[key] = (pref, tuple(row[:10]))
+    return pd.DataFrame([v for _, v in best.values()], columns=MEASUREMENT_COLUMNS)
+
+
+# ---- framework tax sweeps ------------------------------------------------------------------------
+SWEEP_COLUMNS = ["run_id", "profile", "scenario", "machine_id", "finished_at", "runtime", "batch_size", "metric",
+                 "unit", "value", "ci_low", "ci_high", "n", "method", "note"]
+
+
+def sweep_points(s: Session, *, submission: str, profile: str | None = None,
+                 machine_ids: Sequence[int] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Batch-sweep measurements (params carry ``batch_size``) of one submission, and stored knees.
+
+    Returns ``(points, knees)``. For each (profile, machine, runtime, batch size, metric) only the
+    newest run's value is kept. ``knees`` collects ``batch_knee`` measurements and knees found in
+    ``run.extra["sweep"]``, newest first, as plain dicts with at least ``runtime`` and ``knee``.
+    """
+    conds = [Run.status == "succeeded",
+             Run.submission_id.in_(select(Submission.id).where(Submission.name == submission))]
+    if profile:
+        conds.append(Run.profile_name == profile)
+    if machine_ids is not None:
+        conds.append(Run.machine_id.in_(list(machine_ids)))
+    runs = {r[0]: r for r in s.execute(select(Run.id, Run.profile_name, Run.scenario, Run.machine_id,
+                                              Run.finished_at, Run.extra).where(*conds))}
+    points, knees = [], []
+    for chunk in _chunks(list(runs)):
+        q = select(Measurement.run_id, Measurement.metric, Measurement.unit, Measurement.value, Measurement.ci_low,
+                   Measurement.ci_high, Measurement.n, Measurement.method, Measurement.note,
+                   Measurement.params).where(Measurement.run_id.in_(chunk))
+        for rid, metric, unit, value, lo, hi, n, method, note, params in s.execute(q):
+            params = params or {}
+            _, prof, scen, mid, fin, _extra = runs[rid]
+            runtime = str(params.get("runtime") or "default")
+            if metric == "batch_knee":
+                knees.append({"run_id": rid, "profile": prof, "machine_id": mid, "finished_at": fin,
+                              "runtime": runtime, "knee": value, "ci_low": lo, "ci_high": hi, "method": method,
+                              "source": "measurement"})
+                continue
+            if "batch_size" not in params:
+                continue
+            try:
+                b = int(params["batch_size"])
+            except (TypeError, ValueError):
+                continue
+            points.append((rid, prof, scen, mid, fin, runtime, b, metric, unit, value, lo, hi, n, method, note))
+    for rid, prof, _scen, mid, fin, extra in runs.values():
+        for k in knees_from_extra((extra or {}).get("sweep")):
+            knees.append({"run_id": rid, "profile": prof, "machine_id": mid, "finished_at": fin, **k,
+                          "source": "run.extra"})
+    df = pd.DataFrame(points, columns=SWEEP_COLUMNS)
+    if not df.empty:
+        df = (df.sort_values("finished_at", ascending=False, kind="stable")
+                .drop_duplicates(["profile", "machine_id", "runtime", "batch_size", "metric"])
+                .sort_values(["profile", "runtime", "metric", "batch_size"], kind="stable").reset_index(drop=True))
+    knees.sort(key=lambda k: (k["finished_at"] is None, k["finished_at"]), reverse=True)
+    return df, knees
+
+
+_KNEE_KEYS = ("knee", "batch_knee", "knee_batch", "b_star")
+
+
+def knees_from_extra(sweep: Any) -> list[dict[str, Any]]:
+    """Knees stored in ``run.extra["sweep"]``.
+
+    Accepted shapes: ``{"knee": 16, "runtime": "onnxruntime"}``, ``{"knee": {"value": 16,
+    "ci_low": 8, "ci_high": 32}}``, or either of those keyed by runtime
+    (``{"onnxruntime": {"knee": 16}, ...}`` or ``{"runtimes": {...}}``). Anything else yields nothing.
+    """
+    out: list[dict[str, Any]] = []
+    if not isinstance(sweep, dict):
+        return out
+
+    def one(d: dict[str, Any], runtime: str) -> None:
+        for key in _KNEE_KEYS:
+            if key in d and d[key] is not None:
+                v = d[key]
+                lo = hi = None
+                if isinstance(v, dict):
+                    v, lo, hi = v.get("value"), v.get("ci_low"), v.get("ci_high")
+                lo = d.get("knee_ci_low", d.get("ci_low")) if lo is None else lo
+                hi = d.get("knee_ci_high", d.get("ci_high")) if hi is None else hi
+                try:
+                    out.append({"runtime": str(d.get("runtime") or runtime), "knee": float(v),
+                                "ci_low": None if lo is None else float(lo),
+                                "ci_high": None if hi is None else float(hi), "method": d.get("method")})
+                except (TypeError, ValueError):
+                    pass
+                return
+
+    one(sweep, "default")
+    nested = sweep.get("runtimes") if isinstance(sweep.get("runtimes"), dict) else sweep
+    for rt, d in nested.items():
+        if isinstance(d, dict):
+            one(d, str(rt))
+    return out
+
+
+# ---- fairness ------------------------------------------------------------------------------------
+GROUP_COLUMNS = ["run_id", "profile", "scenario", "machine_id", "finished_at", "attribute", "group", "metric",
+                 "value", "ci_low", "ci_high", "n", "small"]
+
+
+def group_results(s: Session, *, submission: str, machine_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Per-group metrics of one submission: the newest succeeded run with group rows, per profile."""
+    conds = [Run.status == "succeeded",
+             Run.submission_id.in_(select(Submission.id).where(Submission.name == submission))]
+    if machine_ids is not None:
+        conds.append(Run.machine_id.in_(list(machine_ids)))
+    has_groups = select(GroupMetric.run_id).where(GroupMetric.run_id == Run.id).exists()
+    ranked = (select(Run.id.label("rid"),
+                     func.row_number().over(partition_by=Run.profile_name,
+                                            order_by=(Run.finished_at.desc(), Run.id.desc())).label("k"))
+              .where(*conds, has_groups).subquery())
+    q = (select(Run.id, Run.profile_name, Run.scenario, Run.machine_id, Run.finished_at, GroupMetric.attribute,
+                GroupMetric.group, GroupMetric.metric, GroupMetric.value, GroupMetric.ci_low, GroupMetric.ci_high,
+                GroupMetric.n, GroupMetric.small)
+         .join(ranked, (ranked.c.rid == Run.id) & (ranked.c.k == 1))
+         .join(GroupMetric, GroupMetric.run_id == Run.id)
+         .order_by(Run.profile_name, GroupMetric.attribute, GroupMetric.group, GroupMetric.metric))
+    return pd.DataFrame(s.execute(q).all(), columns=GROUP_COLUMNS)
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+def recent_runs(s: Session, *, limit: int = 200, status: str | None = None,
+                submission: str | None = None) -> pd.DataFrame:
+    """The newest runs (any status), for pickers: id, submission, profile, scenario, status, times, error."""
+    q = (select(Run.id, func.coalesce(Submission.name, Run.submission_ref), Run.profile_name, Run.scenario,
+                Run.status, Run.created_at, Run.finished_at, Run.error)
+         .outerjoin(Submission, Run.submission_id == Submission.id)
+         .order_by(Run.created_at.desc(), Run.id).limit(limit))
+    if status:
+        q = q.where(Run.status == status)
+    if submission:
+        q = q.where(Submission.name == submission)
+    return pd.DataFrame(s.execute(q).all(), columns=["run_id", "submission", "profile", "scenario", "status",
+                                                     "created_at", "finished_at", "error"])
+
+
+def run_detail(s: Session, run_id: str) -> dict[str, Any] | None:
+    """Everything stored about one run, as plain values; None when no run has this id (or prefix)."""
+    run = Q.get_run(s, run_id)
+    if run is None and len(run_id) >= 4:  # a unique prefix, as the CLI prints ids shortened
+        hits = list(s.scalars(select(Run.id).where(Run.id.like(f"{run_id}%")).limit(2)))
+        run = Q.get_run(s, hits[0]) if len(hits) == 1 else None
+    if run is None:
+        return None
+    sub, prof, mach = run.submission, run.profile, run.machine
+    meas = list(s.execute(select(Measurement.metric, Measurement.unit, Measurement.value, Measurement.ci_low,
+                                 Measurement.ci_high, Measurement.n, Measurement.method, Measurement.note,
+                                 Measurement.params).where(Measurement.run_id == run.id).order_by(Measurement.id)))
+    groups = list(s.execute(select(GroupMetric.attribute, GroupMetric.group, GroupMetric.metric, GroupMetric.value,
+                                   GroupMetric.ci_low, GroupMetric.ci_high, GroupMetric.n, GroupMetric.small)
+                            .where(GroupMetric.run_id == run.id).order_by(GroupMetric.id)))
+    sample_kinds = list(s.execute(select(Samples.kind, Samples.n).where(Samples.run_id == run.id)))
+    alerts = list(s.execute(select(Alert.kind, Alert.metric, Alert.status, Alert.p_value, Alert.effect,
+                                   Alert.z_score, Alert.created_at, Alert.detail)
+                            .where(Alert.candidate_run_id == run.id)))
+    return {
+        "run_id": run.id, "status": run.status, "error": run.error, "stderr_tail": run.stderr_tail,
+        "submission_ref": run.submission_ref, "profile": run.profile_name, "task": run.task_name,
+        "scenario": run.scenario, "params": run.params or {}, "trial": run.trial, "group_id": run.group_id,
+        "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
+        "software": run.software or {}, "controls": run.controls or {}, "extra": run.extra or {},
+        "submission": None if sub is None else {
+            "name": sub.name, "version": sub.version, "task": sub.task, "kind": sub.kind,
+            "artifact_sha256": sub.artifact_sha256, "manifest": sub.manifest, "store_path": sub.store_path},
+        "profile_yaml": None if prof is None else prof.yaml,
+        "profile_spec_hash": None if prof is None else prof.spec_hash,
+        "machine": None if mach is None else {"id": mach.id, "fingerprint_hash": mach.fingerprint_hash,
+                                              "specs": mach.specs, "label": machine_label(mach.specs or {})},
+        "measurements": pd.DataFrame(meas, columns=["metric", "unit", "value", "ci_low", "ci_high", "n", "method",
+                                                    "note", "params"]),
+        "groups": pd.DataFrame(groups, columns=["attribute", "group", "metric", "value", "ci_low", "ci_high", "n",
+                                                "small"]),
+        "samples": {k: n for k, n in sample_kinds},
+        "alerts": pd.DataFrame(alerts, columns=["kind", "metric", "status", "p_value", "effect", "z_score",
+                                                "created_at", "detail"]),
+    }
+
+
+def latency_samples_ms(s: Session, run_id: str) -> np.ndarray | None:
+    """The run's raw per-query latencies in ms (samples kind ``latency_ns``), or None."""
+    arr = Q.load_samples(s, run_id, "latency_ns")
+    return None if arr is None else arr.astype(np.float64) / 1e6
+
+
+# ---- history -------------------------------------------------------------------------------------
+HISTORY_COLUMNS = ["run_id", "status", "created_at", "finished_at", "machine_id", "trial", "error", "value",
+                   "ci_low", "ci_high", "n", "method", "unit"]
+
+
+def series_history(s: Session, *, submission: str, profile: str, scenario: str, metric: str,
+                   machine_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Every finished run of one series, oldest first, with its headline value of ``metric``.
+
+    Failed runs are kept (value None) so that the chart can show when a series broke. A failed run
+    has no machine, so the machine filter applies to succeeded runs only.
+    """
+    q = (select(Run.id, Run.status, Run.created_at, Run.finished_at, Run.machine_id, Run.trial, Run.error)
+         .join(Submission, Run.submission_id == Submission.id)
+         .where(Submission.name == submission, Run.profile_name == profile, Run.scenario == scenario,
+                Run.status.in_(("succeeded", "failed")))
+         .order_by(Run.created_at, Run.id))
+    rows = [r for r in s.execute(q).all()
+            if machine_ids is None or r[1] == "failed" or r[4] in set(machine_ids)]
+    best: dict[str, tuple[tuple[int, int], tuple]] = {}
+    for chunk in _chunks([r[0] for r in rows if r[1] == "succeeded"]):
+        mq = (select(Measurement.run_id, Measurement.value, Measurement.ci_low, Measurement.ci_high, Measurement.n,
+                     Measurement.method, Measurement.unit, Measurement.params, Measurement.id)
+              .where(Measurement.run_id.in_(chunk), Measurement.metric == metric))
+        for rid, v, lo, hi, n, method, unit, params, mid in s.execute(mq):
+            params = params or {}
+            if is_sweep_point(params):
+                continue
+            pref = (headline_preference(params), mid)
+            if rid not in best or pref < best[rid][0]:
+                best[rid] = (pref, (v, lo, hi, n, method, unit))
+    out = [(*r, *(best[r[0]][1] if r[0] in best else (None,) * 6)) for r in rows]
+    return pd.DataFrame(out, columns=HISTORY_COLUMNS)
+
+
+ALERT_COLUMNS = ["id", "series_key", "metric", "kind", "candidate_run_id", "test", "p_value", "effect", "z_score",
+                 "status", "created_at", "context_diff", "detail"]
+
+
+def alerts_for_runs(s: Session, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Alerts whose candidate is one of these runs (the runs of one series)."""
+    rows = []
+    cols = (Alert.id, Alert.series_key, Alert.metric, Alert.kind, Alert.candidate_run_id, Alert.test, Alert.p_value,
+            Alert.effect, Alert.z_score, Alert.status, Alert.created_at, Alert.context_diff, Alert.detail)
+    for chunk in _chunks(list(run_ids)):
+        rows += s.execute(select(*cols).where(Alert.candidate_run_id.in_(chunk)).order_by(Alert.created_at)).all()
+    return pd.DataFrame(rows, columns=ALERT_COLUMNS)
+
+
+# ---- cached wrappers (what the dashboard calls) --------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def prepare_database(url: str) -> str:
+    """Create or upgrade the schema once per URL and process, so a fresh database just reads empty."""
+    ensure_schema(url)
+    return url
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_overview(url: str) -> dict[str, Any]:
+    with session_scope(url) as s:
+        return database_overview(s)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_machine_classes(url: str) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return machine_classes(s)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_result_options(url: str) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return result_options(s)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_latest_results(url: str, *, task: str | None = None, profile: str | None = None,
+                        scenario: str | None = None, machine_ids: tuple[int, ...] | None = None,
+                        submission: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    with session_scope(url) as s:
+        return latest_results(s, task=task, profile=profile, scenario=scenario, machine_ids=machine_ids,
+                              submission=submission)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_sweep_points(url: str, *, submission: str, profile: str | None = None,
+                      machine_ids: tuple[int, ...] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    with session_scope(url) as s:
+        return sweep_points(s, submission=submission, profile=profile, machine_ids=machine_ids)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_group_results(url: str, *, submission: str, machine_ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return group_results(s, submission=submission, machine_ids=machine_ids)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_recent_runs(url: str, *, limit: int = 200, status: str | None = None,
+                     submission: str | None = None) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return recent_runs(s, limit=limit, status=status, submission=submission)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_run_detail(url: str, run_id: str) -> dict[str, Any] | None:
+    with session_scope(url) as s:
+        return run_detail(s, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_latency_samples_ms(url: str, run_id: str) -> np.ndarray | None:
+    with session_scope(url) as s:
+        return latency_samples_ms(s, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_series_history(url: str, *, submission: str, profile: str, scenario: str, metric: str,
+                        machine_ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return series_history(s, submission=submission, profile=profile, scenario=scenario, metric=metric,
+                              machine_ids=machine_ids)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_alerts_for_runs(url: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return alerts_for_runs(s, run_ids)

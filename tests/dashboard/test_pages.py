@@ -1,0 +1,274 @@
+"""Every page of the dashboard, driven by Streamlit's AppTest against real SQLite databases:
+empty, filled by real runs (most events not measured yet), and augmented with the rows the
+other events will write."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+PAGES = ["views/leaderboard.py", "views/tradeoffs.py", "views/hardware.py", "views/framework_tax.py",
+         "views/fairness.py", "views/run_detail.py", "views/history.py"]
+TITLES = ["Leaderboard", "Trade-offs", "Hardware comparison", "Framework tax", "Fairness", "Run detail", "History"]
+
+
+def open_page(url: str, monkeypatch, page: str, query: dict | None = None) -> AppTest:
+    monkeypatch.setenv("HEPTATHLON_DB", url)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    if query:
+        at.query_params.update(query)
+    at.run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """All text the page shows (markdown, captions, alerts, html, titles), joined."""
+    parts = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error", "html", "code"):
+        parts += [str(e.value) for e in at.get(kind)]
+    return "\n".join(parts)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def leaderboard_html(at: AppTest) -> str:
+    return next(h.value for h in at.get("html") if "hep-leaderboard" in h.value)
+
+
+class _Table(HTMLParser):
+    """Header names and, per body row, {column: (text, class, title)} of the leaderboard table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[str] = []
+        self.rows: list[list[tuple[str, str, str]]] = []
+        self._cell: list | None = None
+        self._in_head = False
+        self._depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "thead":
+            self._in_head = True
+        elif tag == "tr" and not self._in_head:
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = ["", a.get("class") or "", a.get("title") or ""]
+            self._depth = 0
+        elif tag == "div" and self._cell is not None:
+            self._depth += 1  # unit / method / CI lines under the main text
+
+    def handle_endtag(self, tag):
+        if tag == "thead":
+            self._in_head = False
+        elif tag in ("td", "th") and self._cell is not None:
+            cell = (self._cell[0].strip(), self._cell[1], self._cell[2])
+            (self.headers.append(cell[0]) if self._in_head else self.rows[-1].append(cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None and self._depth == 0:
+            self._cell[0] += data
+
+
+def leaderboard(at: AppTest) -> dict[str, dict[str, tuple[str, str, str]]]:
+    """submission name -> column -> (text, class, title)."""
+    p = _Table()
+    p.feed(leaderboard_html(at))
+    out = {}
+    for row in p.rows:
+        cells = dict(zip(p.headers, row))
+        out[cells["submission"][0].rsplit(" v", 1)[0]] = cells
+    return out
+
+
+# ---- empty database ------------------------------------------------------------------------------
+@pytest.mark.parametrize("page,title", list(zip(PAGES, TITLES)))
+def test_empty_database_shows_how_to_submit(empty_db, monkeypatch, page, title):
+    at = open_page(empty_db, monkeypatch, page)
+    assert at.title[0].value == title
+    shown = texts(at)
+    assert "No results yet" in shown and "heptathlon run submissions/arrests-mlp-onnx" in shown
+    assert not charts(at) and not at.get("html")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_only_failed_runs_is_not_measured_everywhere(failed_only_db, monkeypatch, page):
+    at = open_page(failed_only_db, monkeypatch, page)
+    shown = texts(at)
+    if page.endswith("run_detail.py"):
+        assert "no-such-folder/submission.yaml: file not found" in shown and "never validated" in shown
+    else:
+        assert "No succeeded runs yet" in shown and "not measured" in shown
+    assert not charts(at)
+
+
+# ---- real runs --------------------------------------------------------------------------------------
+def test_leaderboard_on_real_runs(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    board = leaderboard(at)
+    assert set(board) == {"arrests-mlp-onnx", "arrests-mlp-command"}  # one task per group
+    onnx, cmd = board["arrests-mlp-onnx"], board["arrests-mlp-command"]
+    # Every stored metric is a column, CI, n and method on hover.
+    assert {"latency_p50_ms", "throughput_sps", "accuracy", "peak_rss_mb", "load_s", "params",
+            "energy_per_sample_j"} <= set(onnx)
+    text, cls, title = onnx["latency_p50_ms"]
+    assert float(text) > 0 and "95% CI [" in title and "method: timer:perf_counter_ns" in title
+    # Not measured: the command submission's parameter count, and energy (meters off) everywhere.
+    assert cmd["params"][0] == "not measured" and "method: unavailable" in cmd["params"][2]
+    assert onnx["energy_per_sample_j"][0] == "not measured"
+    # Ranks and scores: energy was weighted but nobody measured it, so it is dropped and named.
+    assert {onnx["#"][0], cmd["#"][0]} <= {"1", "2", "1–2"}
+    assert onnx["score"][0] != "—" and cmd["score"][0] != "—"
+    assert "energy_per_sample_j" in texts(at) and "left out of the score" in texts(at)
+    assert {"accuracy", "latency_p50_ms", "throughput_sps", "peak_rss_mb", "energy_per_sample_j", "framework_tax",
+            "hw_disparity"} <= {s.label for s in at.slider}
+
+
+def test_leaderboard_filters_switch_group(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    at.selectbox(key="lb_task").set_value("digits").run()
+    assert not at.exception
+    assert set(leaderboard(at)) == {"digits-cnn-onnx"}
+    assert at.selectbox(key="lb_profile").options == ["cpu-1core", "cpu-2core"]
+
+
+def test_leaderboard_weights_change_the_score(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    for s in at.slider:
+        s.set_value(0.0)
+    at.slider(key="lb_w_load_s").set_value(1.0).run()
+    scores = sorted(float(row["score"][0]) for row in leaderboard(at).values())
+    # One metric, two entries: the better one scores 100, the other 0 unless their CIs overlap
+    # (load_s has no CI, so they do not).
+    assert scores == [0.0, 100.0]
+
+
+def test_tradeoffs_on_real_runs(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[1])
+    (fig,) = charts(at)
+    names = [t.get("name") for t in fig["data"]]
+    assert "cpu-1core" in names and "cpu-2core" in names
+    points = sum(len(t["x"]) for t in fig["data"] if t.get("mode") == "markers+text")
+    assert points == 4  # two arrests submissions x two profiles
+    assert at.dataframe, "the frontier table is shown"
+    at.selectbox(key="to_x").set_value("energy_per_sample_j").run()  # meters were off
+    assert not at.exception and "not measured yet" in texts(at) and not charts(at)
+
+
+def test_hardware_comparison_on_real_runs(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[2])
+    (fig,) = charts(at)
+    bars = [t for t in fig["data"] if t["type"] == "bar"]
+    assert {tuple(b["x"]) for b in bars} == {("cpu-1core", "cpu-2core")}
+    assert all("arrayminus" in b["error_y"] for b in bars)  # CI error bars
+    assert any(a.get("text") == "not measured" for a in fig["layout"]["annotations"])  # energy panel
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["cpu-1core", "cpu-2core"]
+
+
+def test_framework_tax_not_measured_yet(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[3])
+    assert "not measured yet" in texts(at) and not charts(at)
+
+
+def test_fairness_on_real_runs(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[4])
+    figs = charts(at)
+    heat = figs[0]["data"][0]
+    assert heat["type"] == "heatmap" and sorted(heat["x"]) == ["cpu-1core", "cpu-2core"]
+    assert "not measured yet" in texts(at)  # no delta_accuracy / flip_rate rows from real runs
+    assert "fairness_gap" in at.dataframe[-1].value.columns
+
+
+def test_run_detail_of_a_succeeded_run(filled_db, monkeypatch):
+    rid = filled_db["outcomes"][0].run_id
+    at = open_page(filled_db["url"], monkeypatch, PAGES[5], query={"run": rid})
+    shown = texts(at)
+    assert rid in shown and "Artifact sha256" in shown
+    (hist,) = charts(at)
+    bars = hist["data"][0]
+    assert bars["type"] == "bar" and sum(bars["y"]) == filled_db["outcomes"][0].metrics["latency_p50_ms"].n
+    controls = at.dataframe[1].value.set_index("control")  # applied controls and how
+    assert "sched_setaffinity" in controls.loc["cpu.cores", "mechanism"]
+    assert bool(controls.loc["cpu.cores", "took effect"]) is True
+
+
+def test_run_detail_of_the_failed_run_shows_stderr(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[5], query={"run": filled_db["failed_id"]})
+    assert at.error and "Failed" in at.error[0].value
+    assert "layer 2 has shape (32, 3)" in texts(at)
+    assert "Raw latency samples: not measured" in texts(at)
+
+
+def test_history_on_real_runs(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[6])
+    at.selectbox(key="hi_submission").set_value("arrests-mlp-onnx").run()
+    (fig,) = charts(at)
+    assert len(fig["data"][0]["x"]) == 1
+    assert "No alerts for this series yet" in texts(at)
+    at.selectbox(key="hi_metric").set_value("energy_per_sample_j").run()
+    assert not at.exception and "not measured yet" in texts(at)
+
+
+# ---- augmented: the other events' rows ---------------------------------------------------------
+def test_leaderboard_marks_estimates_and_never_ranks_them(augmented_db, monkeypatch):
+    at = open_page(augmented_db["url"], monkeypatch, PAGES[0])
+    board = leaderboard(at)
+    text, cls, title = board["arrests-mlp-command"]["energy_per_sample_j"]
+    assert cls == "est" and text.startswith("≈") and "estimate:tdp" in title
+    assert board["arrests-mlp-onnx"]["energy_per_sample_j"][1] == ""  # measured: no mark
+    at.selectbox(key="lb_rank_by").set_value("energy_per_sample_j").run()
+    board = leaderboard(at)
+    assert board["arrests-mlp-onnx"]["#"][0] == "1" and board["arrests-mlp-command"]["#"][0] == "—"
+    # Energy is measured for one entry, so the estimate's owner gets no composite score.
+    assert board["arrests-mlp-command"]["score"][0] == "—" and "energy_per_sample_j" in board[
+        "arrests-mlp-command"]["score"][2]
+    assert "No score" in texts(at)
+    assert board["arrests-mlp-onnx"]["made_up_metric"][0] == "3"  # unknown to the registry: shown, unranked
+    assert "made_up_metric" not in [o.split(" (")[0] for o in at.selectbox(key="lb_rank_by").options]
+
+
+def test_framework_tax_with_sweeps(augmented_db, monkeypatch):
+    at = open_page(augmented_db["url"], monkeypatch, PAGES[3])
+    at.selectbox(key="ft_submission").set_value("arrests-mlp-onnx").run()
+    sweep, tax = charts(at)
+    names = [t.get("name") for t in sweep["data"] if t.get("name")]
+    assert names[:3] == ["onnxruntime", "torch-eager", "torchscript"]
+    assert names[3:] == ["b* = 16 (onnxruntime)", "b* = 32 (torch-eager)", "b* = 32 (torchscript, fitted here)"]
+    knees = {r["runtime"]: r for r in at.dataframe[0].value.to_dict("records")}
+    assert knees["onnxruntime"]["knee b*"] == 16.0 and knees["onnxruntime"]["source"] == "measurement"
+    assert knees["torch-eager"]["source"] == "run.extra" and knees["torchscript"]["source"] == "dashboard"
+    assert 24 <= knees["torchscript"]["knee b*"] <= 40  # fitted from the stored medians (true knee 32)
+    assert len(tax["data"]) == 3 and all(len(t["x"]) == 9 for t in tax["data"])
+
+
+def test_fairness_with_deltas_and_flip_rates(augmented_db, monkeypatch):
+    at = open_page(augmented_db["url"], monkeypatch, PAGES[4])
+    at.selectbox(key="fa_submission").set_value("arrests-mlp-onnx").run()
+    heat, delta, flips = charts(at)
+    assert delta["data"][0]["name"] == "cpu-2core" and delta["data"][0]["error_y"]["array"][0] > 0
+    assert flips["data"][0]["y"] == pytest.approx([0.031, 0.012])
+    assert "not measured yet" not in texts(at)
+    gaps = at.dataframe[-1].value.set_index("profile")
+    assert gaps.loc["cpu-2core", "hw_disparity"].startswith("0.016")
+
+
+def test_history_marks_failures_and_alerts(augmented_db, monkeypatch):
+    at = open_page(augmented_db["url"], monkeypatch, PAGES[6])
+    at.selectbox(key="hi_submission").set_value("arrests-mlp-onnx").run()
+    (fig,) = charts(at)
+    names = [t["name"] for t in fig["data"]]
+    assert names == ["latency_p50_ms", "failed run", "alert: regression"]
+    assert len(fig["data"][0]["x"]) == 5  # four earlier nights and the real run; the failed night apart
+    assert "regression" in str(at.dataframe[0].value["kind"].tolist())
