@@ -12,7 +12,12 @@ from sqlalchemy import func, select
 
 from bench.errors import HeptathlonError, ProfileError, ScenarioError, SubmissionError, TaskError
 from bench.scenarios import make_scenario
-from bench.service import execute_queued, execute_run, queue_runs
+from functools import partial
+
+from bench import service
+from bench.service import execute_queued, execute_run
+
+queue_runs = partial(service.queue_runs, energy={"enabled": False})  # meters are tested elsewhere
 from db.models import Machine, Measurement, Profile, Run, Samples, Submission
 from db.session import session_scope
 

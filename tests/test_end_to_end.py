@@ -13,7 +13,8 @@ from db.models import Measurement, Run, Samples, Submission
 from db import queries as Q
 from db.session import session_scope
 
-QUICK = ["--min-queries", "20", "--min-duration", "0", "--max-duration", "5", "--warmup", "2"]
+# Energy meters add an idle baseline to every run; they are tested in test_energy_e2e.py.
+QUICK = ["--min-queries", "20", "--min-duration", "0", "--max-duration", "5", "--warmup", "2", "--no-meters"]
 EXPECTED = {"latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "throughput_sps", "accuracy",
             "peak_rss_mb", "load_s", "params", "artifact_mb"}
 
@@ -53,7 +54,8 @@ def test_run_json_for_every_example(examples, name, sqlite_url):
 def test_results_persist_on_each_backend(examples, db_url, quick):
     ids = queue_runs(examples["arrests-mlp-onnx"], ["cpu-1core", "cpu-2core"],
                      [make_scenario("single_stream", **quick), make_scenario("fixed_batch", batch_size=4, **quick),
-                      make_scenario("offline", **{**quick, "min_queries": 2})], db=db_url)
+                      make_scenario("offline", **{**quick, "min_queries": 2})], db=db_url,
+                     energy={"enabled": False})
     outcomes = [execute_run(i, db=db_url) for i in ids]
     assert [o.status for o in outcomes] == ["succeeded"] * 6
     fb = [o for o in outcomes if o.scenario == "fixed_batch"][0]
