@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ class NightlyReport:
     started_at: datetime
     results: tuple[SeriesResult, ...]
     acknowledged: frozenset[str] = field(default_factory=frozenset)
+    # Night (YYYY-MM-DD) of each run id, so the report can say which nights formed each baseline.
+    run_dates: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def alerts(self) -> list[Alert]:
@@ -111,6 +113,14 @@ def _changes_line(r: SeriesResult) -> str:
     return "; ".join(str(c) for c in r.context_changes) if r.context_changes else "none"
 
 
+def _baseline_nights(report: NightlyReport, r: SeriesResult) -> str:
+    """The nights the baseline window came from, e.g. ``2025-03-01, 2025-03-02``; long windows shortened."""
+    nights = sorted({report.run_dates[i] for i in r.baseline_run_ids if i in report.run_dates})
+    if not nights:
+        return "–" if not r.baseline_run_ids else "?"
+    return ", ".join(nights) if len(nights) <= 3 else f"{nights[0]} … {nights[-1]}"
+
+
 def render_markdown(report: NightlyReport) -> str:
     """The night's report: counts first, then broke, regressions, drift, improvements and context."""
     alerts = report.alerts
@@ -168,13 +178,17 @@ def render_markdown(report: NightlyReport) -> str:
             lines += [f"  - `{c}`" for c in r.context_changes]
         lines.append("")
 
-    lines += ["## All series", "", "| series | status | baseline runs | note |", "|---|---|---|---|"]
+    nights = bool(report.run_dates)  # the nightly job knows them; a bare report may not
+    lines += ["## All series", "",
+              "| series | status | baseline runs |" + (" baseline nights |" if nights else "") + " note |",
+              "|---|---|---|" + ("---|" if nights else "") + "---|"]
     for r in report.results:
         note = ""
         if r.status == "no_baseline":
             untested = r.of_kind("untested")
-            note = untested[0].reason if untested else ""
-        lines.append(f"| {_cell(r.series.label)} | {r.status} | {len(r.baseline_run_ids)} | {_cell(note)} |")
+            note = untested[0].reason if untested else "fewer good nightly runs than min_baseline"
+        lines.append(f"| {_cell(r.series.label)} | {r.status} | {len(r.baseline_run_ids)} |"
+                     + (f" {_baseline_nights(report, r)} |" if nights else "") + f" {_cell(note)} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -15,6 +15,8 @@ min_baseline: 5
 thresholds: {latency_p99_ms: 0.10}                # relative, per metric; default 5%
 p_value: 0.01
 z_threshold: 3.0
+energy: {enabled: true, idle_s: 1.0}              # optional: energy meters (part of the series when given)
+timeout_s: 300                                    # optional: per-run timeout (default: bench.service's)
 ```
 """
 
@@ -85,6 +87,14 @@ class SuiteParams(ScenarioParams):
     trials: int = Field(default=1, ge=1)
 
 
+class EnergyParams(_Strict):
+    """Energy meter settings for every run (``heptathlon run --no-meters/--idle-seconds/--country``)."""
+
+    enabled: bool = True
+    idle_s: float = Field(default=1.0, gt=0)  # idle-power baseline measured before the timed window
+    country_iso: str = Field(default="USA", pattern=r"^[A-Z]{3}$")
+
+
 class SuiteSpec(_Strict):
     """The suite file as written. Names and paths are checked by :func:`find_suite_problems`."""
 
@@ -101,6 +111,10 @@ class SuiteSpec(_Strict):
     default_threshold: float = Field(default=DEFAULT_REL_THRESHOLD, gt=0)
     p_value: float = Field(default=DEFAULT_P_VALUE, gt=0, lt=1)
     z_threshold: float = Field(default=DEFAULT_Z_THRESHOLD, gt=0)
+    # Given, the meter settings join the series parameters: a night without meters is not
+    # compared with nights that had them. Left out, runs use bench.service's defaults.
+    energy: EnergyParams | None = None
+    timeout_s: float | None = Field(default=None, gt=0)  # per run; not part of the series
 
 
 def _scenario_options(params: ScenarioParams) -> dict[str, Any]:
@@ -126,11 +140,14 @@ class SuiteEntry:
     profile: str
     scenario: ScenarioConfig
     trials: int
+    energy: dict[str, Any] | None = None  # meter settings for bench.service.queue_runs; None: its defaults
+    timeout_s: float | None = None
 
     @property
     def series_params(self) -> dict[str, Any]:
-        """The parameters part of the series key: the full scenario config, trials included."""
-        return {**self.scenario.to_params(), "trials": self.trials}
+        """The parameters part of the series key: the full scenario config, trials (and meters) included."""
+        return {**self.scenario.to_params(), "trials": self.trials,
+                **({"energy": dict(self.energy)} if self.energy is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -157,7 +174,8 @@ class Suite:
     def entries(self) -> list[SuiteEntry]:
         """Every submission × profile × scenario, in file order."""
         scenarios = self.scenario_configs()
-        return [SuiteEntry(sub, prof, scen, self.spec.params.trials)
+        energy = self.spec.energy.model_dump() if self.spec.energy is not None else None
+        return [SuiteEntry(sub, prof, scen, self.spec.params.trials, energy, self.spec.timeout_s)
                 for sub in self.submission_dirs() for prof in self.spec.profiles for scen in scenarios]
 
     def detection_config(self) -> DetectionConfig:

@@ -252,7 +252,7 @@ def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> g
                                  hovertemplate="failed<br>%{text}<extra></extra>"))
     if not alerts.empty:
         by_run = {r["run_id"]: r for r in series.to_dict("records")}
-        mine = alerts[alerts["metric"].isna() | (alerts["metric"] == metric)]
+        mine = alerts[alerts["metric"].isna() | alerts["metric"].isin(["run", metric])]
         for kind, g in mine.groupby("kind"):
             symbol, colour = ALERT_STYLE.get(kind, ("star", "#613583"))
             xs, ys, texts = [], [], []

@@ -40,7 +40,7 @@ st.subheader("Regression alerts")
 if alerts.empty:
     st.info("No alerts for this series yet (the nightly suite stores them in the alert table).")
 else:
-    shown = alerts.assign(on_this_metric=alerts["metric"].isna() | (alerts["metric"] == metric))
+    shown = alerts.assign(on_this_metric=alerts["metric"].isna() | alerts["metric"].isin(["run", metric]))
     st.dataframe(shown.drop(columns=["detail"]), hide_index=True, width="stretch")
 
 with st.expander("Runs of this series"):

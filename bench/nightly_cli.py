@@ -1,0 +1,212 @@
+"""``heptathlon nightly`` and ``heptathlon alerts``: the CLI shell around bench/nightly.py.
+
+``bench.cli`` registers these with ``register(app)``. Exit codes of ``nightly``: 0 quiet night,
+3 (``bench.nightly_report.EXIT_REGRESSION``) an unacknowledged regression, drift or broken run,
+75 (``bench.nightly.EXIT_LOCKED``) another nightly process holds the suite's lock, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.errors import HeptathlonError
+
+out = Console(width=None if sys.stdout.isatty() else 200)  # the night's summary, or JSON
+err = Console(stderr=True)  # progress and messages
+
+DbOpt = typer.Option(None, "--db", envvar="HEPTATHLON_DB",
+                     help="SQLAlchemy URL of the results database (default: SQLite in $HEPTATHLON_HOME or ./.heptathlon).")
+
+alerts_app = typer.Typer(help="Nightly regression alerts: list them, acknowledge them, mark them expected.",
+                         invoke_without_command=True)
+
+
+# ---- nightly ------------------------------------------------------------------------------------------
+def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAML; see docs/nightly.md)."),
+            night: Optional[str] = typer.Option(None, "--date", help="The night, YYYY-MM-DD (default: today). "
+                                                                      "Running a night again resumes it."),
+            report_dir: Optional[Path] = typer.Option(None, "--report-dir",
+                                                      help="Where the Markdown and JUnit reports go "
+                                                           "(default: $HEPTATHLON_HOME/nightly)."),
+            schedule: Optional[str] = typer.Option(None, "--schedule", metavar="CRON",
+                                                   help="Stay running and start a night each time this cron "
+                                                        "expression fires, e.g. '30 2 * * *' (local time)."),
+            retry_failed: bool = typer.Option(False, "--retry-failed",
+                                              help="Run again the entries that failed earlier on this night "
+                                                   "(default: a failed run is the night's result)."),
+            db: Optional[str] = DbOpt) -> None:
+    """Run a nightly regression suite: run what the night still lacks, detect changes, store alerts, write reports."""
+    from bench.nightly import load_nightly_suite, parse_night
+    from bench.schedule import validate_cron
+
+    load_nightly_suite(suite)  # every problem in the suite at once, before anything runs or waits
+    if schedule is None:
+        raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed))
+    if night is not None:
+        raise HeptathlonError("--date and --schedule exclude each other: a scheduled night is dated by the day it fires")
+    validate_cron(schedule)
+    _serve_schedule(schedule, suite, report_dir, db, retry_failed)
+
+
+def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optional[str], retry_failed: bool) -> int:
+    from bench.nightly import run_nightly
+    from bench.nightly_report import format_alert
+
+    def progress(done: int, total: int, entry, note: str) -> None:
+        what = f"{entry.submission_dir.name} on {entry.profile}/{entry.scenario.name}"
+        err.print(f"[dim][{done}/{total}][/] {escape(what)}: {escape(note)}")
+
+    err.print(f"nightly suite {suite} for {night.isoformat()}")
+    o = run_nightly(suite, night=night, report_dir=report_dir, db=db, retry_failed=retry_failed, on_progress=progress)
+    if o.lock_note:
+        err.print(f"[yellow]{escape(o.lock_note)}[/]")
+    reused = sum(e.action == "reused" for e in o.entries)
+    counts = {k: sum(a.kind == k for a in o.report.alerts) for k in ("regression", "broke", "drift", "improvement")}
+    verdict = "[red]FAIL[/]" if o.report.open_alerts else "[green]PASS[/]"
+    out.print(f"{verdict} nightly {o.suite} {o.night.isoformat()}: {len(o.report.results)} series, "
+              f"{counts['regression']} regression(s), {counts['broke']} broke, {counts['drift']} drift, "
+              f"{counts['improvement']} improvement(s); {len(o.entries) - reused} entries run, {reused} reused")
+    for a in o.report.alerts:
+        state = "acknowledged" if o.report.is_acknowledged(a) else ("open" if a.blocking else "info")
+        out.print(f"  alert {o.alert_ids.get(a.key, '?')} ({state}): {escape(format_alert(a))}", soft_wrap=True)
+    out.print(f"report: {o.paths.markdown}\njunit:  {o.paths.junit}")
+    if o.report.open_alerts:
+        err.print("acknowledge with: heptathlon alerts ack ID   or accept a change with: heptathlon alerts expected ID")
+    return o.exit_code
+
+
+def _serve_schedule(cron: str, suite: Path, report_dir: Optional[Path], db: Optional[str], retry_failed: bool) -> None:
+    from bench.nightly import run_nightly_on_schedule
+    from bench.schedule import next_fire_times
+
+    # The schedule's own log lines (bench.schedule, bench.nightly); other libraries only warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bench").setLevel(logging.INFO)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def night_job(night: date) -> int:
+        try:
+            code = _run_night(suite, night, report_dir, db, retry_failed)
+        except HeptathlonError as e:  # a bad suite edit or a held lock: say so, wait for the next night
+            err.print(f"[red]error:[/] {escape(str(e))}")
+            return e.exit_code
+        err.print(f"night {night.isoformat()} finished with exit code {code}; next at "
+                  f"{next_fire_times(cron, datetime.now().astimezone())[0].isoformat()}")
+        return code
+
+    err.print(f"nightly schedule {cron!r} for {suite}: first night at "
+              f"{next_fire_times(cron, datetime.now().astimezone())[0].isoformat()} (Ctrl-C or SIGTERM stops)")
+    runs = run_nightly_on_schedule(cron, night_job, stop)
+    err.print(f"schedule stopped after {runs} night(s)")
+
+
+# ---- alerts ------------------------------------------------------------------------------------------------
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def _print_alerts(rows: list[dict[str, Any]], include_closed: bool) -> None:
+    if not rows:
+        err.print("no open alerts" if not include_closed else "no alerts yet")
+        return
+    t = Table(title="nightly alerts" + ("" if include_closed else " (open; --all for every status)"),
+              title_justify="left")
+    for c in ("id", "status", "kind", "series", "metric", "change", "p", "z", "night", "run", "message"):
+        t.add_column(c, justify="right" if c in ("id", "change", "p", "z") else "left")
+    for a in rows:
+        t.add_row(str(a["id"]), a["status"], a["kind"], escape(a["series"] or a["series_key"]), a["metric"],
+                  _fmt(a["rel_change"], "+.1%"), _fmt(a["p_value"], ".2g"), _fmt(a["z_score"], "+.1f"),
+                  a["date"] or "", (a["candidate_run_id"] or "")[:8], escape((a["message"] or "")[:80]))
+    out.print(t)
+
+
+def _list(include_closed: bool, as_json: bool, db: Optional[str]) -> None:
+    from bench.nightly import list_alerts
+
+    rows = list_alerts(db, include_closed=include_closed)
+    if as_json:
+        print(json.dumps(rows, default=str))
+    else:
+        _print_alerts(rows, include_closed)
+
+
+AllOpt = typer.Option(False, "--all", help="Every alert, not only open ones.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON list and nothing else on stdout.")
+
+
+@alerts_app.callback()
+def alerts_main(ctx: typer.Context, include_closed: bool = AllOpt, as_json: bool = JsonOpt,
+                db: Optional[str] = DbOpt) -> None:
+    """Without a sub-command: list the open alerts (as `alerts list`)."""
+    ctx.obj = {"db": db}  # `alerts --db URL ack ID` as well as `alerts ack ID --db URL`
+    if ctx.invoked_subcommand is None:
+        _list(include_closed, as_json, db)
+
+
+@alerts_app.command("list")
+def alerts_list(ctx: typer.Context, include_closed: bool = AllOpt, as_json: bool = JsonOpt,
+                db: Optional[str] = DbOpt) -> None:
+    """List alerts, newest first: open ones, or every one with --all."""
+    _list(include_closed, as_json, _db(ctx, db))
+
+
+def _db(ctx: typer.Context, db: Optional[str]) -> Optional[str]:
+    return db or (ctx.obj or {}).get("db")
+
+
+def _set_status(ids: list[int], status: str, db: Optional[str]) -> list[dict[str, Any]]:
+    from bench.nightly import set_alert_status
+    from db.session import ensure_schema
+
+    ensure_schema(db)
+    return set_alert_status(db, ids, status)
+
+
+@alerts_app.command("ack")
+def alerts_ack(ctx: typer.Context,
+               alert_ids: list[int] = typer.Argument(..., metavar="ID...", help="Alert id(s), as listed."),
+               db: Optional[str] = DbOpt) -> None:
+    """Acknowledge alerts: the night no longer fails on them, and their runs rejoin the baseline."""
+    for a in _set_status(alert_ids, "acknowledged", _db(ctx, db)):
+        err.print(f"alert {a['id']} acknowledged: {a['kind']} {escape(a['series'] or '')} {a['metric']} "
+                  f"(run {(a['candidate_run_id'] or '')[:8]}, night {a['date']})")
+
+
+@alerts_app.command("expected")
+def alerts_expected(ctx: typer.Context,
+                    alert_ids: list[int] = typer.Argument(..., metavar="ID...", help="Alert id(s), as listed."),
+                    db: Optional[str] = DbOpt) -> None:
+    """Mark alerts as expected changes: their run starts a new baseline segment of its series."""
+    from bench.nightly import EXCLUDING_KINDS, list_alerts
+
+    db = _db(ctx, db)
+    marked = _set_status(alert_ids, "expected", db)
+    for a in marked:
+        err.print(f"alert {a['id']} marked expected: {a['kind']} {escape(a['series'] or '')} {a['metric']}; "
+                  f"run {(a['candidate_run_id'] or '')[:8]} (night {a['date']}) starts a new baseline")
+    runs = {a["candidate_run_id"] for a in marked}
+    still = [a for a in list_alerts(db) if a["candidate_run_id"] in runs and a["kind"] in EXCLUDING_KINDS]
+    if still:
+        err.print(f"[yellow]note:[/] the same run still has open alert(s) {', '.join(str(a['id']) for a in still)}; "
+                  "while any is open the run stays out of the baseline. Mark them too: "
+                  f"heptathlon alerts expected {' '.join(str(a['id']) for a in still)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``nightly`` and the ``alerts`` group to the main CLI."""
+    app.command("nightly")(nightly)
+    app.add_typer(alerts_app, name="alerts")
