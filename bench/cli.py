@@ -71,12 +71,46 @@ def _cell(m) -> str:
 
 # ---- commands -----------------------------------------------------------------------------------
 def _scenario_configs(scenarios: list[str], batch_size, full, min_queries, min_duration, max_duration, seed,
-                      warmup=None):
-    from bench.scenarios import make_scenario
+                      warmup=None, **options):
+    """Scenario configs from CLI options. A scenario-specific option (--qps, --lambda, ...) goes to
+    the requested scenarios it belongs to; given with none of them, it is passed on so that
+    validation names the mismatch (e.g. an SLO with single_stream) before anything runs."""
+    from bench.scenarios import SCENARIO_OPTIONS, make_scenario
+
+    def opts_for(name: str) -> dict:
+        out = {}
+        for k, v in options.items():
+            owners = SCENARIO_OPTIONS.get(k)
+            if v is None or (owners and name not in owners and any(sc in owners for sc in scenarios)):
+                continue
+            out[k] = v
+        return out
 
     return [make_scenario(s, batch_size=batch_size, full=full, seed=seed, min_queries=min_queries,
-                          min_duration_s=min_duration, max_duration_s=max_duration, warmup_queries=warmup)
+                          min_duration_s=min_duration, max_duration_s=max_duration, warmup_queries=warmup,
+                          **opts_for(s))
             for s in scenarios]
+
+
+# Scenario options shared by `run` and `submit`.
+LambdaOpt = typer.Option(None, "--lambda", help="poisson_batch: mean of the Poisson batch sizes (default 8).")
+QpsOpt = typer.Option(None, "--qps", help="server: target queries/s of the Poisson arrivals (default 100; "
+                                          "with --slo-ms, where the search starts).")
+MaxBatchOpt = typer.Option(None, "--max-batch", help="server: dynamic batching, at most this many queries per call; "
+                                                    "batch_sweep: the largest batch size swept (default 64).")
+RepeatsOpt = typer.Option(None, "--repeats", help="batch_sweep: timed (and profiled) calls per batch size (default 10).")
+RuntimesOpt = typer.Option(None, "--runtimes", help="batch_sweep, torch models: comma-separated runtimes to derive "
+                                                    "and compare (eager,torchscript,torch.compile,onnxruntime; "
+                                                    "default: all that apply).")
+
+
+def _runtimes(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    return None if text is None else tuple(r.strip() for r in text.split(",") if r.strip())
+MaxWaitOpt = typer.Option(None, "--max-wait-ms", help="server: how long a queued query may wait for a batch to fill.")
+SloOpt = typer.Option(None, "--slo-ms", help="server: find the largest QPS whose p99 latency stays within this SLO.")
+AdaptiveOpt = typer.Option(False, "--adaptive", help="After the minimums, go on until the 95% CI half-width of "
+                                                     "the median is within --ci-target (or the cap).")
+CiTargetOpt = typer.Option(None, "--ci-target", help="Adaptive stopping: relative CI half-width (default 0.01).")
 
 
 def _progress() -> Progress:
@@ -106,18 +140,27 @@ def _execute_with_progress(run_ids: list[str], db: str | None, label: str = "run
 def submit(folder: Path = typer.Argument(..., help="A submission folder with a submission.yaml."),
            profile: list[str] = typer.Option(None, "--profile", "-p", help="Profile(s); default: the default profiles."),
            scenario: list[str] = typer.Option(["single_stream"], "--scenario", "-s"),
-           trials: int = typer.Option(1, "--trials", min=1),
+           trials: int = typer.Option(1, "--trials", min=1, help="Independent trials, each in a fresh worker; pooled."),
            run_now: bool = typer.Option(False, "--run", help="Execute the queued runs now."),
+           poisson_lambda: Optional[float] = LambdaOpt, qps: Optional[float] = QpsOpt,
+           max_batch: Optional[int] = MaxBatchOpt, max_wait_ms: Optional[float] = MaxWaitOpt,
+           slo_ms: Optional[float] = SloOpt, adaptive: bool = AdaptiveOpt, ci_target: Optional[float] = CiTargetOpt,
+           repeats: Optional[int] = RepeatsOpt, runtimes: Optional[str] = RuntimesOpt,
            db: Optional[str] = DbOpt) -> None:
     """Validate, hash and store a submission, and queue its runs."""
     from bench.profile import default_profiles
-    from bench.service import queue_runs
+    from bench.service import pool_groups_of, queue_runs
 
     profiles = profile or [p.name for p in default_profiles()]
-    ids = queue_runs(folder, profiles, _scenario_configs(scenario, None, False, None, None, None, 0), db=db, trials=trials)
+    cfgs = _scenario_configs(scenario, None, False, None, None, None, 0, poisson_lambda=poisson_lambda, qps=qps,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, slo_ms=slo_ms,
+                             adaptive=adaptive or None, ci_target=ci_target, repeats=repeats,
+                             runtimes=_runtimes(runtimes))
+    ids = queue_runs(folder, profiles, cfgs, db=db, trials=trials)
     err.print(f"queued {len(ids)} run(s) for {folder}")
     if run_now:
         outcomes = _execute_with_progress(ids, db)
+        pool_groups_of(ids, db=db)
         if any(o.status != "succeeded" for o in outcomes):
             raise typer.Exit(1)
     else:
@@ -134,6 +177,9 @@ def execute(db: Optional[str] = DbOpt) -> None:
         err.print("no queued runs; queue some with: heptathlon submit DIR")
         return
     outcomes = _execute_with_progress(ids, db)
+    from bench.service import pool_groups_of
+
+    pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
     if any(o.status != "succeeded" for o in outcomes):
         raise typer.Exit(1)
 
@@ -153,24 +199,41 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
         no_meters: bool = typer.Option(False, "--no-meters", help="Run latency without energy meters (to compare)."),
         idle_seconds: float = typer.Option(1.0, "--idle-seconds", help="Idle-power baseline before the window."),
         country: str = typer.Option("USA", "--country", help="ISO code of the grid region for CO2."),
+        trials: int = typer.Option(1, "--trials", min=1, help="Independent trials, each in a fresh worker; "
+                                                            "per-trial and pooled statistics are stored."),
+        poisson_lambda: Optional[float] = LambdaOpt, qps: Optional[float] = QpsOpt,
+        max_batch: Optional[int] = MaxBatchOpt, max_wait_ms: Optional[float] = MaxWaitOpt,
+        slo_ms: Optional[float] = SloOpt, adaptive: bool = AdaptiveOpt, ci_target: Optional[float] = CiTargetOpt,
+        repeats: Optional[int] = RepeatsOpt, runtimes: Optional[str] = RuntimesOpt,
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
         db: Optional[str] = DbOpt) -> None:
     """Benchmark one submission on one profile and scenario, now."""
-    from bench.service import RunOutcome, execute_run, queue_runs, record_rejected
+    import uuid
+
+    from bench.service import RunOutcome, execute_run, pool_trials, queue_runs, record_rejected
 
     cfgs = None
+    group_id = str(uuid.uuid4())
     try:
-        cfgs = _scenario_configs([scenario], batch_size, full, min_queries, min_duration, max_duration, seed, warmup)
-        ids = queue_runs(folder, [profile], cfgs, db=db, timeout_s=timeout,
+        cfgs = _scenario_configs([scenario], batch_size, full, min_queries, min_duration, max_duration, seed, warmup,
+                                 poisson_lambda=poisson_lambda, qps=qps, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                 slo_ms=slo_ms, adaptive=adaptive or None, ci_target=ci_target, repeats=repeats,
+                                 runtimes=_runtimes(runtimes))
+        ids = queue_runs(folder, [profile], cfgs, db=db, timeout_s=timeout, trials=trials, group_id=group_id,
                          energy={"enabled": not no_meters, "idle_s": idle_seconds, "country_iso": country})
     except HeptathlonError as e:
         rid = (record_rejected(folder, [profile], [scenario], e, db) if cfgs is None else getattr(e, "run_ids", [None]))[0]
         _fail_json(e, folder, profile, scenario, as_json, rid)
+    outcomes: list[RunOutcome] = []
     with _progress() as prog:
-        prog.add_task(f"{folder.name} on {profile}/{scenario}", total=None)
-        o: RunOutcome = execute_run(ids[0], db=db)
+        for k, rid in enumerate(ids):
+            label = f" (trial {k + 1}/{len(ids)})" if len(ids) > 1 else ""
+            task_ = prog.add_task(f"{folder.name} on {profile}/{scenario}{label}", total=None)
+            outcomes.append(execute_run(rid, db=db))
+            prog.update(task_, total=1, completed=1)
+    o = outcomes[-1] if len(outcomes) == 1 else _pooled_outcome(outcomes, pool_trials(group_id, db=db), group_id)
     if as_json:
-        print(json.dumps(o.to_json()))
+        print(json.dumps(o.to_json() | ({"trials": o.trials} if getattr(o, "trials", None) else {})))
     else:
         _print_outcome(o)
     if o.status != "succeeded":
@@ -179,6 +242,21 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
             if o.stderr_tail:
                 err.print("[dim]stderr tail:[/]\n" + o.stderr_tail[-1500:])
         raise typer.Exit(1)
+
+
+def _pooled_outcome(outcomes, pooled: dict, group_id: str):
+    """One outcome for k trials: the pooled values (stored on the last trial) over its own, and a
+    failed status if any trial failed."""
+    ok = [o for o in outcomes if o.status == "succeeded"]
+    base = ok[-1] if ok else outcomes[-1]
+    values = next((v for rid, v in pooled.items() if rid in {o.run_id for o in ok}), [])
+    failed = [o for o in outcomes if o.status != "succeeded"]
+    o = type(base)(base.run_id, "failed" if failed else base.status, failed[0].error if failed else base.error,
+                   base.submission, base.profile, base.scenario, {**base.metrics, **{v.name: v for v in values}},
+                   base.stderr_tail)
+    o.trials = {"k": len(outcomes), "group_id": group_id, "pooled": bool(values),
+                "runs": [{"run_id": t.run_id, "status": t.status, "error": t.error} for t in outcomes]}
+    return o
 
 
 def _fail_json(e: HeptathlonError, folder: Path, profile: str, scenario: str, as_json: bool, run_id) -> None:
@@ -199,6 +277,17 @@ def _print_outcome(o) -> None:
     for name, m in o.metrics.items():
         t.add_row(name, _cell(m), m.unit, str(m.n or ""), m.method)
     out.print(t)
+    if getattr(o, "sweep", None):  # batch_sweep: latency and FT(b) per runtime, knees (bench/sweep_service.py)
+        from bench.sweep_service import sweep_tables
+
+        for title, columns, rows in sweep_tables(o.sweep):
+            out.print(f"[bold]{title}[/]")
+            st = Table()
+            for c in columns:
+                st.add_column(c, justify="left" if c in ("runtime", "reason", "sweep stop", "FT method") else "right")
+            for r in rows:
+                st.add_row(*r)
+            out.print(st)
 
 
 @app.command()
@@ -232,7 +321,8 @@ def results(task: Optional[str] = typer.Option(None, "--task"),
             t.add_column(SHORT.get(name, name), justify="right")
         for g in gs:
             for i, r in enumerate(g["rows"]):
-                t.add_row(g["profile"] if i == 0 else "", r["rank"], r["submission"], r["kind"],
+                name = r["submission"] + (f" [dim](pooled, {r['trials']} trials)[/]" if r.get("trials") else "")
+                t.add_row(g["profile"] if i == 0 else "", r["rank"], name, r["kind"],
                           *[_cell(r["_m"].get(n)) for n in HEADLINE], end_section=i == len(g["rows"]) - 1)
         out.print(t)
     err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
@@ -350,9 +440,13 @@ def demo(full: bool = typer.Option(False, "--full", help="Serious durations inst
             prog.advance(task)
     profiles = [p.name for p in default_profiles()]
     cfgs = _scenario_configs(["single_stream", "offline"], None, full, None, None, None, 0)
+    # Framework tax: one batch sweep per submission (b = 1..64, every runtime that applies) on the first
+    # profile. No energy meters there: the single_stream run measures that pass's energy already.
+    sweep_cfgs = _scenario_configs(["batch_sweep"], None, full, None, None, None, 0)
     ids = []
     for f in folders:
         ids += queue_runs(f, profiles, cfgs, db=db)
+        ids += queue_runs(f, profiles[:1], sweep_cfgs, db=db, timeout_s=300.0, energy={"enabled": False})
     outcomes = _execute_with_progress(ids, db, "benchmarking")
     results(task=None, profile=None, scenario=None, rank_by="latency_p50_ms", as_json=False, db=db)
     failed = [o for o in outcomes if o.status != "succeeded"]
@@ -371,6 +465,11 @@ def dashboard(db: Optional[str] = DbOpt, port: int = typer.Option(8501, "--port"
     app_path = REPO / "dashboard" / "app.py"
     raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
                                       "--server.headless", "true", "--browser.gatherUsageStats", "false"], env=env))
+
+
+from bench.nightly_cli import register as _register_nightly  # noqa: E402  `nightly` and `alerts`
+
+_register_nightly(app)
 
 
 def main() -> None:

@@ -29,17 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from bench.metrics import MetricSpec, MetricValue, register
+from bench.metrics import MetricValue, spec_for
 from bench.stats import CONFIDENCE, bootstrap_ci
 
-# Quantities of the framework-tax event that are not in the core registry. Registered here,
-# once, so the DB and the dashboard know their units as soon as this module is imported.
-FIXED_OVERHEAD = register(MetricSpec(
-    "fixed_overhead_ms", "ms", "framework_tax", True,
-    "Fixed per-call overhead: intercept of a linear fit of latency over the compute-bound part of a batch sweep."))
-BATCH_KNEE = register(MetricSpec(
-    "batch_knee", "samples", "framework_tax", None,
-    "Batch size b* where flat (framework-bound) latency gives way to latency that grows with b."))
+# The framework-tax event's quantities besides framework_tax, defined in the registry (bench.metrics).
+FIXED_OVERHEAD = spec_for("fixed_overhead_ms")
+BATCH_KNEE = spec_for("batch_knee")
 
 _MIN_POINTS_FOR_KNEE = 3
 

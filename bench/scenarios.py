@@ -9,6 +9,10 @@ MLPerf LoadGen's split between scenario and SUT).
 | poisson_batch   | Poisson(lambda) instances, at least 1     | closed (Pentathlon)          |
 | offline         | the whole data set                        | closed                       |
 | server          | one instance, Poisson arrivals at a QPS   | open, queue + dynamic batch  |
+| batch_sweep     | one instance (timed pass), then b = 1, 2, 4, ... up to --max-batch | closed (framework tax) |
+
+batch_sweep's timed pass is single_stream's; the sweep and the profiled pass that follow it
+live in runners/sweep.py (docs/framework-tax.md).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from bench.errors import ScenarioError
 
 CLOSED_LOOP = ("single_stream", "fixed_batch", "poisson_batch", "offline")
 OPEN_LOOP = ("server",)
-SCENARIOS = CLOSED_LOOP + OPEN_LOOP
+SWEEPS = ("batch_sweep",)
+SCENARIOS = CLOSED_LOOP + OPEN_LOOP + SWEEPS
 
 # Short defaults so the demo finishes in minutes on 2 cores; --full is a flag away.
 DEMO_STOP = {"min_queries": 200, "min_duration_s": 1.0, "max_duration_s": 10.0, "warmup_queries": 20}
@@ -31,11 +36,14 @@ FULL_STOP = {"min_queries": 1024, "min_duration_s": 60.0, "max_duration_s": 600.
 DEFAULT_POISSON_LAMBDA = 8.0
 DEFAULT_QPS = 100.0
 DEFAULT_CI_TARGET = 0.01  # adaptive stopping: 95% CI half-width of the median within 1% of it
+DEFAULT_SWEEP_MAX_BATCH = 64  # batch_sweep: b = 1, 2, 4, ... 64 keeps the demo within minutes on 2 cores
+DEFAULT_SWEEP_REPEATS = {"demo": 10, "full": 30}  # batch_sweep: timed (and profiled) calls per batch size
 # Options that belong to one scenario; giving them to another is an error, not a silent no-op.
-SCENARIO_OPTIONS = {"poisson_lambda": ("poisson_batch",), "qps": ("server",), "max_batch": ("server",),
-                    "max_wait_ms": ("server",), "slo_ms": ("server",)}
+SCENARIO_OPTIONS = {"poisson_lambda": ("poisson_batch",), "qps": ("server",), "max_batch": ("server", "batch_sweep"),
+                    "max_wait_ms": ("server",), "slo_ms": ("server",), "repeats": ("batch_sweep",),
+                    "runtimes": ("batch_sweep",)}
 _FLAGS = {"poisson_lambda": "--lambda", "qps": "--qps", "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms",
-          "slo_ms": "--slo-ms"}
+          "slo_ms": "--slo-ms", "repeats": "--repeats", "runtimes": "--runtimes"}
 
 
 @dataclass(frozen=True)
@@ -75,9 +83,11 @@ class ScenarioConfig:
     seed: int = 0
     poisson_lambda: float | None = None  # poisson_batch: mean batch size
     qps: float | None = None  # server: target queries per second (the search's start with an SLO)
-    max_batch: int = 1  # server: dynamic batching, at most this many queries per model call
+    max_batch: int = 1  # server: dynamic batching, at most this many queries per model call; batch_sweep: the cap
     max_wait_ms: float = 0.0  # server: how long the oldest queued query may wait for a batch to fill
     slo_ms: float | None = None  # server: p99 latency SLO; search for the largest QPS within it
+    repeats: int | None = None  # batch_sweep: timed and profiled calls per batch size
+    runtimes: tuple[str, ...] | None = None  # batch_sweep: runtimes derived from a torch model; None = all that apply
 
     def validate(self) -> "ScenarioConfig":
         if self.name not in SCENARIOS:
@@ -86,7 +96,7 @@ class ScenarioConfig:
             raise ScenarioError(f"scenario {self.name!r}: batch_size must be >= 1, got {self.batch_size}")
         if self.name == "single_stream" and self.batch_size != 1:
             raise ScenarioError("scenario 'single_stream' sends one instance per query; use fixed_batch for --batch-size")
-        if self.name in ("poisson_batch", "server") and self.batch_size != 1:
+        if self.name in ("poisson_batch", "server", "batch_sweep") and self.batch_size != 1:
             what = "--lambda" if self.name == "poisson_batch" else "--max-batch"
             raise ScenarioError(f"scenario {self.name!r} chooses its own batch sizes; use {what} instead of --batch-size")
         if self.warmup_queries < 0:
@@ -102,7 +112,17 @@ class ScenarioConfig:
         if self.qps is not None and not self.qps > 0:
             raise ScenarioError(f"scenario 'server': --qps must be > 0, got {self.qps}")
         if self.max_batch < 1:
-            raise ScenarioError(f"scenario 'server': --max-batch must be >= 1, got {self.max_batch}")
+            raise ScenarioError(f"scenario {self.name!r}: --max-batch must be >= 1, got {self.max_batch}")
+        if self.repeats is not None and self.repeats < 2:
+            raise ScenarioError(f"scenario 'batch_sweep': --repeats must be >= 2 (a CI needs two calls per batch "
+                                f"size), got {self.repeats}")
+        if self.runtimes is not None:
+            from runners.runtimes import RUNTIMES  # the one list of runtime names
+
+            unknown = [r for r in self.runtimes if r not in RUNTIMES]
+            if unknown or not self.runtimes:
+                raise ScenarioError(f"scenario 'batch_sweep': --runtimes: unknown {unknown or 'empty list'}; "
+                                    f"known runtimes: {', '.join(RUNTIMES)}")
         if self.max_wait_ms < 0:
             raise ScenarioError(f"scenario 'server': --max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if self.max_wait_ms > 0 and self.max_batch == 1:
@@ -127,6 +147,8 @@ class ScenarioConfig:
     def from_params(cls, d: dict[str, Any]) -> "ScenarioConfig":
         d = dict(d)
         d["stop"] = StopRule(**d.get("stop", {}))
+        if d.get("runtimes") is not None:  # a JSON list after a round trip through run.params
+            d["runtimes"] = tuple(d["runtimes"])
         return cls(**d)
 
 
@@ -143,6 +165,11 @@ def make_scenario(name: str, *, batch_size: int | None = None, full: bool = Fals
         warm = 1 if warm is None else warm
     if batch_size is None:
         batch_size = 8 if name == "fixed_batch" else 1
+    if name == "batch_sweep":
+        defaults = {"max_batch": DEFAULT_SWEEP_MAX_BATCH, "repeats": DEFAULT_SWEEP_REPEATS["full" if full else "demo"]}
+        overrides = {**overrides, **{k: v for k, v in defaults.items() if overrides.get(k) is None}}
+        if overrides.get("runtimes") is not None:
+            overrides["runtimes"] = tuple(overrides["runtimes"])
     extra = {k: v for k, v in overrides.items() if k in SCENARIO_OPTIONS and v is not None}
     cfg = ScenarioConfig(name=name, batch_size=batch_size,
                          warmup_queries=base["warmup_queries"] if warm is None else warm, stop=stop, seed=seed,

@@ -25,7 +25,7 @@ from bench.manifest import Manifest, artifact_files, hash_folder, load_manifest
 from bench.metrics import MetricValue
 from bench.profile import Profile, load_profile
 from bench.scenarios import ScenarioConfig
-from bench.stats import summarize_accuracy, summarize_latency, summarize_throughput
+from bench.stats import summarize_accuracy, summarize_loop
 from bench.tasks import resolve_task, task_data_files
 from db import queries as Q
 from db.session import ensure_schema, home_dir, session_scope
@@ -46,11 +46,13 @@ class RunOutcome:
     scenario: str
     metrics: dict[str, MetricValue]
     stderr_tail: str | None = None
+    sweep: dict[str, Any] | None = None  # batch_sweep: run.extra["sweep"]
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "error": self.error, "submission": self.submission,
                 "profile": self.profile, "scenario": self.scenario,
-                "metrics": {k: v.to_json() for k, v in self.metrics.items()}}
+                "metrics": {k: v.to_json() for k, v in self.metrics.items()},
+                **({"sweep": self.sweep} if self.sweep is not None else {})}
 
 
 # ---- artifact store -----------------------------------------------------------------------------
@@ -143,7 +145,9 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "submissions"
 
 
 def example_folders() -> list[Path]:
-    return sorted(p.parent for p in EXAMPLES_DIR.glob("*/submission.yaml"))
+    """The bundled model examples. The calibrated busy-wait submissions are harness ground
+    truth (benchmarks/harness_overhead.py), not models, so the demo leaves them out."""
+    return sorted(p.parent for p in EXAMPLES_DIR.glob("*/submission.yaml") if not p.parent.name.startswith("calibrated-"))
 
 
 def build_examples(folders: list[Path], rebuild: bool = False) -> None:
@@ -181,6 +185,7 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
     ensure_schema(db)
     with session_scope(db) as s:
         rows = Q.leaderboard(s, task=task, profile=profile, scenario=scenario)
+        prefer_pooled(s, rows)  # k trials: the pooled values, not the last trial's
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["profile"], r["scenario"], r["machine_id"]), []).append(r)
@@ -235,9 +240,8 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
                     energy: dict[str, Any] | None = None) -> list[MetricValue]:
     """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
     a = outcome.arrays
-    lat_ms = (a["done_ns"] - a["issue_ns"]) / 1e6
-    values = summarize_latency(lat_ms)
-    values.append(summarize_throughput(a["batch"], a["issue_ns"], int(a["done_ns"][-1])))
+    # latency (+ early stopping), throughput, and per scenario: adaptive width, server rates and SLO, issue drift
+    values = summarize_loop(a["issue_ns"], a["done_ns"], a["batch"], outcome.result.get("loop"))
     values.append(summarize_accuracy(y_true, a["preds"]))
     if outcome.cgroup_peak_bytes:  # exact kernel counter beats sampling
         values.append(MetricValue("peak_rss_mb", outcome.cgroup_peak_bytes / 1e6, outcome.cgroup_method, n=1,
@@ -303,6 +307,12 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], info["params"].get("energy"))
         group_rows, fair_values = run_fairness(data, outcome.arrays["preds"], outcome.arrays.get("scores"))
         values += fair_values
+        sweep = None
+        if cfg.name == "batch_sweep":  # per-batch-size rows, knee and cross-runtime table (docs/framework-tax.md)
+            from bench.sweep_service import summarize_sweep
+
+            sweep = summarize_sweep(outcome.result.get("sweep"))
+            values += sweep.values
         with session_scope(db) as s:
             machine = Q.get_or_create_machine(s, fingerprint_hash(fp), fp)
             run = Q.get_run(s, run_id)
@@ -315,8 +325,11 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
             run.software = software_context()
             run.extra = {**(run.extra or {}), "describe": outcome.result["describe"],
                          "n_queries": outcome.result["n_queries"], "stopped_by": outcome.result["stopped_by"],
-                         "executor": executor.name}
+                         "loop": outcome.result.get("loop"), "executor": executor.name,
+                         **({"sweep": sweep.extra} if sweep is not None else {})}
             Q.add_measurements(s, run_id, values)
+            if sweep is not None:
+                Q.add_measurements(s, run_id, sweep.details)  # params {"sweep": true, ...}: detail rows
             Q.add_samples(s, run_id, "latency_ns", outcome.arrays["done_ns"] - outcome.arrays["issue_ns"])
             Q.add_samples(s, run_id, "predictions", outcome.arrays["preds"])
             if "scores" in outcome.arrays:
@@ -324,6 +337,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
             Q.add_group_metrics(s, run_id, group_rows)
         out.status = "succeeded"
         out.metrics = {v.name: v for v in values}
+        out.sweep = sweep.extra if sweep is not None else None
     except Exception as e:  # noqa: BLE001  every failure is recorded, then reported
         msg = str(e) if isinstance(e, HeptathlonError) else f"{type(e).__name__}: {e}"
         out.error = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']}): {msg}"
@@ -347,3 +361,125 @@ def execute_queued(run_ids: list[str], *, db: str | None = None,
         if on_progress:
             on_progress(i + 1, o, rid)
     return outcomes
+
+
+# ---- trials: pooled statistics; statistics again from stored samples ---------------------------------
+_FROM_SAMPLES = ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_p90_early_ms",
+                 "latency_p99_early_ms")
+_SAME_EVERY_TRIAL = ("params", "artifact_mb")  # properties of the artifact, not of a trial
+
+
+def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[MetricValue]]:
+    """Pool every series in a group (same submission, profile, scenario, parameters and machine)
+    that has two or more succeeded trials, each run in its own fresh worker.
+
+    Latency statistics come from the trials' raw samples pooled; every other value is the mean
+    over trials (throughput: total samples over total window). Each pooled value's CI is at least
+    the between-trial t-interval, and its params say {"pooled": true, "trials": k,
+    "between_trial_sd": ...}. The set is stored on the series' last trial; that trial's own
+    values stay beside it, and every trial's measurements are tagged {"trial": i}. Running it
+    again replaces the pooled set. Returns {run id holding a pooled set: its values}.
+    """
+    import json
+
+    from sqlalchemy import select
+
+    from bench.stats import pool_latency_trials, pool_trial_values
+    from db.models import Measurement, Run
+
+    pooled_sets: dict[str, list[MetricValue]] = {}
+    with session_scope(db) as s:
+        # A query on the group's runs; db.queries has no group-level reader yet.
+        runs = list(s.scalars(select(Run).where(Run.group_id == group_id, Run.status == "succeeded")
+                              .order_by(Run.trial, Run.finished_at)))
+        series: dict[tuple, list[Run]] = {}
+        for r in runs:
+            key = (r.submission_id, r.profile_name, r.scenario, r.machine_id,
+                   json.dumps(r.params or {}, sort_keys=True, default=str))
+            series.setdefault(key, []).append(r)
+        for trial_runs in series.values():
+            if len(trial_runs) < 2:
+                continue
+            target = max(trial_runs, key=lambda r: (r.finished_at, r.trial))
+            own: dict[str, dict[str, Measurement]] = {}
+            for r in trial_runs:
+                rows = list(s.scalars(select(Measurement).where(Measurement.run_id == r.id)))
+                for m in rows:
+                    if (m.params or {}).get("pooled"):
+                        s.delete(m)  # an earlier pooled set: replaced below
+                    elif (m.params or {}).get("trial") != r.trial:
+                        m.params = {**(m.params or {}), "trial": r.trial}
+                own[r.id] = {m.metric: m for m in rows if not (m.params or {}).get("pooled")
+                             and not (m.params or {}).get("sweep")}
+            values = pool_latency_trials([Q.load_samples(s, r.id, "latency_ns") for r in trial_runs])
+            first = own[trial_runs[0].id]
+            for name, m0 in first.items():
+                if name in _FROM_SAMPLES or name in _SAME_EVERY_TRIAL or m0.value is None:
+                    continue
+                ms = [own[r.id].get(name) for r in trial_runs]
+                if any(m is None or m.value is None for m in ms):
+                    continue
+                vals = [m.value for m in ms]
+                ci = ((float(np.mean([m.ci_low for m in ms])), float(np.mean([m.ci_high for m in ms])))
+                      if all(m.ci_low is not None and m.ci_high is not None for m in ms) else (None, None))
+                if name == "throughput_sps" and all("window_s" in (m.params or {}) for m in ms):
+                    total = sum(m.params["samples"] for m in ms) / sum(m.params["window_s"] for m in ms)
+                    values.append(pool_trial_values(name, vals, m0.method, value=total, n=sum(m.n or 0 for m in ms),
+                                                    ci=ci))
+                else:
+                    values.append(pool_trial_values(name, vals, m0.method, ci=ci))
+            ids = [r.id for r in trial_runs]
+            values = [_with_params(v, group_id=group_id, trial_run_ids=ids) for v in values]
+            s.flush()
+            Q.add_measurements(s, target.id, values)
+            target.extra = {**(target.extra or {}), "pooled": {"trials": len(ids), "run_ids": ids}}
+            pooled_sets[target.id] = values
+    return pooled_sets
+
+
+def _with_params(v: MetricValue, **params: Any) -> MetricValue:
+    from dataclasses import replace
+
+    return replace(v, params={**v.params, **params})
+
+
+def pool_groups_of(run_ids: list[str], *, db: str | None = None) -> dict[str, list[MetricValue]]:
+    """Pool the trial groups these runs belong to (after ``execute``/``submit --run``)."""
+    from sqlalchemy import select
+
+    from db.models import Run
+
+    with session_scope(db) as s:
+        groups = {g for g in s.scalars(select(Run.group_id).where(Run.id.in_(run_ids))) if g}
+    out: dict[str, list[MetricValue]] = {}
+    for g in sorted(groups):
+        out.update(pool_trials(g, db=db))
+    return out
+
+
+def recompute_latency(run_id: str, *, db: str | None = None) -> list[MetricValue]:
+    """A run's latency statistics (percentiles, mean, CIs, early-stopping estimates) computed
+    again from its stored raw samples, without re-running anything."""
+    from bench.stats import summarize_latency_ns
+
+    with session_scope(db) as s:
+        lat = Q.load_samples(s, run_id, "latency_ns")
+    if lat is None or lat.size == 0:
+        raise RunError(f"run {run_id}: no stored latency samples to recompute from")
+    return summarize_latency_ns(lat)
+
+
+def prefer_pooled(s, rows: list[dict[str, Any]]) -> None:
+    """Leaderboard rows: where a run holds a pooled trial set, show the pooled values and the trial count."""
+    from sqlalchemy import select
+
+    from db.models import Measurement
+
+    by_id = {r["run_id"]: r for r in rows}
+    ids = list(by_id)
+    for i in range(0, len(ids), 500):
+        for m in s.scalars(select(Measurement).where(Measurement.run_id.in_(ids[i:i + 500]))):
+            if (m.params or {}).get("pooled"):
+                row = by_id[m.run_id]
+                row["metrics"][m.metric] = m
+                row["trials"] = m.params.get("trials")

@@ -263,10 +263,86 @@ def pool_latency_trials(latency_ns_per_trial, *, method: str = "timer:perf_count
     return out
 
 
-def pool_trial_values(name: str, trial_values, method: str, *, value: float | None = None,
-                      n: int | None = None) -> MetricValue:
-    """One pooled value from per-trial values (the mean unless ``value`` is given), with the
-    t-interval over trials as its CI and n = the number of trials unless given."""
+def pool_trial_values(name: str, trial_values, method: str, *, value: float | None = None, n: int | None = None,
+                      ci: tuple[float | None, float | None] = (None, None)) -> MetricValue:
+    """One pooled value from per-trial values (the mean unless ``value`` is given). Its CI is the
+    t-interval over trials, widened to ``ci`` where given (e.g. the mean of the trials' own CIs,
+    so a value that is identical in every trial keeps its sampling CI); n = trials unless given."""
     vals = np.asarray(trial_values, dtype=float)
     v = float(vals.mean()) if value is None else float(value)
-    return _pooled(name, v, list(vals), method, int(vals.size) if n is None else n, (None, None))
+    return _pooled(name, v, list(vals), method, int(vals.size) if n is None else n, ci)
+
+
+# ---- one measured loop ------------------------------------------------------------------------------
+def summarize_loop(issue_ns, done_ns, samples, loop: dict | None = None, *,
+                   method: str = "timer:perf_counter_ns", seed: int = 0) -> list[MetricValue]:
+    """The scenario's statistics from one loop's raw timestamps and the loop's own summary.
+
+    Latency runs from issue (closed loop) or scheduled arrival (server: ``issue_ns`` holds the
+    schedule), so the same arithmetic serves every scenario. Under server, throughput_sps is
+    completed samples/s and scheduled_sps the arrival rate; an SLO search adds
+    max_qps_within_slo, and "SLO not met" is a recorded outcome, not a failure.
+    """
+    loop = loop or {}
+    issue = np.asarray(issue_ns, dtype=np.int64)
+    done = np.asarray(done_ns, dtype=np.int64)
+    values = summarize_latency_ns(done - issue, method=method, seed=seed)
+    adaptive = loop.get("adaptive")
+    if adaptive:
+        values = [_with_reached_width(m, adaptive) if m.name == "latency_p50_ms" else m for m in values]
+    thr = summarize_throughput(samples, issue, int(done[-1]), method=method, seed=seed)
+    server = loop.get("loop") == "server"
+    if server:
+        unfinished = int(loop.get("queries_unfinished") or 0)
+        note = "completed samples from the first scheduled arrival to the last completion"
+        if unfinished:
+            note += (f"; {unfinished} queries had arrived but were not served when the duration cap stopped the "
+                     "run: the model is slower than the arrivals and the queue grew without bound")
+        thr = replace(thr, note=note, params={**thr.params, "unfinished_queries": unfinished,
+                                              "target_qps": loop.get("target_qps")})
+    values.append(thr)
+    if server:
+        n = int(issue.size)
+        if n > 1 and issue[-1] > issue[0]:
+            values.append(MetricValue("scheduled_sps", float((n - 1) / ((issue[-1] - issue[0]) / 1e9)), "derived:schedule",
+                                      n=n, note="the seeded Poisson schedule's realised rate, not a measurement of "
+                                                "the model", params={"target_qps": loop.get("target_qps")}))
+        search = loop.get("slo_search")
+        if search:
+            values.append(_slo_value(search, loop.get("slo") or {}))
+    drift = loop.get("issue_drift") or {}
+    if drift.get("n"):
+        what = "intended start to actual start" if server else "previous completion to next issue"
+        for name, key in (("issue_drift_p50_us", "p50_us"), ("issue_drift_p99_us", "p99_us")):
+            values.append(MetricValue(name, float(drift[key]), method, n=int(drift["n"]), note=what,
+                                      params={"max_us": drift.get("max_us")}))
+    return values
+
+
+def _with_reached_width(m: MetricValue, adaptive: dict) -> MetricValue:
+    reached = None
+    if m.value and m.ci_low is not None and m.ci_high is not None:
+        reached = max(m.value - m.ci_low, m.ci_high - m.value) / abs(m.value)
+    return replace(m, params={**m.params, "adaptive": True, "ci_target_rel": adaptive.get("ci_target_rel"),
+                              "ci_half_width_rel": reached, "loop_ci_half_width_rel": adaptive.get("ci_half_width_rel")})
+
+
+def _slo_value(search: dict, final: dict) -> MetricValue:
+    params = {"slo_ms": search.get("slo_ms"), "percentile": search.get("percentile"), "met": final.get("met"),
+              "final_p99_ms": final.get("p99_ms"), "final_qps": final.get("qps"), "probes": search.get("probes")}
+    probes = search.get("probes") or []
+    if search.get("max_qps") is None:
+        lowest = min(probes, key=lambda p: p["qps"]) if probes else {}
+        return MetricValue.unavailable(
+            "max_qps_within_slo", f"SLO not met: p{search.get('percentile', 99):g} {_g(lowest.get('p99_ms'))} ms > "
+            f"{_g(search.get('slo_ms'))} ms even at the lowest probed QPS ({_g(lowest.get('qps'))}); "
+            f"{lowest.get('unfinished', 0)} queries unserved at the cap", **params)
+    note = f"bisection over QPS with {len(probes)} short probe runs; p99 within {_g(search.get('slo_ms'))} ms"
+    if final.get("met") is False:
+        note += f"; the measured run at that QPS had p99 {_g(final.get('p99_ms'))} ms: SLO not met in the full run"
+    return MetricValue("max_qps_within_slo", float(search["max_qps"]), "derived:slo-search", n=len(probes),
+                       note=note, params=params)
+
+
+def _g(x) -> str:
+    return "n/a" if x is None else f"{x:.4g}"

@@ -131,9 +131,19 @@ def load_samples(s: Session, run_id: str, kind: str) -> np.ndarray | None:
     return None if row is None else decode_array(row.data, row.dtype)
 
 
+def _keep(current: dict[str, Measurement], m: Measurement) -> None:
+    """Headline row per metric; a pooled-over-trials row wins over the run's own."""
+    old = current.get(m.metric)
+    if old is None or (m.params or {}).get("pooled") and not (old.params or {}).get("pooled"):
+        current[m.metric] = m
+
+
 def run_measurements(s: Session, run_id: str) -> dict[str, Measurement]:
-    rows = s.scalars(select(Measurement).where(Measurement.run_id == run_id))
-    return {m.metric: m for m in rows if not is_detail(m)}
+    out: dict[str, Measurement] = {}
+    for m in s.scalars(select(Measurement).where(Measurement.run_id == run_id)):
+        if not is_detail(m):
+            _keep(out, m)
+    return out
 
 
 def list_runs(s: Session, *, status: str | None = None, submission: str | None = None, limit: int = 50) -> list[Run]:
@@ -174,7 +184,7 @@ def leaderboard(s: Session, *, task: str | None = None, profile: str | None = No
     for i in range(0, len(ids), 500):
         for m in s.scalars(select(Measurement).where(Measurement.run_id.in_(ids[i:i + 500]))):
             if not is_detail(m):
-                meas[m.run_id][m.metric] = m
+                _keep(meas[m.run_id], m)
     rows = []
     for run, sub_ in pairs:
         rows.append({"run_id": run.id, "submission": sub_.name, "version": sub_.version, "kind": sub_.kind,

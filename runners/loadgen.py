@@ -85,13 +85,14 @@ def _next_power_of_two(n: int) -> int:
 
 # ---- closed loop -------------------------------------------------------------------------------------
 def run_closed_loop(predict: Callable[[Any], Any], prepared: Sequence[Any], sizes: Sequence[int],
-                    stop: StopRule) -> LoopResult:
+                    stop: StopRule, *, clock: Callable[[], int] = time.perf_counter_ns) -> LoopResult:
     """Closed loop over prepared queries until the stop rule holds.
 
     The rare branch (stop checks, the adaptive CI at power-of-two counts) runs between queries,
     never inside a timed call; its cost shows in the issue drift of the query after it.
+    ``clock`` is there for tests (a simulated clock); the harness uses perf_counter_ns.
     """
-    pc = time.perf_counter_ns
+    pc = clock
     k = len(prepared)
     issue: list[int] = []
     done: list[int] = []
@@ -174,7 +175,8 @@ def spin_margin_ns(overshoot_ns: np.ndarray) -> int:
 # ---- open loop (server) ------------------------------------------------------------------------------
 def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], arrivals_ns: np.ndarray, *,
                n_queries: int, stop: StopRule, max_batch: int = 1, max_wait_ns: int = 0,
-               spin_ns: int = 200_000) -> LoopResult:
+               spin_ns: int = 200_000, clock: Callable[[], int] = time.perf_counter_ns,
+               sleep: Callable[[float], None] = time.sleep) -> LoopResult:
     """Serve pre-scheduled arrivals through an unbounded queue, in arrival order, in this thread.
 
     A batch opens at its oldest query's arrival and closes when ``max_batch`` queries have
@@ -182,9 +184,9 @@ def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], ar
     busy then, it takes every query that has arrived, up to ``max_batch``. ``pool[b]`` holds
     prepared batches of b instances, used in turn. At the cap the loop stops even with a backlog:
     queries that arrived and were not served are counted as unfinished, not as a crash.
+    ``clock`` and ``sleep`` are there for tests (a simulated queue); the harness uses the real ones.
     """
-    pc = time.perf_counter_ns
-    sleep = time.sleep
+    pc = clock
     nexts = {b: itertools.cycle(v).__next__ for b, v in pool.items()}
     next1 = nexts[1]
     adaptive = stop.adaptive
@@ -280,48 +282,59 @@ def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], ar
     return LoopResult(scheduled, done, np.ones(served, dtype=np.int32), stopped_by, summary)
 
 
-def search_max_qps(probe: Callable[[float], bool], start_qps: float, *, rel_tol: float = SEARCH_REL_TOL,
+class _Hopeless(Exception):
+    """A probe showed that no lower QPS can pass either."""
+
+
+def search_max_qps(probe: Callable[[float], bool | None], start_qps: float, *, rel_tol: float = SEARCH_REL_TOL,
                    max_probes: int = SEARCH_MAX_PROBES, min_qps: float = 0.1) -> float | None:
     """The largest QPS for which ``probe`` passes, by doubling or halving from ``start_qps`` to
     a bracket, then bisecting it in log space (QPS is a ratio scale). None if nothing passed.
 
-    Assumes a monotone probe (passes below some QPS, fails above); noise can break that, so the
-    result is the largest QPS that actually passed, never an interpolation.
+    ``probe`` returns True (pass), False (fail) or None (fail, and no lower QPS can pass: even
+    an unqueued query missed the SLO), which ends the search. Assumes a monotone probe; noise
+    can break that, so the result is the largest QPS that actually passed, never an interpolation.
     """
     used = 0
 
     def ask(q: float) -> bool:
         nonlocal used
         used += 1
-        return probe(q)
+        ok = probe(q)
+        if ok is None:
+            raise _Hopeless
+        return ok
 
     lo = hi = None
     q = start_qps
-    if ask(q):
-        lo = q
-        while used < max_probes:
-            q *= 2
-            if ask(q):
-                lo = q
-            else:
-                hi = q
-                break
-    else:
-        hi = q
-        while used < max_probes and q / 2 >= min_qps:
-            q /= 2
-            if ask(q):
-                lo = q
-                break
-            hi = q
-    if lo is None or hi is None:
-        return lo
-    while used < max_probes and hi / lo > 1 + rel_tol:
-        mid = math.sqrt(lo * hi)
-        if ask(mid):
-            lo = mid
+    try:
+        if ask(q):
+            lo = q
+            while used < max_probes:
+                q *= 2
+                if ask(q):
+                    lo = q
+                else:
+                    hi = q
+                    break
         else:
-            hi = mid
+            hi = q
+            while used < max_probes and q / 2 >= min_qps:
+                q /= 2
+                if ask(q):
+                    lo = q
+                    break
+                hi = q
+        if lo is None or hi is None:
+            return lo
+        while used < max_probes and hi / lo > 1 + rel_tol:
+            mid = math.sqrt(lo * hi)
+            if ask(mid):
+                lo = mid
+            else:
+                hi = mid
+    except _Hopeless:
+        pass
     return lo
 
 
@@ -385,7 +398,7 @@ class ScenarioPlan:
         probe_cap = min(cfg.stop.max_duration_s, 4 * probe_s + 0.5)
         trace: list[dict[str, Any]] = []
 
-        def probe(qps: float) -> bool:
+        def probe(qps: float) -> bool | None:
             stop = StopRule(min_queries=SEARCH_MIN_PROBE_QUERIES, min_duration_s=min(probe_s, probe_cap),
                             max_duration_s=probe_cap)
             r = self._server_loop(qps, stop)
@@ -393,8 +406,12 @@ class ScenarioPlan:
             p99 = float(np.percentile(lat_ms, SLO_PERCENTILE)) if r.n else math.inf
             unfinished = r.summary["queries_unfinished"]
             ok = r.n > 0 and unfinished == 0 and p99 <= cfg.slo_ms
-            trace.append({"qps": qps, "p99_ms": p99 if math.isfinite(p99) else None, "n": r.n,
-                          "unfinished": unfinished, "met": ok})
+            trace.append({"qps": qps, "scheduled_qps": r.summary["scheduled_qps"],
+                          "p99_ms": p99 if math.isfinite(p99) else None, "n": r.n, "unfinished": unfinished,
+                          "met": ok})
+            # Even the fastest query, queued or not, took longer than the SLO: no lower QPS can pass.
+            if not ok and r.n and float(lat_ms.min()) > cfg.slo_ms:
+                return None
             return ok
 
         best = search_max_qps(probe, cfg.target_qps)

@@ -78,8 +78,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _one_line(exc: BaseException) -> str:
-    lines = _ANSI.sub("", str(exc)).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()[:500]
+    # The whole message on one line: ONNX Runtime puts the useful part ("index: 0 Got: 2
+    # Expected: 1") on its second line.
+    text = " ".join(_ANSI.sub("", str(exc)).split())
+    return f"{type(exc).__name__}: {text}".strip()[:500]
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -534,6 +536,7 @@ def batch_sweep(predict_fn: Callable[[Any], Any], make_batch: Callable[[int], An
             return SweepResult(tuple(done_sizes), tuple(done_lat), b,
                                f"time budget of {max_total_s:g} s spent before batch size {b}")
         lat: list[float] = []
+        batch = None  # the previous size's batch is released before the next one is built
         try:
             batch = make_batch(b)
             for _ in range(warmup):
@@ -544,7 +547,7 @@ def batch_sweep(predict_fn: Callable[[Any], Any], make_batch: Callable[[int], An
                 predict_fn(batch)
                 lat.append((time.perf_counter_ns() - t0) * 1e-9)
         except Exception as exc:  # noqa: BLE001 - MemoryError, OOM and shape rejections all end the sweep
-            del lat
+            batch = None  # drop the batch that failed (e.g. out of memory) before releasing memory
             _release_memory()
             return SweepResult(tuple(done_sizes), tuple(done_lat), b, f"batch size {b}: {_one_line(exc)}")
         done_sizes.append(b)

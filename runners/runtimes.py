@@ -11,10 +11,13 @@ A batch is a tensor or a tuple of tensors with the batch on dim 0.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,8 +51,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _one_line(exc: BaseException) -> str:
-    text = _ANSI.sub("", str(exc)).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()[:500]
+    # The whole message on one line: the first line alone is often a fragment ("output 1 ( 0  0)"
+    # of a tracer error, ONNX Runtime's "for the following indices").
+    text = " ".join(_ANSI.sub("", str(exc)).split())
+    return f"{type(exc).__name__}: {text}".strip()[:500]
 
 
 def _as_tuple(batch: Any) -> tuple:
@@ -138,7 +143,8 @@ def onnxruntime_runtime(model: bytes | str | Path, *, name: str = "onnxruntime",
     model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
     if providers is None:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
-    missing = [p for p in providers if p not in ort.get_available_providers()]
+    # A provider is a name or (name, options), as controls.ort_session_options gives them.
+    missing = [p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) not in ort.get_available_providers()]
     if missing:
         return RuntimeCandidate.unavailable(
             name, "onnxruntime", f"execution providers {missing} are not in this onnxruntime build "
@@ -207,7 +213,68 @@ def export_onnx(module: Any, example: tuple, *, dynamic_batch: bool = True) -> t
     raise RuntimeError("; ".join(errors))
 
 
-def _convert(name: str, module: Any, example: tuple, device: str, make_session_options, providers) -> RuntimeCandidate:
+class CompileBudgetExceeded(BaseException):
+    """Raised inside a torch.compile that ran past its budget.
+
+    A BaseException, so that the compiler's own ``except Exception`` handlers (which may fall
+    back to eager silently) let it through.
+    """
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block with CompileBudgetExceeded after ``seconds`` (SIGALRM; main thread only).
+
+    Compilation runs in this thread and cannot be cancelled from another; a signal handler is
+    the one way to stop it. Elsewhere (a non-main thread, no SIGALRM) the block runs unbounded.
+    """
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):  # noqa: ARG001
+        raise CompileBudgetExceeded(f"compilation exceeded its budget of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _compile(module: Any, example: tuple, device: str, budget_s: float | None) -> RuntimeCandidate:
+    """torch.compile, bounded by ``budget_s``: a compile that does not finish in time is unavailable."""
+    import torch
+
+    # Import the compiler before the clock starts: an import cut short by the signal would leave
+    # half-initialised modules behind for the rest of the process.
+    import torch._dynamo  # noqa: F401
+    import torch._inductor.compile_fx  # noqa: F401
+
+    t0 = time.perf_counter()
+    try:
+        with _time_limit(budget_s):
+            # Inductor's fused C++ kernels are not aten ops; enable_kernel_profile wraps each in a
+            # profiler record so runners.profiling can count it as compute. Compilation is lazy, so
+            # the first call here is where it fails (e.g. no C compiler) or succeeds.
+            compiled = torch.compile(module, options={"cpp.enable_kernel_profile": True})
+            cand = torch_runtime("torch.compile", compiled, device=device, details={"how": "torch.compile(inductor)"})
+            cand.predict(example)
+    except CompileBudgetExceeded as exc:
+        with contextlib.suppress(Exception):
+            torch._dynamo.reset()  # drop whatever the interrupted compile left in dynamo's caches
+        return RuntimeCandidate.unavailable("torch.compile", "torch", f"skipped: {exc}", device)
+    elapsed = time.perf_counter() - t0
+    if budget_s and elapsed > budget_s:  # the signal landed where it was swallowed: the budget still holds
+        return RuntimeCandidate.unavailable("torch.compile", "torch", f"skipped: compilation took {elapsed:.1f} s, "
+                                            f"over its budget of {budget_s:g} s", device)
+    return replace(cand, convert_s=elapsed)
+
+
+def _convert(name: str, module: Any, example: tuple, device: str, make_session_options, providers,
+             compile_budget_s: float | None = None) -> RuntimeCandidate:
     import torch
 
     t0 = time.perf_counter()
@@ -225,13 +292,7 @@ def _convert(name: str, module: Any, example: tuple, device: str, make_session_o
         return torch_runtime("torchscript", scripted, device=device, convert_s=time.perf_counter() - t0,
                              details={"how": "torch.jit.trace + torch.jit.freeze"})
     if name == "torch.compile":
-        # Inductor's fused C++ kernels are not aten ops; enable_kernel_profile wraps each in a
-        # profiler record so runners.profiling can count it as compute. Compilation is lazy, so
-        # the first call here is where it fails (e.g. no C compiler) or succeeds.
-        compiled = torch.compile(module, options={"cpp.enable_kernel_profile": True})
-        cand = torch_runtime("torch.compile", compiled, device=device, details={"how": "torch.compile(inductor)"})
-        cand.predict(example)
-        return replace(cand, convert_s=time.perf_counter() - t0)
+        return _compile(module, example, device, compile_budget_s)
     if name == "onnxruntime":
         model_bytes, how = export_onnx(module, example)  # the graph is device-agnostic; providers pick the device
         cand = onnxruntime_runtime(model_bytes, device=device, providers=providers,
@@ -243,14 +304,16 @@ def _convert(name: str, module: Any, example: tuple, device: str, make_session_o
 def derive_runtimes(module: Any, example_input: Any, *, device: str = "cpu", include: Sequence[str] = RUNTIMES,
                     make_session_options: Callable[[], Any] | None = None,
                     providers: Sequence[str] | None = None, check_outputs: bool = True,
-                    rtol: float = 1e-3, atol: float = 1e-4) -> dict[str, RuntimeCandidate]:
+                    rtol: float = 1e-3, atol: float = 1e-4,
+                    compile_budget_s: float | None = None) -> dict[str, RuntimeCandidate]:
     """Every runtime in ``include`` for one eval-mode module, keyed by name, in ``include`` order.
 
     Each converted runtime runs ``example_input`` and a batch one row larger; where its outputs
     differ from eager's beyond (rtol, atol) it is unavailable, since comparing the speed of a
     wrong model means nothing. The second batch size catches conversions that froze the batch
     dimension (a trace that baked in a shape, an export without a dynamic axis), which a batch
-    sweep needs. Never raises for a failed conversion.
+    sweep needs. ``compile_budget_s`` bounds torch.compile's first compilation (unbounded when
+    None); a compile past it is unavailable ("skipped: ..."). Never raises for a failed conversion.
     """
     import torch
 
@@ -270,7 +333,7 @@ def derive_runtimes(module: Any, example_input: Any, *, device: str = "cpu", inc
     out: dict[str, RuntimeCandidate] = {}
     for name in include:
         try:
-            cand = _convert(name, module, example, device, make_session_options, providers)
+            cand = _convert(name, module, example, device, make_session_options, providers, compile_budget_s)
         except Exception as exc:  # noqa: BLE001 - a failed conversion is a result, not an error
             out[name] = RuntimeCandidate.unavailable(name, kind.get(name, "torch"), f"conversion failed ({_one_line(exc)})", device)
             continue

@@ -25,6 +25,15 @@ def _one_line(e: BaseException) -> str:
 
 
 def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if batch > 1 and len(x) > 1:
+        try:
+            adapter.predict(adapter.prepare(x[:batch]))
+        except Exception as batched:  # e.g. an ONNX model exported with a fixed batch of 1
+            try:
+                adapter.predict(adapter.prepare(x[:1]))
+            except Exception:
+                raise batched from None  # not a batching problem: the original error is the reason
+            batch = 1  # a model that takes one instance at a time still gets its quality pass
     preds, scores = [], []
     for i in range(0, len(x), batch):
         chunk = x[i:i + batch]
@@ -76,11 +85,16 @@ def run_job(job: dict) -> dict:
     np.save(out / "issue_ns.npy", loop.issue_ns)  # under server: the scheduled arrivals
     np.save(out / "done_ns.npy", loop.done_ns)
     np.save(out / "batch.npy", loop.samples)
+    sweep = None
+    if cfg.name == "batch_sweep":  # after the timed pass, outside the meter window: raw samples for the parent
+        from runners.sweep import run_sweep_phase
+
+        sweep = run_sweep_phase(adapter, cfg, x, profile)
     describe = adapter.describe()
     adapter.close()
     controls.update(adapter.records)
     return {"ready_time": t_ready, "n_queries": loop.n, "energy": energy, "describe": describe, "controls": controls,
-            "stopped_by": loop.stopped_by, "loop": loop.summary}
+            "stopped_by": loop.stopped_by, "loop": loop.summary, **({"sweep": sweep} if sweep is not None else {})}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,262 @@
+"""batch_sweep runs, parent side: the worker's raw sweep payload into MetricValues and run.extra.
+
+The worker (runners/sweep.py) only times and profiles; every statistic is computed here, in the
+parent, like every other metric of a run (DESIGN.md, data flow). What a run stores:
+
+- detail rows, per runtime and batch size, with params {"sweep": true, "batch_size": b,
+  "runtime": name}: ``latency_p50_ms``, ``throughput_sps`` and ``framework_tax``
+  (db.queries.is_detail keeps them out of headline tables; the dashboard draws latency against
+  batch size per runtime from them);
+- the run's headline values: ``framework_tax`` at b = 1 and ``batch_knee`` of the runtime the
+  submission was submitted in, and ``fixed_overhead_ms`` (estimate:intercept); the same
+  ``batch_knee`` / ``fixed_overhead_ms`` of derived runtimes are detail rows (params
+  {"sweep": true, "runtime": name}, no batch size);
+- ``run.extra["sweep"]``: per runtime the knee fit, the stop reason, and the cross-runtime table
+  (each runtime's latency relative to the best per batch size; a runtime that could not be
+  derived is listed under ``not_available`` with the reason).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from bench.framework_tax import (estimate_fixed_overhead, estimate_framework_tax, fit_batch_knee, knee_metric,
+                                 relative_to_best, summarize_tax)
+from bench.metrics import MetricValue
+from bench.stats import bootstrap_ci, percentile_ci
+
+TIMER = "timer:perf_counter_ns"
+HEADLINE_BATCH = 1  # the headline framework_tax: one instance per call, as single_stream serves
+MIN_SIZES_FOR_KNEE = 3
+N_RESAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a batch_sweep run adds to its measurements and to ``run.extra["sweep"]``."""
+
+    values: list[MetricValue]  # headline: framework_tax (b = 1), batch_knee, fixed_overhead_ms
+    details: list[MetricValue]  # per runtime (and batch size); params carry {"sweep": true}
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _unavailable_summary(reason: str) -> SweepSummary:
+    return SweepSummary(values=[MetricValue.unavailable("framework_tax", reason),
+                                MetricValue.unavailable("batch_knee", reason)],
+                        details=[], extra={"error": reason})
+
+
+def _detail(v: MetricValue, **params: Any) -> MetricValue:
+    return replace(v, params={**v.params, "sweep": True, **params})
+
+
+def _headline(v: MetricValue, **params: Any) -> MetricValue:
+    """A detail value promoted to the run's headline: no "sweep" / "batch_size" keys (is_detail)."""
+    p = {k: x for k, x in v.params.items() if k not in ("sweep", "batch_size")}
+    return replace(v, params={**p, **params})
+
+
+def _latency_value(lat_s: np.ndarray, b: int, runtime: str, seed: int) -> MetricValue:
+    ms = lat_s * 1e3
+    lo, hi = percentile_ci(ms, 50.0, seed=seed)
+    return MetricValue("latency_p50_ms", float(np.median(ms)), TIMER, n=int(ms.size), ci_low=lo, ci_high=hi,
+                       params={"sweep": True, "batch_size": b, "runtime": runtime})
+
+
+def _throughput_value(lat_s: np.ndarray, b: int, runtime: str, seed: int) -> MetricValue:
+    """Samples over the time spent in the timed calls at this size (closed loop, back to back).
+
+    b / mean latency; its CI is b over the bootstrap CI of the mean.
+    """
+    mean_lo, mean_hi = bootstrap_ci(lat_s, lambda x, axis=-1: np.mean(x, axis=axis), seed=seed)
+    window_s = float(lat_s.sum())
+    return MetricValue("throughput_sps", b * lat_s.size / window_s, TIMER, n=int(lat_s.size),
+                       ci_low=None if mean_hi is None else b / mean_hi, ci_high=None if mean_lo is None else b / mean_lo,
+                       params={"sweep": True, "batch_size": b, "runtime": runtime, "window_s": window_s,
+                               "samples": int(b * lat_s.size)})
+
+
+def _tax_values(entry: dict[str, Any], runtime: str, sizes: list[int], lats: list[np.ndarray], *,
+                n_resamples: int, seed: int) -> dict[int, MetricValue]:
+    """FT(b) per swept size: from the profiled pass, or (kind command) the intercept estimate."""
+    if entry.get("kind") == "command":
+        if len(sizes) < 2:
+            why = (f"the sweep reached only batch sizes {sizes} ({entry.get('stop_reason') or 'no reason given'}); "
+                   "the intercept estimate needs at least 2")
+            return {b: MetricValue.unavailable("framework_tax", why, tried="estimate:intercept", batch_size=b,
+                                               runtime=runtime, sweep=True) for b in sizes}
+        est = estimate_framework_tax(sizes, lats, n_resamples=n_resamples, seed=seed, runtime=runtime)
+        return {b: _detail(v) for b, v in est.items()}
+    out: dict[int, MetricValue] = {}
+    by_size = {int(d["batch_size"]): d for d in entry.get("decompositions") or []}
+    for b in sizes:
+        d = by_size.get(b)
+        params = {"sweep": True, "batch_size": b, "runtime": runtime}
+        if d is None:
+            out[b] = MetricValue.unavailable("framework_tax", "no profiled pass was run at this batch size", **params)
+        elif d.get("reason") or not d.get("wall_s"):
+            out[b] = MetricValue.unavailable("framework_tax", d.get("reason") or "no samples", tried=d.get("method"),
+                                             **params)
+        else:
+            try:
+                out[b] = summarize_tax(d["wall_s"], d["compute_s"], d["method"], n_resamples=2 * n_resamples,
+                                       seed=seed, **{**(d.get("details") or {}), **params})
+            except ValueError as exc:  # malformed samples: a reason, never a failed run
+                out[b] = MetricValue.unavailable("framework_tax", str(exc), tried=d.get("method"), **params)
+    return out
+
+
+def _knee_extra(v: MetricValue, fit) -> dict[str, Any]:
+    return {"value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high, "method": v.method,
+            "n_resamples": fit.n_resamples, "flat_observed": fit.flat_observed,
+            "compute_bound_observed": fit.compute_bound_observed, "flat_latency_ms": fit.flat_latency_s * 1e3,
+            "slope_ms_per_sample": fit.slope_s_per_sample * 1e3, "intercept_ms": fit.intercept_s * 1e3,
+            "rise_ratio": fit.rise_ratio, "crossover_batch": fit.crossover_batch,
+            "crossover_ci_low": fit.crossover_ci_low, "crossover_ci_high": fit.crossover_ci_high}
+
+
+def _value_extra(v: MetricValue) -> dict[str, Any]:
+    return {"value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high, "n": v.n, "method": v.method,
+            **({"note": v.note} if v.note else {})}
+
+
+def summarize_sweep(payload: dict[str, Any] | None, *, n_resamples: int = N_RESAMPLES, seed: int = 0) -> SweepSummary:
+    """Every value and the run.extra["sweep"] record of one batch_sweep run, from the worker's payload."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("runtimes"), dict):
+        return _unavailable_summary("the worker returned no sweep payload")
+    primary = payload.get("primary_runtime")
+    values: list[MetricValue] = []
+    details: list[MetricValue] = []
+    extra_rt: dict[str, dict[str, Any]] = {}
+    medians: dict[str, dict[int, float]] = {}
+    not_available: dict[str, str] = {}
+    for runtime, entry in payload["runtimes"].items():
+        is_primary = runtime == primary
+        rec: dict[str, Any] = {"available": bool(entry.get("available")), "reason": entry.get("reason"),
+                               "primary": is_primary, "how": entry.get("how"), "convert_s": entry.get("convert_s")}
+        extra_rt[runtime] = rec
+        if not entry.get("available"):
+            not_available[runtime] = entry.get("reason") or "not available"
+            continue
+        sizes = [int(b) for b in entry.get("batch_sizes") or []]
+        lats = [np.asarray(x, dtype=float) for x in entry.get("latencies_s") or []]
+        rec.update(batch_sizes=sizes, stopped_at=entry.get("stopped_at"), stop_reason=entry.get("stop_reason"),
+                   sweep_s=entry.get("sweep_s"), profile_s=entry.get("profile_s"))
+        if not sizes:
+            why = f"the sweep measured no batch size ({entry.get('stop_reason') or 'no reason given'})"
+            not_available[runtime] = why
+            rec["reason"] = why
+            if is_primary:
+                values += [MetricValue.unavailable("framework_tax", why, runtime=runtime),
+                           MetricValue.unavailable("batch_knee", why, runtime=runtime)]
+            continue
+        medians[runtime] = {b: float(np.median(x)) for b, x in zip(sizes, lats)}
+        rec["median_latency_ms"] = {str(b): m * 1e3 for b, m in medians[runtime].items()}
+        for b, x in zip(sizes, lats):
+            details += [_latency_value(x, b, runtime, seed), _throughput_value(x, b, runtime, seed)]
+        taxes = _tax_values(entry, runtime, sizes, lats, n_resamples=n_resamples, seed=seed)
+        details += list(taxes.values())
+        rec["framework_tax"] = {str(b): v.value for b, v in taxes.items()}
+        rec["framework_tax_method"] = sorted({v.method for v in taxes.values()})
+        rec["framework_tax_unavailable"] = {str(b): v.note for b, v in taxes.items() if v.value is None} or None
+        if is_primary:
+            head = taxes.get(HEADLINE_BATCH)
+            values.append(_headline(head, runtime=runtime, at_batch_size=HEADLINE_BATCH) if head is not None else
+                          MetricValue.unavailable("framework_tax", f"the sweep did not measure batch size "
+                                                  f"{HEADLINE_BATCH}", runtime=runtime))
+        # the knee
+        if len(sizes) >= MIN_SIZES_FOR_KNEE:
+            fit = fit_batch_knee(sizes, lats, n_resamples=n_resamples, seed=seed)
+            knee = knee_metric(fit, runtime=runtime)
+            rec["knee"] = _knee_extra(knee, fit)
+        else:
+            stop = entry.get("stop_reason")
+            why = (f"the sweep covered batch sizes {sizes}" + (f" and stopped at {entry.get('stopped_at')}: {stop}"
+                                                                if stop else "")
+                   + f"; a knee needs at least {MIN_SIZES_FOR_KNEE} batch sizes")
+            knee = MetricValue.unavailable("batch_knee", why, runtime=runtime)
+            rec["knee"] = None
+            rec["knee_unavailable"] = why
+        if is_primary:
+            values.append(knee)
+        else:
+            details.append(_detail(knee))
+        # fixed per-call overhead: estimate:intercept, never ranked against a measurement
+        if len(sizes) >= 2:
+            fixed = estimate_fixed_overhead(sizes, lats, n_resamples=n_resamples, seed=seed, runtime=runtime)
+            rec["fixed_overhead_ms"] = _value_extra(fixed)
+            if is_primary:
+                values.append(fixed)
+            else:
+                details.append(_detail(fixed))
+    extra: dict[str, Any] = {
+        "kind": payload.get("kind"), "primary_runtime": primary,
+        "batch_sizes_requested": payload.get("batch_sizes_requested"), "max_batch": payload.get("max_batch"),
+        "repeats": payload.get("repeats"), "runtimes_requested": payload.get("runtimes_requested"),
+        "stopped_at": extra_rt.get(primary, {}).get("stopped_at"),
+        "stop_reason": extra_rt.get(primary, {}).get("stop_reason"),
+        "runtimes": extra_rt,
+        "relative_to_best": {rt: {str(b): r for b, r in by_b.items()} for rt, by_b in relative_to_best(medians).items()},
+        "not_available": not_available,
+        "threads": payload.get("threads"),
+        "timing_s": {k: payload.get(k) for k in ("derive_s", "phase_s")},
+    }
+    if not any(v.name == "framework_tax" for v in values):  # the primary runtime was not swept at all
+        values.append(MetricValue.unavailable("framework_tax", f"no sweep of the submitted runtime {primary!r}"))
+    return SweepSummary(values=values, details=details, extra=extra)
+
+
+# ---- presentation (the CLI renders these rows) -------------------------------------------------------
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}f}"
+
+
+def sweep_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, columns, rows) tables of a run's ``extra["sweep"]``: latency, FT(b), knees."""
+    rts = {rt: r for rt, r in (extra.get("runtimes") or {}).items() if r.get("median_latency_ms")}
+    if not rts:
+        return [("batch sweep", ["runtime", "not available"],
+                 [[rt, r.get("reason") or ""] for rt, r in (extra.get("runtimes") or {}).items()]
+                 or [["—", extra.get("error") or "no sweep"]])]
+    sizes = sorted({int(b) for r in rts.values() for b in r["median_latency_ms"]})
+    rel = extra.get("relative_to_best") or {}
+    names = list(rts)
+    lat_rows = [[str(b)] + [(f"{r['median_latency_ms'][str(b)]:.4g} ({_fmt(rel.get(rt, {}).get(str(b)), 2)}x)"
+                             if str(b) in r["median_latency_ms"] else "—") for rt, r in rts.items()] for b in sizes]
+    def tax_cell(r: dict[str, Any], b: int) -> str:
+        cell = _fmt((r.get("framework_tax") or {}).get(str(b)))
+        estimated = any(m.startswith("estimate:") for m in r.get("framework_tax_method") or [])
+        return cell + (" (est.)" if estimated and cell != "—" else "")
+
+    tax_rows = [[str(b)] + [tax_cell(r, b) for r in rts.values()] for b in sizes]
+    knee_rows = []
+    for rt, r in rts.items():
+        k = r.get("knee")
+        fo = r.get("fixed_overhead_ms") or {}
+        knee = (f"{_fmt(k['value'], 1)} [{_fmt(k['ci_low'], 1)}, {_fmt(k['ci_high'], 1)}]" if k
+                else "n/a: " + (r.get("knee_unavailable") or ""))
+        cross = _fmt(k.get("crossover_batch"), 0) if k else "—"
+        knee_rows.append([rt, knee, ("yes" if k["flat_observed"] else "no") if k else "—", cross,
+                          _fmt(fo.get("value"), 4), ", ".join(r.get("framework_tax_method") or []),
+                          r.get("stop_reason") or "reached the cap"])
+    tables = [
+        ("batch sweep: latency p50 ms (relative to the best runtime)", ["batch"] + names, lat_rows),
+        ("framework tax FT(b) = (T_wall - T_compute) / T_wall (profiled pass; (est.) = intercept estimate)",
+         ["batch"] + names, tax_rows),
+        ("knee b* [95% CI], crossover batch, fixed overhead (estimate:intercept)",
+         ["runtime", "knee b*", "flat seen", "crossover b", "fixed ms", "FT method", "sweep stop"], knee_rows),
+    ]
+    na = [[rt, why] for rt, why in (extra.get("not_available") or {}).items()]
+    for rt, r in rts.items():  # a runtime that ran, but whose profiler could not decompose it
+        for why in dict.fromkeys((r.get("framework_tax_unavailable") or {}).values()):
+            sizes_ = [b for b, w in r["framework_tax_unavailable"].items() if w == why]
+            na.append([rt, f"framework_tax at b = {', '.join(sizes_)}: {why}"])
+    if na:
+        tables.append(("not available", ["runtime", "reason"], na))
+    return tables
