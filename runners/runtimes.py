@@ -50,11 +50,11 @@ class RuntimeCandidate:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, limit: int = 500) -> str:
     # The whole message on one line: the first line alone is often a fragment ("output 1 ( 0  0)"
     # of a tracer error, ONNX Runtime's "for the following indices").
     text = " ".join(_ANSI.sub("", str(exc)).split())
-    return f"{type(exc).__name__}: {text}".strip()[:500]
+    return f"{type(exc).__name__}: {text}".strip()[:limit]
 
 
 def _as_tuple(batch: Any) -> tuple:
@@ -200,7 +200,7 @@ def export_onnx(module: Any, example: tuple, *, dynamic_batch: bool = True) -> t
             program = torch.onnx.export(module, example, dynamo=True, input_names=names, verbose=False, **kwargs)
         return program.model_proto.SerializeToString(), "torch.onnx.export(dynamo=True)"
     except Exception as exc:  # noqa: BLE001
-        errors.append(f"dynamo exporter: {_one_line(exc)}")
+        errors.append(f"dynamo exporter: {_one_line(exc, 200)}")  # both reasons must fit in one
     try:
         buf = io.BytesIO()
         dyn = {n: {0: "batch"} for n in names} if dynamic_batch else None
@@ -209,7 +209,7 @@ def export_onnx(module: Any, example: tuple, *, dynamic_batch: bool = True) -> t
             torch.onnx.export(module, example, buf, dynamo=False, input_names=names, dynamic_axes=dyn)
         return buf.getvalue(), "torch.onnx.export(dynamo=False)"
     except Exception as exc:  # noqa: BLE001
-        errors.append(f"legacy exporter: {_one_line(exc)}")
+        errors.append(f"legacy exporter: {_one_line(exc, 200)}")
     raise RuntimeError("; ".join(errors))
 
 

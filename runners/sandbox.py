@@ -61,19 +61,30 @@ def scrub_env(base_env: Mapping[str, str], allow: Iterable[str] = ()) -> tuple[d
     return kept, sorted(k for k in base_env if k not in kept)
 
 
+HARNESS_ROOT = Path(__file__).resolve().parents[1]
+
+
 def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]) -> list[str]:
     args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
     for dev in sorted(Path("/dev").glob("nvidia*")):  # GPUs stay usable for CUDA profiles
         args += ["--dev-bind", str(dev), str(dev)]
-    for d in (*_HIDDEN_DIRS, *hidden_extra):
+    for d in _HIDDEN_DIRS:
         p = Path(d)
         if p.is_dir() and not p.is_symlink():
             args += ["--tmpfs", d]
-    # The interpreter and its packages, when they live under a hidden directory.
-    needed = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent}
+    # The interpreter, its packages and the harness's own code (an editable install points
+    # there), read-only, when they live under a hidden directory such as /tmp or /root.
+    needed = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent,
+              HARNESS_ROOT}
     for p in sorted(needed):
         if any(p.is_relative_to(h) for h in _HIDDEN_DIRS):
             args += ["--ro-bind", str(p), str(p)]
+    # Extra hidden directories last, so that a bind above never re-exposes them (e.g. the
+    # results database under the harness's own folder).
+    for d in hidden_extra:
+        p = Path(d)
+        if p.is_dir() and not p.is_symlink():
+            args += ["--tmpfs", str(p.resolve())]
     for p in [*writable, workdir]:  # workdir last: a writable parent must not cover its bind
         args += ["--bind", str(p), str(p)]
     args += ["--chdir", str(workdir), "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",

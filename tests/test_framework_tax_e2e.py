@@ -128,6 +128,8 @@ def test_torch_sweep_compares_runtimes(examples, sqlite_url):
         assert sw["runtimes"][best]["median_latency_ms"][b] == min(
             sw["runtimes"][rt]["median_latency_ms"][b] for rt in rel)
     assert sw["not_available"] == {}
+    lower = sw["runtimes"]["eager"]["framework_tax_lower_bound"]  # the other side of the profiler's bracket
+    assert set(lower) <= set(map(str, SIZES)) and all(0.0 <= x <= 1.0 for x in lower.values())
     assert sw["runtimes"]["torchscript"]["how"] == "torch.jit.trace + torch.jit.freeze"
     # derived runtimes run under the profile's threads
     assert sw["threads"] == {"profile_threads": 1, "torch_threads": 1, "ort_intra_op_num_threads": 1,
