@@ -443,17 +443,54 @@ def demo(full: bool = typer.Option(False, "--full", help="Serious durations inst
     # Framework tax: one batch sweep per submission (b = 1..64, every runtime that applies) on the first
     # profile. No energy meters there: the single_stream run measures that pass's energy already.
     sweep_cfgs = _scenario_configs(["batch_sweep"], None, full, None, None, None, 0)
+    # Fairness: torch models of group tasks also run under int8 and bf16 numerics, so that
+    # hardware-induced disparity against the fp32 reference is in the database after the demo.
+    from bench.manifest import load_manifest
+    from bench.tasks import resolve_task
+
+    fair_profiles = ["cpu-1core-bf16", "cpu-1core-int8"]
+    fair_cfgs = _scenario_configs(["single_stream"], None, False, None, None, None, 0)
+    fair_subs = []
     ids = []
     for f in folders:
         ids += queue_runs(f, profiles, cfgs, db=db)
         ids += queue_runs(f, profiles[:1], sweep_cfgs, db=db, timeout_s=300.0, energy={"enabled": False})
+        m = load_manifest(f)
+        if m.model.kind == "torch" and resolve_task(m.task, f).group_attributes:
+            ids += queue_runs(f, fair_profiles, fair_cfgs, db=db, energy={"enabled": False})
+            fair_subs.append(m.name)
     outcomes = _execute_with_progress(ids, db, "benchmarking")
     results(task=None, profile=None, scenario=None, rank_by="latency_p50_ms", as_json=False, db=db)
+    _print_fairness_summary(fair_subs, db)
     failed = [o for o in outcomes if o.status != "succeeded"]
     if failed:
         err.print(f"[red]{len(failed)} run(s) failed[/]")
         raise typer.Exit(1)
     err.print("next: heptathlon dashboard   (the web leaderboard)")
+
+
+def _print_fairness_summary(submissions: list[str], db) -> None:
+    from bench.fairness_service import compute_disparity
+
+    t = Table(title="hardware-induced fairness disparity vs the fp32 reference (finest grouping)", title_justify="left")
+    for c in ("submission", "grouping", "profile", "hw_disparity [95% CI]", "largest group flip rate", "small groups"):
+        t.add_column(c)
+    for name in submissions:
+        try:
+            ft = compute_disparity(name, db=db)
+        except HeptathlonError as e:
+            err.print(f"[yellow]fairness for {name}: {e}[/]")
+            continue
+        attr = list(ft.reports)[-1]
+        for prof, _, rep in ft.reports[attr]:
+            hd = rep.hw_disparity
+            worst = max(rep.groups, key=lambda g: g.flip.value)
+            small = ", ".join(g.group for g in rep.groups if g.small) or "—"
+            t.add_row(name, attr, prof, f"{hd.value:+.3f} [{hd.ci_low:+.3f}, {hd.ci_high:+.3f}]",
+                      f"{worst.group}: {worst.flip.value:.3f}", small)
+    if submissions:
+        out.print(t)
+        err.print("[dim]details: heptathlon fairness <submission>[/]")
 
 
 @app.command()

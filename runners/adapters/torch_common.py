@@ -30,6 +30,10 @@ class TorchAdapterBase(ModelAdapter):
         self.records["precision"] = record
         self.module = module
         self._inference = self.torch.inference_mode
+        if self.device.type == "cuda":
+            # CUDA launches are asynchronous: a timed call must end when the GPU is done, so
+            # the synchronising variant replaces predict (no per-call branch on the CPU path).
+            self.predict = self._predict_synchronized
 
     def prepare(self, batch: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, self.input_dtype)
@@ -37,6 +41,12 @@ class TorchAdapterBase(ModelAdapter):
     def predict(self, prepared: Any) -> Any:
         with self._inference():
             return self.module(prepared)
+
+    def _predict_synchronized(self, prepared: Any) -> Any:
+        with self._inference():
+            out = self.module(prepared)
+        self.torch.cuda.synchronize(self.device)
+        return out
 
     def postprocess(self, raw: Any, n: int):
         return super().postprocess(raw.detach().float().cpu().numpy(), n)
