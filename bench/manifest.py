@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bench.errors import SubmissionError
 
 MANIFEST = "submission.yaml"
+BUILD_STAMP = ".built"  # written by the example build scripts' runner; not part of the artifact
+IGNORED = ("__pycache__", BUILD_STAMP)
 
 
 class ModelSpec(BaseModel):
@@ -116,7 +118,7 @@ def hash_folder(folder: Path) -> str:
     h = hashlib.sha256()
     folder = Path(folder)
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts:
+        if p.is_file() and not any(part in IGNORED for part in p.relative_to(folder).parts):
             h.update(p.relative_to(folder).as_posix().encode() + b"\0")
             with p.open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -128,5 +130,6 @@ def hash_folder(folder: Path) -> str:
 def artifact_files(folder: Path, m: Manifest) -> list[Path]:
     """The files whose size is the artifact size."""
     if m.model.kind == "command":
-        return [p for p in Path(folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        return [p for p in Path(folder).rglob("*")
+                if p.is_file() and not any(part in IGNORED for part in p.relative_to(folder).parts)]
     return [Path(folder) / rel for rel in m.model.file_fields().values()]

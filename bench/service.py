@@ -21,7 +21,7 @@ import numpy as np
 from bench.errors import HeptathlonError, RunError
 from bench.fairness_service import run_fairness
 from bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
-from bench.manifest import Manifest, artifact_files, hash_folder, load_manifest
+from bench.manifest import BUILD_STAMP, IGNORED, Manifest, artifact_files, hash_folder, load_manifest
 from bench.metrics import MetricValue
 from bench.profile import Profile, load_profile
 from bench.scenarios import ScenarioConfig
@@ -67,7 +67,7 @@ def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, 
     if not dest.exists():
         tmp = Path(tempfile.mkdtemp(dir=dest.parent.parent if dest.parent.exists() else None))
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(folder, tmp / "copy", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(folder, tmp / "copy", ignore=shutil.ignore_patterns(*IGNORED))
         for p in (tmp / "copy").rglob("*"):
             if p.is_file():
                 p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
@@ -151,7 +151,11 @@ def example_folders() -> list[Path]:
 
 
 def build_examples(folders: list[Path], rebuild: bool = False) -> None:
-    """Run each example's build.py where its artifact is missing (artifacts are not committed)."""
+    """Run each example's build.py unless its artifacts are there (they are not committed).
+
+    A ``.built`` stamp records a successful build: a ``command`` submission's manifest names
+    no artifact, so a valid manifest alone does not prove that the build ran.
+    """
     import subprocess
     import sys
 
@@ -159,16 +163,19 @@ def build_examples(folders: list[Path], rebuild: bool = False) -> None:
         build = f / "build.py"
         if not build.exists():
             continue
+        stamp = f / BUILD_STAMP
         try:
             load_manifest(f)
-            if not rebuild:
-                continue  # every file the manifest names exists
+            fresh = stamp.exists() and stamp.stat().st_mtime >= build.stat().st_mtime
         except HeptathlonError:
-            pass
+            fresh = False
+        if fresh and not rebuild:
+            continue
         proc = subprocess.run([sys.executable, str(build)], cwd=f, capture_output=True, text=True)
         if proc.returncode != 0:
             raise HeptathlonError(f"{build}: build failed with code {proc.returncode}: "
                                   f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        stamp.write_text(proc.stdout)
 
 
 # ---- reading ----------------------------------------------------------------------------------------
