@@ -43,6 +43,11 @@ SHORT = {"latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms", "throughput_sps
          "energy_per_sample_j": "J/sample", "params": "params"}
 
 
+OPTIONAL_COLUMNS = ["framework_tax", "batch_knee", "fairness_gap", "max_qps_within_slo"]
+SHORT.update({"framework_tax": "framework tax", "batch_knee": "knee b*", "fairness_gap": "fairness gap",
+              "max_qps_within_slo": "max QPS @SLO"})
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return "—"
@@ -317,13 +322,16 @@ def results(task: Optional[str] = typer.Option(None, "--task"),
         t = Table(title=f"task {task_} · scenario {scen} · machine {mach}", title_justify="left")
         for c in ("profile", "rank", "submission", "kind"):
             t.add_column(c)
-        for name in HEADLINE:
+        # Headline columns, plus the optional events that some row of this table measured.
+        present = {k for g in gs for r in g["rows"] for k, m in r["_m"].items() if m.value is not None}
+        cols = HEADLINE + [n for n in OPTIONAL_COLUMNS if n in present]
+        for name in cols:
             t.add_column(SHORT.get(name, name), justify="right")
         for g in gs:
             for i, r in enumerate(g["rows"]):
                 name = r["submission"] + (f" [dim](pooled, {r['trials']} trials)[/]" if r.get("trials") else "")
                 t.add_row(g["profile"] if i == 0 else "", r["rank"], name, r["kind"],
-                          *[_cell(r["_m"].get(n)) for n in HEADLINE], end_section=i == len(g["rows"]) - 1)
+                          *[_cell(r["_m"].get(n)) for n in cols], end_section=i == len(g["rows"]) - 1)
         out.print(t)
     err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
               "Estimated values are marked (est.) and never ranked against measured ones.[/]")
