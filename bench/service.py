@@ -267,6 +267,11 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
         values.append(MetricValue.unavailable("params", d.get("params_note", "not derivable from this artifact")))
     size = sum(p.stat().st_size for p in artifact_files(store, manifest))
     values.append(MetricValue("artifact_mb", size / 1e6, "artifact:file-size", n=1))
+    if d.get("torch_cuda_max_allocated_bytes") is not None:  # beside NVML's per-process peak (the headline)
+        values.append(MetricValue("gpu_peak_mb", d["torch_cuda_max_allocated_bytes"] / 1e6,
+                                  "counter:torch-cuda-allocator", n=1,
+                                  note="torch.cuda.max_memory_allocated: tensors only, no CUDA context or workspace",
+                                  params={"detail": True}))
     energy_cfg = energy or {}
     values += energy_values(outcome.result.get("energy"), (int(a["done_ns"][-1]) - int(a["issue_ns"][0])) / 1e9,
                             int(a["batch"].sum()), energy_cfg.get("country_iso", "USA"),

@@ -52,6 +52,8 @@ class TorchAdapterBase(ModelAdapter):
         return super().postprocess(raw.detach().float().cpu().numpy(), n)
 
     def describe(self) -> dict[str, Any]:
-        return {"runtime": self.runtime_name, "runtime_version": self.torch.__version__,
-                "params": self.n_params,
-                "params_method": "artifact:torch-parameters"}
+        out = {"runtime": self.runtime_name, "runtime_version": self.torch.__version__,
+               "params": self.n_params, "params_method": "artifact:torch-parameters"}
+        if self.device.type == "cuda":  # the allocator's own peak: exact for torch tensors, blind to the CUDA context
+            out["torch_cuda_max_allocated_bytes"] = int(self.torch.cuda.max_memory_allocated(self.device))
+        return out
