@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import delete, select
 
 from bench.errors import HeptathlonError
@@ -128,9 +127,3 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
                                                                     **({} if headline else {"detail": True})})])
     return FairnessTable(submission, task_name, reference, ids[reference], reports, gaps)
 
-
-def group_table(run_id: str, db: str | None = None) -> pd.DataFrame:
-    with session_scope(db) as s:
-        rows = s.scalars(select(GroupMetric).where(GroupMetric.run_id == run_id))
-        return pd.DataFrame([{"attribute": g.attribute, "group": g.group, "metric": g.metric, "value": g.value,
-                              "ci_low": g.ci_low, "ci_high": g.ci_high, "n": g.n, "small": g.small} for g in rows])

@@ -122,14 +122,6 @@ def summarize_accuracy(y_true: np.ndarray, y_pred: np.ndarray, *, seed: int = 0)
     return MetricValue("accuracy", float(correct.mean()), "quality:labels", n=int(correct.size), ci_low=lo, ci_high=hi)
 
 
-def ci_half_width_rel(samples: np.ndarray, q: float = 50.0, *, n_resamples: int = 500, seed: int = 0) -> float:
-    """Relative half-width of the bootstrap CI of a percentile (for adaptive stopping)."""
-    lo, hi = bootstrap_ci(samples, _percentile(q), n_resamples=n_resamples, seed=seed)
-    centre = float(np.percentile(samples, q))
-    if lo is None or centre == 0:
-        return float("inf")
-    return (hi - lo) / 2 / abs(centre)
-
 
 # ---- MLPerf early stopping ------------------------------------------------------------------------
 EARLY_CONFIDENCE = 0.99  # MLPerf LoadGen's fixed choice (results.cc, PerformanceSummary::EarlyStopping)

@@ -146,15 +146,6 @@ def run_measurements(s: Session, run_id: str) -> dict[str, Measurement]:
     return out
 
 
-def list_runs(s: Session, *, status: str | None = None, submission: str | None = None, limit: int = 50) -> list[Run]:
-    q = select(Run).order_by(Run.created_at.desc()).limit(limit)
-    if status:
-        q = q.where(Run.status == status)
-    if submission:
-        q = q.join(Submission, Run.submission_id == Submission.id).where(Submission.name == submission)
-    return list(s.scalars(q))
-
-
 # ---- leaderboard -------------------------------------------------------------------------------
 def leaderboard(s: Session, *, task: str | None = None, profile: str | None = None, scenario: str | None = None,
                 machine_id: int | None = None) -> list[dict[str, Any]]:
@@ -192,10 +183,6 @@ def leaderboard(s: Session, *, task: str | None = None, profile: str | None = No
                      "machine_id": run.machine_id, "finished_at": run.finished_at, "metrics": meas[run.id]})
     rows.sort(key=lambda r: (r["task"] or "", r["profile"], r["scenario"], r["submission"]))
     return rows
-
-
-def failed_runs(s: Session, limit: int = 20) -> list[Run]:
-    return list(s.scalars(select(Run).where(Run.status == "failed").order_by(Run.created_at.desc()).limit(limit)))
 
 
 def counts(s: Session) -> dict[str, int]:

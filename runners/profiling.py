@@ -26,7 +26,6 @@ import bisect
 import gc
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bench.errors import one_line
 from bench.framework_tax import summarize_tax
 from bench.metrics import MetricValue
 
@@ -74,14 +74,8 @@ class Decomposition:
             return MetricValue.unavailable("framework_tax", f"{type(exc).__name__}: {exc}", tried=self.method, **params)
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _one_line(exc: BaseException) -> str:
-    # The whole message on one line: ONNX Runtime puts the useful part ("index: 0 Got: 2
-    # Expected: 1") on its second line.
-    text = " ".join(_ANSI.sub("", str(exc)).split())
-    return f"{type(exc).__name__}: {text}".strip()[:500]
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -252,7 +246,7 @@ def profile_torch_cpu(fn: Callable[[Any], Any], inputs: Any, *, repeats: int = 2
         import torch
         from torch.profiler import ProfilerActivity, profile, record_function
     except Exception as exc:  # noqa: BLE001
-        return Decomposition.unavailable(method, f"torch.profiler cannot be imported ({_one_line(exc)})")
+        return Decomposition.unavailable(method, f"torch.profiler cannot be imported ({one_line(exc)})")
     walls: list[float] = []
     try:
         with torch.inference_mode():
@@ -271,7 +265,7 @@ def profile_torch_cpu(fn: Callable[[Any], Any], inputs: Any, *, repeats: int = 2
         unprofiled += _time_calls(lambda: fn(inputs), repeats)
         compute = compute_time_per_call(prof.events())
     except Exception as exc:  # noqa: BLE001 - the profiled pass must never fail the run
-        return Decomposition.unavailable(method, f"profiled pass failed ({_one_line(exc)})")
+        return Decomposition.unavailable(method, f"profiled pass failed ({one_line(exc)})")
     if len(compute) != len(walls):
         return Decomposition.unavailable(method, f"profiler recorded {len(compute)} of {len(walls)} calls")
     if not any(c > 0 for c in compute):
@@ -320,7 +314,7 @@ def profile_torch_cuda(fn: Callable[[Any], Any], inputs: Any, *, repeats: int = 
         import torch
         from torch.profiler import ProfilerActivity, profile, record_function
     except Exception as exc:  # noqa: BLE001
-        return Decomposition.unavailable(method, f"torch.profiler cannot be imported ({_one_line(exc)})")
+        return Decomposition.unavailable(method, f"torch.profiler cannot be imported ({one_line(exc)})")
     if not torch.cuda.is_available():
         return Decomposition.unavailable(method, "CUDA is not available in this process")
     walls, computes, spans, sums, counts = [], [], [], [], []
@@ -357,7 +351,7 @@ def profile_torch_cuda(fn: Callable[[Any], Any], inputs: Any, *, repeats: int = 
             counts.append(count)
         unprofiled += _time_calls(synced_call, repeats)
     except Exception as exc:  # noqa: BLE001
-        return Decomposition.unavailable(method, f"profiled pass failed ({_one_line(exc)})")
+        return Decomposition.unavailable(method, f"profiled pass failed ({one_line(exc)})")
     if not any(counts):
         return Decomposition.unavailable(method, "the profiler recorded no CUDA kernels (is CUPTI available?)")
     return assemble_decomposition(method, walls, computes, unprofiled, cuda_event_span_median_ms=_median(spans) * 1e3,
@@ -418,7 +412,7 @@ def profile_onnxruntime(model: bytes | str | os.PathLike, feeds: dict[str, Any],
     try:
         import onnxruntime as ort
     except Exception as exc:  # noqa: BLE001
-        return Decomposition.unavailable(method, f"onnxruntime cannot be imported ({_one_line(exc)})")
+        return Decomposition.unavailable(method, f"onnxruntime cannot be imported ({one_line(exc)})")
     if list(providers) != ["CPUExecutionProvider"]:
         return Decomposition.unavailable(
             method, f"providers {list(providers)}: ONNX Runtime's node profile times host-side launches on GPU "
@@ -448,7 +442,7 @@ def profile_onnxruntime(model: bytes | str | os.PathLike, feeds: dict[str, Any],
             del session
             unprofiled += _time_calls(lambda: plain.run(None, feeds), repeats)
         except Exception as exc:  # noqa: BLE001
-            return Decomposition.unavailable(method, f"profiled pass failed ({_one_line(exc)})")
+            return Decomposition.unavailable(method, f"profiled pass failed ({one_line(exc)})")
     runs = parse_ort_profile(events)
     if len(runs) != warmup + repeats:
         return Decomposition.unavailable(method, f"profile holds {len(runs)} model_run records, expected {warmup + repeats}")
@@ -473,7 +467,7 @@ def decompose_call(runtime: Any, batch: Any, *, repeats: int = 20, warmup: int =
     try:
         inputs = runtime.prepare(batch)
     except Exception as exc:  # noqa: BLE001
-        return Decomposition.unavailable("unavailable", f"preparing the batch failed ({_one_line(exc)})")
+        return Decomposition.unavailable("unavailable", f"preparing the batch failed ({one_line(exc)})")
     if runtime.kind == "onnxruntime":
         return profile_onnxruntime(runtime.onnx_model, inputs, repeats=repeats, warmup=warmup,
                                    providers=runtime.providers, make_session_options=runtime.make_session_options)
@@ -549,7 +543,7 @@ def batch_sweep(predict_fn: Callable[[Any], Any], make_batch: Callable[[int], An
         except Exception as exc:  # noqa: BLE001 - MemoryError, OOM and shape rejections all end the sweep
             batch = None  # drop the batch that failed (e.g. out of memory) before releasing memory
             _release_memory()
-            return SweepResult(tuple(done_sizes), tuple(done_lat), b, f"batch size {b}: {_one_line(exc)}")
+            return SweepResult(tuple(done_sizes), tuple(done_lat), b, f"batch size {b}: {one_line(exc)}")
         done_sizes.append(b)
         done_lat.append(tuple(lat))
     return SweepResult(tuple(done_sizes), tuple(done_lat))

@@ -12,7 +12,6 @@ A batch is a tensor or a tuple of tensors with the batch on dim 0.
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 import threading
 import time
@@ -21,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from bench.errors import one_line
 
 RUNTIMES = ("eager", "torchscript", "torch.compile", "onnxruntime")
 
@@ -47,14 +48,8 @@ class RuntimeCandidate:
         return cls(name=name, kind=kind, available=False, reason=reason, device=device)
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _one_line(exc: BaseException, limit: int = 500) -> str:
-    # The whole message on one line: the first line alone is often a fragment ("output 1 ( 0  0)"
-    # of a tracer error, ONNX Runtime's "for the following indices").
-    text = " ".join(_ANSI.sub("", str(exc)).split())
-    return f"{type(exc).__name__}: {text}".strip()[:limit]
 
 
 def _as_tuple(batch: Any) -> tuple:
@@ -139,7 +134,7 @@ def onnxruntime_runtime(model: bytes | str | Path, *, name: str = "onnxruntime",
         import numpy as np
         import onnxruntime as ort
     except Exception as exc:  # noqa: BLE001 - any import failure means "not here"
-        return RuntimeCandidate.unavailable(name, "onnxruntime", f"onnxruntime cannot be imported ({_one_line(exc)})", device)
+        return RuntimeCandidate.unavailable(name, "onnxruntime", f"onnxruntime cannot be imported ({one_line(exc)})", device)
     model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
     if providers is None:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
@@ -153,7 +148,7 @@ def onnxruntime_runtime(model: bytes | str | Path, *, name: str = "onnxruntime",
         opts = make_session_options() if make_session_options else ort.SessionOptions()
         session = ort.InferenceSession(model_bytes, sess_options=opts, providers=list(providers))
     except Exception as exc:  # noqa: BLE001
-        return RuntimeCandidate.unavailable(name, "onnxruntime", f"session creation failed ({_one_line(exc)})", device)
+        return RuntimeCandidate.unavailable(name, "onnxruntime", f"session creation failed ({one_line(exc)})", device)
     input_names = [i.name for i in session.get_inputs()]
 
     def prepare(batch: Any) -> dict:
@@ -200,7 +195,7 @@ def export_onnx(module: Any, example: tuple, *, dynamic_batch: bool = True) -> t
             program = torch.onnx.export(module, example, dynamo=True, input_names=names, verbose=False, **kwargs)
         return program.model_proto.SerializeToString(), "torch.onnx.export(dynamo=True)"
     except Exception as exc:  # noqa: BLE001
-        errors.append(f"dynamo exporter: {_one_line(exc, 200)}")  # both reasons must fit in one
+        errors.append(f"dynamo exporter: {one_line(exc, 200)}")  # both reasons must fit in one
     try:
         buf = io.BytesIO()
         dyn = {n: {0: "batch"} for n in names} if dynamic_batch else None
@@ -209,7 +204,7 @@ def export_onnx(module: Any, example: tuple, *, dynamic_batch: bool = True) -> t
             torch.onnx.export(module, example, buf, dynamo=False, input_names=names, dynamic_axes=dyn)
         return buf.getvalue(), "torch.onnx.export(dynamo=False)"
     except Exception as exc:  # noqa: BLE001
-        errors.append(f"legacy exporter: {_one_line(exc, 200)}")
+        errors.append(f"legacy exporter: {one_line(exc, 200)}")
     raise RuntimeError("; ".join(errors))
 
 
@@ -329,13 +324,13 @@ def derive_runtimes(module: Any, example_input: Any, *, device: str = "cpu", inc
             references = [(example, module(*example)), (other, module(*other))]
     except Exception as exc:  # noqa: BLE001
         return {n: RuntimeCandidate.unavailable(n, kind.get(n, "torch"), f"eager forward fails on the example input "
-                                                f"({_one_line(exc)})", device) for n in include}
+                                                f"({one_line(exc)})", device) for n in include}
     out: dict[str, RuntimeCandidate] = {}
     for name in include:
         try:
             cand = _convert(name, module, example, device, make_session_options, providers, compile_budget_s)
         except Exception as exc:  # noqa: BLE001 - a failed conversion is a result, not an error
-            out[name] = RuntimeCandidate.unavailable(name, kind.get(name, "torch"), f"conversion failed ({_one_line(exc)})", device)
+            out[name] = RuntimeCandidate.unavailable(name, kind.get(name, "torch"), f"conversion failed ({one_line(exc)})", device)
             continue
         if cand.available and check_outputs and name != "eager":
             problem = None
@@ -344,7 +339,7 @@ def derive_runtimes(module: Any, example_input: Any, *, device: str = "cpu", inc
                     got = cand.predict(cand.prepare(inputs))
                     problem = _outputs_mismatch(reference, got, rtol, atol)
                 except Exception as exc:  # noqa: BLE001
-                    problem = f"running the converted model fails ({_one_line(exc)})"
+                    problem = f"running the converted model fails ({one_line(exc)})"
                 if problem:
                     problem = f"at batch size {inputs[0].shape[0]}: {problem}"
                     break

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import one_line
 from bench.scenarios import DEFAULT_SWEEP_REPEATS, ScenarioConfig, instance_order
 from runners.profiling import batch_sweep, decompose_call, powers_of_two
 from runners.runtimes import RUNTIMES, RuntimeCandidate, derive_runtimes
@@ -49,9 +50,6 @@ def sweep_batch_sizes(max_batch: int) -> list[int]:
     return sizes + ([max_batch] if sizes[-1] != max_batch else [])
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def _batch_maker(x: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
@@ -151,7 +149,7 @@ def derived_runtimes(adapter, profile, requested: tuple[str, ...] | None, make_n
                                   compile_budget_s=compile_budget_s)
     except Exception as exc:  # noqa: BLE001 - derive_runtimes reports conversions; this is anything else
         derived = {r: RuntimeCandidate.unavailable(r, "onnxruntime" if r == "onnxruntime" else "torch",
-                                                   f"deriving runtimes failed ({_one_line(exc)})") for r in include}
+                                                   f"deriving runtimes failed ({one_line(exc)})") for r in include}
     for r, cand in derived.items():
         if cand.available and cand.kind == "torch":
             cand = replace(cand, predict=_synced(cand.predict, cand.device))
@@ -200,7 +198,7 @@ def _thread_record(profile, runtimes: dict[str, RuntimeCandidate]) -> dict[str, 
             rec["ort_intra_op_num_threads"] = so.intra_op_num_threads
             rec["ort_inter_op_num_threads"] = so.inter_op_num_threads
     except Exception as exc:  # noqa: BLE001 - a record, never a failure
-        rec["error"] = _one_line(exc)
+        rec["error"] = one_line(exc)
     return rec
 
 

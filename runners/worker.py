@@ -16,12 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _one_line(e: BaseException) -> str:
-    from bench.errors import HeptathlonError
-
-    text = str(e) if isinstance(e, HeptathlonError) else f"{type(e).__name__}: {e}"
-    return " ".join(text.split())[:500] or type(e).__name__
+from bench.errors import one_line
 
 
 def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -105,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(job)
     except BaseException as e:  # noqa: BLE001  every failure becomes a recorded reason
         traceback.print_exc(file=sys.stderr)
-        (out / "error.json").write_text(json.dumps({"error": _one_line(e), "type": type(e).__name__}))
+        (out / "error.json").write_text(json.dumps({"error": one_line(e), "type": type(e).__name__}))
         return 3
     (out / "result.json").write_text(json.dumps(result, default=str))
     return 0
