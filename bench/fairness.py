@@ -38,8 +38,8 @@ from scipy.special import softmax
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score
 
-from bench.errors import HeptathlonError
-from bench.metrics import MetricValue
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.metrics import MetricValue
 
 UNKNOWN_GROUP = "unknown"
 INTERSECTION_SEP = "×"

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from bench.metrics import MetricValue, spec_for
-from bench.stats import CONFIDENCE, bootstrap_ci
+from heptathlon.bench.metrics import MetricValue, spec_for
+from heptathlon.bench.stats import CONFIDENCE, bootstrap_ci
 
-# The framework-tax event's quantities besides framework_tax, defined in the registry (bench.metrics).
+# The framework-tax event's quantities besides framework_tax, defined in the registry (heptathlon.bench.metrics).
 FIXED_OVERHEAD = spec_for("fixed_overhead_ms")
 BATCH_KNEE = spec_for("batch_knee")
 
@@ -73,9 +73,9 @@ def _percentile_ci(samples: tuple[np.ndarray, ...], statistic, n_resamples: int,
                    paired: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """Stratified percentile bootstrap: each array (one per batch size) is resampled on its own.
 
-    bench.stats.bootstrap_ci covers one sample or paired samples; a sweep's batch sizes are
+    heptathlon.bench.stats.bootstrap_ci covers one sample or paired samples; a sweep's batch sizes are
     independent samples, hence scipy.stats.bootstrap with paired=False here. Percentile rather
-    than BCa, as in bench.stats: the statistics (medians, argmin-based knees) are discrete and
+    than BCa, as in heptathlon.bench.stats: the statistics (medians, argmin-based knees) are discrete and
     BCa's jackknife acceleration is unstable on them. None where resampling cannot vary.
     """
     if n_resamples <= 0 or any(s.size < 2 for s in samples):

@@ -9,7 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bench.errors import SubmissionError
+from heptathlon.bench.errors import SubmissionError
 
 MANIFEST = "submission.yaml"
 BUILD_STAMP = ".built"  # written by the example build scripts' runner; not part of the artifact

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.errors import HeptathlonError
+from heptathlon.bench.errors import HeptathlonError
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bench.errors import ProfileError
+from heptathlon.bench.errors import ProfileError
 
-PROFILES_DIR = Path(os.environ.get("HEPTATHLON_PROFILES_DIR", Path(__file__).resolve().parents[1] / "hw_profiles"))
+# Bundled profiles are package data (heptathlon.hw_profiles), so a wheel install has them too.
+PROFILES_DIR = Path(os.environ.get("HEPTATHLON_PROFILES_DIR") or str(resources.files("heptathlon.hw_profiles")))
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$")
 _UNITS = {None: 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,

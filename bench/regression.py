@@ -33,9 +33,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import binomtest, mannwhitneyu
 
-from bench.errors import HeptathlonError
-from bench.fingerprint import fingerprint_class
-from bench.metrics import METRICS, spec_for
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.fingerprint import fingerprint_class
+from heptathlon.bench.metrics import METRICS, spec_for
 
 DEFAULT_WINDOW = 7
 DEFAULT_MIN_WINDOW = 5
@@ -68,7 +68,7 @@ def _canonical_json(value: Any) -> str:
 
 
 def series_fingerprint_class(fingerprint: Mapping[str, Any]) -> str:
-    """The fingerprint class of a nightly series: ``bench.fingerprint``'s class, software left out.
+    """The fingerprint class of a nightly series: ``heptathlon.bench.fingerprint``'s class, software left out.
 
     ``fingerprint_class`` counts major.minor library versions as part of the class, which is
     right for ranking but wrong here: a torch upgrade must show up as a regression of the same

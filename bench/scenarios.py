@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import ScenarioError
+from heptathlon.bench.errors import ScenarioError
 
 CLOSED_LOOP = ("single_stream", "fixed_batch", "poisson_batch", "offline")
 OPEN_LOOP = ("server",)
@@ -117,7 +117,7 @@ class ScenarioConfig:
             raise ScenarioError(f"scenario 'batch_sweep': --repeats must be >= 2 (a CI needs two calls per batch "
                                 f"size), got {self.repeats}")
         if self.runtimes is not None:
-            from runners.runtimes import RUNTIMES  # the one list of runtime names
+            from heptathlon.runners.runtimes import RUNTIMES  # the one list of runtime names
 
             unknown = [r for r in self.runtimes if r not in RUNTIMES]
             if unknown or not self.runtimes:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats as sps
 
-from bench.metrics import MetricValue
+from heptathlon.bench.metrics import MetricValue
 
 N_RESAMPLES = 2000
 # Above this many samples the bootstrap's O(n x resamples) cost is replaced by exact or

@@ -3,9 +3,9 @@
 Fills a fresh SQLite database (bulk inserts through SQLAlchemy Core, one transaction per table),
 then times, on this machine:
 
-- the leaderboard query the dashboard's first page runs (db.dashboard_queries.latest_results for
+- the leaderboard query the dashboard's first page runs (heptathlon.db.dashboard_queries.latest_results for
   one task / scenario / profile / machine class), plus the filter and overview queries that page
-  also needs, and the CLI's db.queries.leaderboard for comparison;
+  also needs, and the CLI's heptathlon.db.queries.leaderboard for comparison;
 - the first render of the app (Streamlit AppTest ``run()``), in a fresh Python process so that
   nothing is cached or imported yet, then again with the query cache cleared and with it warm.
 
@@ -41,10 +41,10 @@ streamlit.logger.set_log_level("error")
 import numpy as np  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from db import dashboard_queries as DQ  # noqa: E402
-from db import queries as Q  # noqa: E402
-from db.models import Machine, Measurement, Profile, Run, Submission, Task  # noqa: E402
-from db.session import get_engine, session_scope, upgrade  # noqa: E402
+from heptathlon.db import dashboard_queries as DQ  # noqa: E402
+from heptathlon.db import queries as Q  # noqa: E402
+from heptathlon.db.models import Machine, Measurement, Profile, Run, Submission, Task  # noqa: E402
+from heptathlon.db.session import get_engine, session_scope, upgrade  # noqa: E402
 
 TASKS = ["arrests", "hearts", "digits"]
 PROFILES = ["cpu-1core", "cpu-2core", "cpu-halfcore", "cpu-1core-int8", "cpu-1core-bf16"]
@@ -201,7 +201,7 @@ def main() -> None:
     rows = [("leaderboard query: latest_results(one group)", q(DQ.latest_results, **group)),
             ("filter options: result_options", q(DQ.result_options)),
             ("overview: database_overview", q(DQ.database_overview)),
-            ("CLI leaderboard: db.queries.leaderboard(task, profile, scenario)",
+            ("CLI leaderboard: heptathlon.db.queries.leaderboard(task, profile, scenario)",
              q(Q.leaderboard, task="arrests", profile="cpu-1core", scenario="single_stream"))]
     print(f"\nleaderboard group: {len(runs)} entries, {len(meas)} headline values")
     print(f"{'query':66s} {'first ms':>9s} {'median ms':>10s}")

@@ -18,7 +18,7 @@ PROFILES = ["cpu-1core", "cpu-1core-bf16", "cpu-1core-int8"]
 
 
 def cli(*args: str) -> str:
-    p = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", *args], capture_output=True, text=True, cwd=REPO)
     if p.returncode != 0:
         raise SystemExit(p.stderr)
     return p.stdout

@@ -3,10 +3,10 @@
     python benchmarks/harness_overhead.py [--queries 20000] [--rounds 5] [--cpu N] [--costs 1000] [--json FILE]
 
 Part 1, on a null model (a Python function that returns at once), in one process:
-- heptathlon in-process: ``runners.loadgen.run_closed_loop`` calling the null model;
+- heptathlon in-process: ``heptathlon.runners.loadgen.run_closed_loop`` calling the null model;
 - MLPerf LoadGen SingleStream (pip ``mlcommons-loadgen``) calling the same null model from its
   Python SUT callback and completing each sample with ``QuerySamplesComplete``;
-- heptathlon stdio: the ``command`` adapter talking to ``runners.stdio.serve`` in a child
+- heptathlon stdio: the ``command`` adapter talking to ``heptathlon.runners.stdio.serve`` in a child
   process, whose model is the busy-wait one at cost 0;
 - naive stdio: a plain JSON-lines loop on both sides (json.dumps/loads, buffered write + flush,
   readline), the baseline the stdio path is optimised against.
@@ -42,11 +42,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.manifest import load_manifest  # noqa: E402
-from bench.profile import load_profile  # noqa: E402
-from bench.scenarios import StopRule  # noqa: E402
-from runners.adapters import make_adapter  # noqa: E402
-from runners.loadgen import (measure_sleep_overshoot, run_closed_loop, run_server, set_timer_slack,  # noqa: E402
+from heptathlon.bench.manifest import load_manifest  # noqa: E402
+from heptathlon.bench.profile import load_profile  # noqa: E402
+from heptathlon.bench.scenarios import StopRule  # noqa: E402
+from heptathlon.runners.adapters import make_adapter  # noqa: E402
+from heptathlon.runners.loadgen import (measure_sleep_overshoot, run_closed_loop, run_server, set_timer_slack,  # noqa: E402
                              spin_margin_ns)
 
 TARGET_STDIO_P50_US = 30.0

@@ -17,9 +17,9 @@ import argparse
 import threading
 import time
 
-from bench.meters import PeriodicSampler, select_meters
-from bench.meters.base import MeterUnavailable
-from bench.meters.nvml import DEFAULT_POWER_INTERVAL_S, NvmlDevice
+from heptathlon.runners.meters import PeriodicSampler, select_meters
+from heptathlon.runners.meters.base import MeterUnavailable
+from heptathlon.runners.meters.nvml import DEFAULT_POWER_INTERVAL_S, NvmlDevice
 
 TARGET_PERCENT = 0.5
 

@@ -2,7 +2,7 @@
 
 Each series is N nights of lognormal per-query latencies whose scale drifts from night to night
 (sd of the log factor = --drift). Every night is checked against the nights before it with the
-production code path (bench.regression.replay_series, default DetectionConfig unless overridden).
+production code path (heptathlon.bench.regression.replay_series, default DetectionConfig unless overridden).
 
     python benchmarks/nightly_false_positives.py                  # 500 series at the default noise
     python benchmarks/nightly_false_positives.py --drift 0.01 0.02 0.03 --z 3 4
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.regression import (
+from heptathlon.bench.regression import (
     DetectionConfig,
     SimulationSpec,
     estimate_detection_rate,

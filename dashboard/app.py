@@ -5,22 +5,18 @@ from HEPTATHLON_DB (or the default ./.heptathlon/heptathlon.db) and is read only
 cached functions of db/dashboard_queries.py.
 """
 
-import sys
+from importlib import resources
 from pathlib import Path
 
-# `streamlit run` puts dashboard/ on sys.path, not the repository root; without an installed
-# package the imports below would fail.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from bench.errors import HeptathlonError  # noqa: E402
-from dashboard import common as C  # noqa: E402
-from db import dashboard_queries as DQ  # noqa: E402
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.dashboard import common as C
+from heptathlon.db import dashboard_queries as DQ
 
 st.set_page_config(page_title="Heptathlon", page_icon=":material/trophy:", layout="wide")
 
-VIEWS = Path(__file__).resolve().parent / "views"
+VIEWS = Path(str(resources.files("heptathlon.dashboard.views")))
 PAGES = [
     # The default page lives at "/" (Streamlit ignores its url_path).
     st.Page(VIEWS / "leaderboard.py", title="Leaderboard", icon=":material/trophy:", default=True),

@@ -12,11 +12,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-import bench.framework_tax  # noqa: F401  registers batch_knee and fixed_overhead_ms in METRICS
-from bench.metrics import METRICS
-from dashboard.scoring import Value, format_value
-from db import dashboard_queries as DQ
-from db.session import default_url
+import heptathlon.bench.framework_tax  # noqa: F401  registers batch_knee and fixed_overhead_ms in METRICS
+from heptathlon.bench.metrics import METRICS
+from heptathlon.dashboard.scoring import Value, format_value
+from heptathlon.db import dashboard_queries as DQ
+from heptathlon.db.session import default_url
 
 NOT_MEASURED = "not measured"
 NOT_MEASURED_YET = "not measured yet"
@@ -94,7 +94,7 @@ def to_value(row: Any) -> Value:
 
 
 def entries_from(measurements: pd.DataFrame) -> dict[str, dict[str, Value]]:
-    """run_id -> metric -> Value, from the long table of db.dashboard_queries.latest_results."""
+    """run_id -> metric -> Value, from the long table of heptathlon.db.dashboard_queries.latest_results."""
     out: dict[str, dict[str, Value]] = {}
     for row in measurements.to_dict("records"):
         out.setdefault(row["run_id"], {})[row["metric"]] = to_value(row)

@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from bench.metrics import METRICS
-from dashboard.scoring import format_value
+from heptathlon.bench.metrics import METRICS
+from heptathlon.dashboard.scoring import format_value
 
 PALETTE = qualitative.Safe
 ALERT_STYLE = {  # kind -> (marker symbol, colour)

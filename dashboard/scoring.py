@@ -10,8 +10,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bench.metrics import HEADLINE, METRICS, is_estimate
-from bench.ranking import Ranked, rank_with_ties
+from heptathlon.bench.metrics import HEADLINE, METRICS, is_estimate
+from heptathlon.bench.ranking import Ranked, rank_with_ties
 
 # One metric per event of the seven (DESIGN.md), weight 1 each: the default heptathlon score.
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -32,7 +32,7 @@ $$\text{score}(e) = 100 \cdot \frac{\sum_m w_m\, s_m(e)}{\sum_m w_m}, \qquad
 s_m(e) = \frac{N_m - \bar r_m(e)}{N_m - 1}, \qquad \bar r_m(e) = \tfrac{1}{2}\,(\text{best}_m(e) + \text{worst}_m(e))$$
 
 - $[\text{best}_m, \text{worst}_m]$ is the entry's tie-aware rank range on metric $m$ among the $N_m$ entries
-  with a **measured** value: entries whose 95% CIs overlap share a range (`bench.ranking`), so a
+  with a **measured** value: entries whose 95% CIs overlap share a range (`heptathlon.bench.ranking`), so a
   difference inside the noise moves nobody. $s_m = 1$ when only one entry has the metric.
 - The direction of each metric comes from the metric registry (`lower_is_better`).
 - Estimated values (`estimate:*`) count as not measured here: they are never ranked against measurements.

@@ -25,15 +25,15 @@ import streamlit as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db import queries as Q
-from db.models import Alert, GroupMetric, Machine, Measurement, Run, Samples, Submission
-from db.session import ensure_schema, session_scope
+from heptathlon.db import queries as Q
+from heptathlon.db.models import Alert, GroupMetric, Machine, Measurement, Run, Samples, Submission
+from heptathlon.db.session import ensure_schema, session_scope
 
 TTL_S = 30  # seconds a cached read stays fresh; the sidebar's "Reload data" clears it at once
 
 # Measurement params that mark a row as a detail of a run rather than its headline value:
 # batch-sweep points (framework tax) and per-attribute breakdowns (fairness). A run that holds a
-# pooled set of k trials (bench.service.pool_trials) shows the pooled values.
+# pooled set of k trials (heptathlon.bench.app.service.pool_trials) shows the pooled values.
 SWEEP_KEYS = ("sweep", "batch_size")
 DETAIL_KEY = "detail"
 POOLED_KEY = "pooled"
@@ -71,12 +71,12 @@ def database_overview(s: Session) -> dict[str, Any]:
 
 
 def machine_classes(s: Session) -> pd.DataFrame:
-    """One row per machine: its id, its fingerprint class (bench.regression) and a readable label.
+    """One row per machine: its id, its fingerprint class (heptathlon.bench.regression) and a readable label.
 
     Results are comparable only within one fingerprint class (DESIGN.md); machines whose
     hardware-identity fields agree share a class even when their software differs.
     """
-    from bench.regression import fingerprint_class
+    from heptathlon.bench.regression import fingerprint_class
 
     rows = []
     for mid, fph, specs in s.execute(select(Machine.id, Machine.fingerprint_hash, Machine.specs)):

@@ -2,7 +2,7 @@
 
 Nightly bookkeeping lives in ``run.extra["nightly"]`` (suite, date, host, entry, series, ...), one
 night's runs share a ``group_id``, alerts live in the ``alert`` table and the suite lock is a row
-of the ``lock`` table. Callers own the transaction (``db.session.session_scope``).
+of the ``lock`` table. Callers own the transaction (``heptathlon.db.session.session_scope``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from db.models import Alert, Lock, Measurement, Run, Submission, utcnow
+from heptathlon.db.models import Alert, Lock, Measurement, Run, Submission, utcnow
 
 NIGHTLY = "nightly"  # the run.extra key of nightly bookkeeping
 

@@ -12,8 +12,8 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bench.metrics import MetricValue
-from db.models import GroupMetric, Machine, Measurement, Profile, Run, Samples, Submission, Task, utcnow
+from heptathlon.bench.metrics import MetricValue
+from heptathlon.db.models import GroupMetric, Machine, Measurement, Profile, Run, Samples, Submission, Task, utcnow
 
 
 # ---- arrays ---------------------------------------------------------------------------------

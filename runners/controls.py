@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ProfileError
-from bench.profile import Profile
+from heptathlon.bench.errors import ProfileError
+from heptathlon.bench.profile import Profile
 
 CGROUP_ENV = "HEPTATHLON_CGROUP"
 CGROUP_PREFIX = "heptathlon-"
@@ -139,7 +139,7 @@ def validate_profile_for_machine(profile: Profile) -> None:
     best_effort pass here and are recorded as not taken effect by the worker.
     """
     if profile.device == "cuda":
-        from bench.fingerprint import count_nvidia_gpus
+        from heptathlon.bench.fingerprint import count_nvidia_gpus
 
         n, note = count_nvidia_gpus()
         if n == 0:
@@ -172,7 +172,7 @@ def validate_profile_for_machine(profile: Profile) -> None:
             raise ProfileError(f"profile {profile.name!r}: field 'cpu.quota': a CPU quota needs the cgroup "
                                f"cpu controller, which is not usable here ({problem})")
     if profile.require_sandbox:
-        from runners.sandbox import available_mechanisms, unavailable_reasons
+        from heptathlon.runners.sandbox import available_mechanisms, unavailable_reasons
 
         if not available_mechanisms():
             raise ProfileError(f"profile {profile.name!r}: field 'require_sandbox': no sandbox works on this "
@@ -868,7 +868,7 @@ def ort_session_options(profile: Profile) -> tuple[Any, list[Any], dict[str, Any
             opts: dict[str, Any] = {"device_id": int(torch_device(profile).split(":")[1]),
                                     "use_tf32": int(bool(gpu and gpu.tf32))}
             if gpu and gpu.memory_fraction < 1.0:
-                from bench.fingerprint import collect_gpus
+                from heptathlon.bench.fingerprint import collect_gpus
 
                 gpus = collect_gpus()[0]
                 idx = gpu.index

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bench.scenarios import (ScenarioConfig, StopRule, batch_pool_schedule, build_schedule, poisson_arrivals_ns,
+from heptathlon.bench.scenarios import (ScenarioConfig, StopRule, batch_pool_schedule, build_schedule, poisson_arrivals_ns,
                              server_query_count)
 
 Z95 = 1.959963984540054
@@ -55,7 +55,7 @@ class LoopResult:
 def median_ci_half_width_rel(latency_ns: np.ndarray) -> float:
     """Relative half-width of the distribution-free 95% CI of the median: the order statistics
     around n/2 +- z sqrt(n)/2 (normal approximation to the binomial). O(n) with a partition, so the
-    adaptive check stays cheap; the reported CI is computed afterwards by bench.stats."""
+    adaptive check stays cheap; the reported CI is computed afterwards by heptathlon.bench.stats."""
     x = np.asarray(latency_ns, dtype=np.float64)
     n = x.size
     if n < 2:

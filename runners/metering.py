@@ -2,7 +2,7 @@
 
 The worker calls ``open_meters`` after warm-up (it also measures the idle baseline), starts
 the selection just before the timed loop and stops it just after. Readings travel to the
-parent as JSON; the parent turns them into metrics with ``bench.meters.energy_metrics``.
+parent as JSON; the parent turns them into metrics with ``heptathlon.runners.meters.energy_metrics``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import dataclasses
 import os
 from typing import Any
 
-from bench.profile import Profile
+from heptathlon.bench.profile import Profile
 
 
 @dataclasses.dataclass
 class OpenMeters:
-    selection: Any  # bench.meters.MeterSelection
-    idle: Any  # bench.meters.IdleBaseline
-    gpu_memory: Any = None  # bench.meters.GpuMemorySampler
+    selection: Any  # heptathlon.runners.meters.MeterSelection
+    idle: Any  # heptathlon.runners.meters.IdleBaseline
+    gpu_memory: Any = None  # heptathlon.runners.meters.GpuMemorySampler
     min_window_s: float = 0.0
 
     def start(self) -> None:
@@ -40,7 +40,7 @@ def open_meters(job: dict[str, Any], profile: Profile) -> OpenMeters | None:
     cfg = job.get("energy") or {}
     if not cfg.get("enabled", True):
         return None
-    from bench.meters import GpuMemorySampler, measure_idle_power, select_meters
+    from heptathlon.runners.meters import GpuMemorySampler, measure_idle_power, select_meters
 
     sync = None
     gpu_index = None
@@ -59,8 +59,8 @@ def open_meters(job: dict[str, Any], profile: Profile) -> OpenMeters | None:
 def energy_values(payload: dict[str, Any] | None, window_s: float, n_samples: int, country_iso: str,
                   disabled_reason: str | None = None) -> list:
     """Parent side: MetricValues from the worker's meter payload (never 0 J for 'unknown')."""
-    from bench.meters import EnergyReading, IdleBaseline, energy_metrics
-    from bench.metrics import MetricValue
+    from heptathlon.runners.meters import EnergyReading, IdleBaseline, energy_metrics
+    from heptathlon.bench.metrics import MetricValue
 
     names = ("energy_gross_j", "energy_j", "energy_per_sample_j", "co2_g")
     if payload is None:
@@ -71,7 +71,7 @@ def energy_values(payload: dict[str, Any] | None, window_s: float, n_samples: in
     values = energy_metrics(readings, idle, window_s, n_samples, country_iso)
     gm = payload.get("gpu_memory")
     if gm is not None:
-        from bench.meters import MemoryReading
+        from heptathlon.runners.meters import MemoryReading
 
         values.append(MemoryReading(**gm).to_metric("gpu_peak_mb"))
     return values

@@ -1,6 +1,6 @@
 """`heptathlon profiles check NAME`: show, control by control, that a profile really holds.
 
-Each probe is a fresh ``python -m runners.probe ...`` process (spawned and exec'd, never a
+Each probe is a fresh ``python -m heptathlon.runners.probe ...`` process (spawned and exec'd, never a
 fork of the parent), started exactly as a worker is: in its own run cgroup, with the
 profile's environment, calling ``apply_controls`` first. It then looks at itself from the
 inside (affinity, cgroup, thread pools) or does something the profile must stop (allocate
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.profile import Profile
-from runners.controls import (
+from heptathlon.bench.profile import Profile
+from heptathlon.runners.controls import (
     apply_controls,
     CFS_PERIOD_US,
     apply_torch_controls,
@@ -69,7 +69,7 @@ class _Probe:
 
 def _spawn(profile: Profile, mode: str, *args: str, cgroup: bool = True) -> _Probe:
     """Run one probe process under the profile, as the executor runs a worker."""
-    argv = [sys.executable, "-m", "runners.probe", mode, profile.model_dump_json(), *args]
+    argv = [sys.executable, "-m", "heptathlon.runners.probe", mode, profile.model_dump_json(), *args]
     env = {**os.environ, **control_env(profile), "PYTHONUNBUFFERED": "1"}
     handle = create_run_cgroup(f"probe-{mode}", profile) if cgroup else None
     try:
@@ -191,7 +191,7 @@ def _check_quota(profile: Profile, spin_s: float) -> CheckResult:
 
 
 def _check_sandbox(profile: Profile) -> CheckResult:
-    from runners.sandbox import cleanup_sandbox, sandbox_command
+    from heptathlon.runners.sandbox import cleanup_sandbox, sandbox_command
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -200,7 +200,7 @@ def _check_sandbox(profile: Profile) -> CheckResult:
     secret = "HEPTATHLON_DB"
     base_env = {**os.environ, secret: "postgresql://probe@127.0.0.1/never"}
     try:
-        argv, env, rec = sandbox_command([sys.executable, "-m", "runners.probe", "sandbox",
+        argv, env, rec = sandbox_command([sys.executable, "-m", "heptathlon.runners.probe", "sandbox",
                                           profile.model_dump_json(), str(port)], None, base_env=base_env,
                                          extra_env=control_env(profile), require=False)
         try:
@@ -253,7 +253,7 @@ def _precision_probe(profile: Profile) -> dict[str, Any]:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
-        from runners.quantize import quantize_onnx_int8
+        from heptathlon.runners.quantize import quantize_onnx_int8
 
         rng = np.random.default_rng(0)
         w = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w")
@@ -272,8 +272,8 @@ def _precision_probe(profile: Profile) -> dict[str, Any]:
                 "detail": f"tiny MatMul: max |int8 - fp32| = {diff:.2e} ({rec['quantized_nodes']} quantized nodes)"}
     import torch
 
-    from runners.controls import torch_device
-    from runners.quantize import prepare_torch_precision
+    from heptathlon.runners.controls import torch_device
+    from heptathlon.runners.quantize import prepare_torch_precision
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(16, 4)

@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bench.errors import one_line
-from bench.framework_tax import summarize_tax
-from bench.metrics import MetricValue
+from heptathlon.bench.errors import one_line
+from heptathlon.bench.framework_tax import summarize_tax
+from heptathlon.bench.metrics import MetricValue
 
 CALL_MARK = "heptathlon::call"
 UNRESOLVED_FACTOR = 2.0  # see assemble_decomposition
@@ -188,7 +188,7 @@ def is_compute_event(name: str, is_user_annotation: bool = False) -> bool:
 
     Counts operators outside NON_COMPUTE_OPS, plus torch.compile's fused C++ kernels
     (``graph_N_cpp_fused_...``, recorded when Inductor's ``cpp.enable_kernel_profile`` is on,
-    as runners.runtimes sets it). Python-level records ("forward", "Torch-Compiled Region",
+    as heptathlon.runners.runtimes sets it). Python-level records ("forward", "Torch-Compiled Region",
     user record_function ranges) are overhead.
     """
     if is_user_annotation:
@@ -461,7 +461,7 @@ def profile_onnxruntime(model: bytes | str | os.PathLike, feeds: dict[str, Any],
 
 
 def decompose_call(runtime: Any, batch: Any, *, repeats: int = 20, warmup: int = 3) -> Decomposition:
-    """Decompose one call of a runners.runtimes.RuntimeCandidate on ``batch`` (tensors, as for prepare)."""
+    """Decompose one call of a heptathlon.runners.runtimes.RuntimeCandidate on ``batch`` (tensors, as for prepare)."""
     if not getattr(runtime, "available", False):
         return Decomposition.unavailable("unavailable", f"runtime {runtime.name!r} is not available: {runtime.reason}")
     try:

@@ -4,7 +4,7 @@
   quantized once, activations per batch at run time), cached by the model's content hash.
 - bf16: torch models cast with ``module.to(torch.bfloat16)``, inputs cast to match. On CPU.
 - fp16: torch models on CUDA (``module.to(torch.float16)``).
-- tf32 is not a precision of its own: it is fp32 with ``gpu.tf32`` on (runners.controls).
+- tf32 is not a precision of its own: it is fp32 with ``gpu.tf32`` on (heptathlon.runners.controls).
 
 The quantized or cast model is derived from the submitter's artifact every time; nothing a
 submission ships is trusted to be the "int8 version" of itself.
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ProfileError
+from heptathlon.bench.errors import ProfileError
 
 INT8_SCHEME = "dynamic-qint8-per-tensor"
 # Nodes that only exist in a graph that dynamic quantization rewrote.
@@ -181,7 +181,7 @@ def prepare_torch_precision(module: Any, precision: str, device: str = "cpu", *,
                               "input_dtype": str(dtype).removeprefix("torch."), "device": str(dev),
                               "took_effect": took_effect}
     if precision == "bf16" and dev.type == "cpu":
-        from bench.fingerprint import cpu_flags
+        from heptathlon.bench.fingerprint import cpu_flags
 
         flags = set(cpu_flags())
         record["native_bf16"] = bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.errors import one_line
+from heptathlon.bench.errors import one_line
 
 RUNTIMES = ("eager", "torchscript", "torch.compile", "onnxruntime")
 
@@ -252,7 +252,7 @@ def _compile(module: Any, example: tuple, device: str, budget_s: float | None) -
     try:
         with _time_limit(budget_s):
             # Inductor's fused C++ kernels are not aten ops; enable_kernel_profile wraps each in a
-            # profiler record so runners.profiling can count it as compute. Compilation is lazy, so
+            # profiler record so heptathlon.runners.profiling can count it as compute. Compilation is lazy, so
             # the first call here is where it fails (e.g. no C compiler) or succeeds.
             compiled = torch.compile(module, options={"cpp.enable_kernel_profile": True})
             cand = torch_runtime("torch.compile", compiled, device=device, details={"how": "torch.compile(inductor)"})

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ProfileError
+from heptathlon.bench.errors import ProfileError
 
 MECHANISMS = ("bwrap", "unshare")
 # Passed through when set: locale, thread pools, GPU selection and the run's cgroup.

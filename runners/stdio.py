@@ -1,6 +1,6 @@
 """A tiny helper for authors of ``kind: command`` submissions (the stdio protocol, DESIGN.md).
 
-    from runners.stdio import serve
+    from heptathlon.runners.stdio import serve
 
     def load():
         return MyModel()

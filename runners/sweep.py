@@ -3,14 +3,14 @@
 It runs after the timed latency pass and outside the meter window. For the submission as
 submitted and, for torch kinds, each runtime derived from it:
 
-1. an unprofiled sweep: latency at b = 1, 2, 4, ... up to the cap (``runners.profiling.batch_sweep``),
+1. an unprofiled sweep: latency at b = 1, 2, 4, ... up to the cap (``heptathlon.runners.profiling.batch_sweep``),
    ending at the first size that fails (a fixed-shape model, MemoryError, CUDA out-of-memory);
-2. a separate profiled pass at each size the sweep reached (``runners.profiling.decompose_call``):
+2. a separate profiled pass at each size the sweep reached (``heptathlon.runners.profiling.decompose_call``):
    torch.profiler for torch runtimes, ONNX Runtime's profiler for ONNX. It never runs inside the
    sweep, so profiling never inflates a reported latency.
 
 Only raw samples leave the worker, as a JSON payload in result["sweep"];
-``bench.sweep_service`` computes every statistic in the parent. Nothing here raises into the
+``heptathlon.bench.sweep_stats`` computes every statistic in the parent. Nothing here raises into the
 run: a conversion, runtime or profiler that fails is reported with its reason.
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import one_line
-from bench.scenarios import DEFAULT_SWEEP_REPEATS, ScenarioConfig, instance_order
-from runners.profiling import batch_sweep, decompose_call, powers_of_two
-from runners.runtimes import RUNTIMES, RuntimeCandidate, derive_runtimes
+from heptathlon.bench.errors import one_line
+from heptathlon.bench.scenarios import DEFAULT_SWEEP_REPEATS, ScenarioConfig, instance_order
+from heptathlon.runners.profiling import batch_sweep, decompose_call, powers_of_two
+from heptathlon.runners.runtimes import RUNTIMES, RuntimeCandidate, derive_runtimes
 
 # The runtime a submission runs in as submitted, by manifest kind.
 PRIMARY_RUNTIME = {"onnx": "onnxruntime", "torch": "eager", "torchscript": "torchscript", "command": "command"}
@@ -64,7 +64,7 @@ def _batch_maker(x: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
 
 def _ort_options_factory(profile) -> Callable[[], Any]:
     """The profile's SessionOptions (threads, graph optimisation), fresh for every session."""
-    from runners.controls import ort_session_options
+    from heptathlon.runners.controls import ort_session_options
 
     def make() -> Any:
         so = ort_session_options(profile)[0]
@@ -140,7 +140,7 @@ def derived_runtimes(adapter, profile, requested: tuple[str, ...] | None, make_n
     # torch.compile last: a compile cut short by its budget must not disturb the other conversions.
     include.sort(key=lambda r: r == "torch.compile")
     try:
-        from runners.controls import ort_session_options
+        from heptathlon.runners.controls import ort_session_options
 
         # The profile's providers (with their options), so a derived ORT session runs where the profile says.
         providers = ort_session_options(profile)[1] if "onnxruntime" in include else None

@@ -1,4 +1,4 @@
-"""The worker process: ``python -m runners.worker JOB.json``.
+"""The worker process: ``python -m heptathlon.runners.worker JOB.json``.
 
 Spawned fresh for every run (never forked). In order it applies the profile's controls,
 loads the model (the cold start), runs a quality pass, warms up, drives the scenario and
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import one_line
+from heptathlon.bench.errors import one_line
 
 
 def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -42,17 +42,17 @@ def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.nda
 
 
 def run_job(job: dict) -> dict:
-    from bench.manifest import Manifest
-    from bench.profile import Profile
-    from bench.scenarios import ScenarioConfig
-    from runners.loadgen import plan_scenario  # the measured loops live there
-    from runners.controls import apply_controls
+    from heptathlon.bench.manifest import Manifest
+    from heptathlon.bench.profile import Profile
+    from heptathlon.bench.scenarios import ScenarioConfig
+    from heptathlon.runners.loadgen import plan_scenario  # the measured loops live there
+    from heptathlon.runners.controls import apply_controls
 
     out = Path(job["out_dir"])
     profile = Profile.model_validate(job["profile"])
     controls = apply_controls(profile)  # before any runtime is imported or the model loads
 
-    from runners.adapters import make_adapter
+    from heptathlon.runners.adapters import make_adapter
 
     manifest = Manifest.model_validate(job["manifest"])
     adapter = make_adapter(manifest, Path(job["folder"]), profile, job.get("context", {}))
@@ -68,7 +68,7 @@ def run_job(job: dict) -> dict:
     cfg = ScenarioConfig.from_params(job["scenario"])
     plan = plan_scenario(adapter, cfg, x)  # schedule, prepared inputs, warm-up (and a server's SLO search)
 
-    from runners.metering import open_meters
+    from heptathlon.runners.metering import open_meters
 
     meters = open_meters(job, profile)  # measures the idle baseline too, before the window opens
     min_duration_s = max(cfg.stop.min_duration_s, meters.min_window_s if meters else 0.0)  # counter-aware window
@@ -82,7 +82,7 @@ def run_job(job: dict) -> dict:
     np.save(out / "batch.npy", loop.samples)
     sweep = None
     if cfg.name == "batch_sweep":  # after the timed pass, outside the meter window: raw samples for the parent
-        from runners.sweep import run_sweep_phase
+        from heptathlon.runners.sweep import run_sweep_phase
 
         sweep = run_sweep_phase(adapter, cfg, x, profile)
     describe = adapter.describe()

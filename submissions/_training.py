@@ -6,16 +6,13 @@ format, so the four arrests examples hold the *same* weights in four runtimes.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.tasks import get_task  # noqa: E402
+from heptathlon.bench.tasks import get_task
 
 
 class ArrestsMLP(nn.Module):

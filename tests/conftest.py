@@ -30,7 +30,7 @@ def _fresh_postgres() -> tuple[str, callable]:
         c.execute(text(f'CREATE DATABASE "{name}"'))
 
     def drop() -> None:
-        from db.session import _ENGINES
+        from heptathlon.db.session import _ENGINES
 
         for url, eng in list(_ENGINES.items()):
             if name in url:
@@ -64,7 +64,7 @@ def sqlite_url(tmp_path):
 @pytest.fixture(scope="session")
 def examples():
     """The bundled example submissions, with their artifacts built (seconds each, once)."""
-    from bench.service import EXAMPLES_DIR, build_examples
+    from heptathlon.bench.app.service import EXAMPLES_DIR, build_examples
 
     folders = sorted(p.parent for p in EXAMPLES_DIR.glob("*/submission.yaml"))  # calibrated ones included
     build_examples(folders)

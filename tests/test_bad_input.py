@@ -10,16 +10,16 @@ import textwrap
 import pytest
 from sqlalchemy import func, select
 
-from bench.errors import HeptathlonError, ProfileError, ScenarioError, SubmissionError, TaskError
-from bench.scenarios import make_scenario
+from heptathlon.bench.errors import HeptathlonError, ProfileError, ScenarioError, SubmissionError, TaskError
+from heptathlon.bench.scenarios import make_scenario
 from functools import partial
 
-from bench import service
-from bench.service import execute_queued, execute_run
+from heptathlon.bench.app import service
+from heptathlon.bench.app.service import execute_queued, execute_run
 
 queue_runs = partial(service.queue_runs, energy={"enabled": False})  # meters are tested elsewhere
-from db.models import Machine, Measurement, Profile, Run, Samples, Submission
-from db.session import session_scope
+from heptathlon.db.models import Machine, Measurement, Profile, Run, Samples, Submission
+from heptathlon.db.session import session_scope
 
 SERVE = """
 import json, sys
@@ -116,7 +116,7 @@ def test_unknown_profile(examples, db_url, q):
 
 
 def test_unknown_scenario_from_cli(examples, sqlite_url):
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(examples["arrests-mlp-onnx"]), "--scenario",
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "run", str(examples["arrests-mlp-onnx"]), "--scenario",
                         "warp_speed", "--json", "--db", sqlite_url], capture_output=True, text=True)
     assert p.returncode == 2
     doc = json.loads(p.stdout)
@@ -126,7 +126,7 @@ def test_unknown_scenario_from_cli(examples, sqlite_url):
 
 
 def test_cli_error_is_one_line_without_traceback(tmp_path, sqlite_url):
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(tmp_path / "nowhere"), "--db", sqlite_url],
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "run", str(tmp_path / "nowhere"), "--db", sqlite_url],
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert "Traceback" not in p.stderr

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from croniter import croniter
 
-from bench.errors import HeptathlonError
-from bench.schedule import NIGHTLY_CRON, next_fire_times, run_on_schedule, validate_cron
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.app.schedule import NIGHTLY_CRON, next_fire_times, run_on_schedule, validate_cron
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 SERVICE = DEPLOY / "heptathlon-nightly.service"
@@ -138,7 +138,7 @@ def test_a_failing_job_is_logged_and_the_schedule_goes_on(caplog):
         calls.append(clock.now)
         raise RuntimeError("database is locked")
 
-    with caplog.at_level(logging.ERROR, logger="bench.schedule"):
+    with caplog.at_level(logging.ERROR, logger="heptathlon.bench.app.schedule"):
         runs = run_on_schedule("0 * * * *", job, FakeEvent(clock, stop_after=4), now=clock)
     assert runs == 3 and len(calls) == 3
     assert "database is locked" in caplog.text

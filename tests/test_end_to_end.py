@@ -7,11 +7,11 @@ import sys
 import pytest
 from sqlalchemy import func, select
 
-from bench.scenarios import make_scenario
-from bench.service import execute_run, queue_runs
-from db.models import Measurement, Run, Samples, Submission
-from db import queries as Q
-from db.session import session_scope
+from heptathlon.bench.scenarios import make_scenario
+from heptathlon.bench.app.service import execute_run, queue_runs
+from heptathlon.db.models import Measurement, Run, Samples, Submission
+from heptathlon.db import queries as Q
+from heptathlon.db.session import session_scope
 
 # Energy meters add an idle baseline to every run; they are tested in test_energy_e2e.py.
 QUICK = ["--min-queries", "20", "--min-duration", "0", "--max-duration", "5", "--warmup", "2", "--no-meters"]
@@ -21,7 +21,7 @@ EXPECTED = {"latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_
 
 def cli(*args, db=None):
     env_db = ["--db", db] if db else []
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args, *env_db], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", *args, *env_db], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("name", ["arrests-mlp-onnx", "arrests-mlp-torchscript", "arrests-mlp-torch",

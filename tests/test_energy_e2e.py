@@ -8,7 +8,7 @@ QUICK = ["--min-queries", "20", "--min-duration", "0", "--max-duration", "5", "-
 
 
 def run_json(folder, db, *extra):
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(folder), "--json", "--db", db, *QUICK, *extra],
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "run", str(folder), "--json", "--db", db, *QUICK, *extra],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
@@ -39,10 +39,10 @@ def test_no_meters_switch(examples, sqlite_url):
 
 def test_estimates_marked_in_results_table(examples, sqlite_url):
     run_json(examples["digits-cnn-onnx"], sqlite_url, "--idle-seconds", "0.5")
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "results", "--db", sqlite_url, "--rank-by",
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "results", "--db", sqlite_url, "--rank-by",
                         "energy_per_sample_j"], capture_output=True, text=True)
     assert p.returncode == 0
-    rows = json.loads(subprocess.run([sys.executable, "-m", "bench.cli", "results", "--json", "--db", sqlite_url,
+    rows = json.loads(subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "results", "--json", "--db", sqlite_url,
                                       "--rank-by", "energy_per_sample_j"], capture_output=True, text=True).stdout)
     est = rows[0]["metrics"]["energy_per_sample_j"]["method"].startswith("estimate:")
     if est:

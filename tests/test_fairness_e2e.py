@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from bench.errors import HeptathlonError
-from bench.fairness_service import compute_disparity
-from bench.scenarios import make_scenario
-from bench.service import execute_run, queue_runs
-from db.models import GroupMetric, Measurement, Run
-from db.session import session_scope
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.app.fairness import compute_disparity
+from heptathlon.bench.scenarios import make_scenario
+from heptathlon.bench.app.service import execute_run, queue_runs
+from heptathlon.db.models import GroupMetric, Measurement, Run
+from heptathlon.db.session import session_scope
 
 NO_METERS = {"enabled": False}
 
@@ -53,7 +53,7 @@ def test_disparity_against_reference_is_stored_and_printed(examples, sqlite_url,
     with session_scope(sqlite_url) as s:
         assert len(list(s.scalars(select(Measurement).where(Measurement.run_id == cand,
                                                              Measurement.metric == "hw_disparity")))) == 3
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "fairness", "arrests-mlp-torch", "--db", sqlite_url],
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "fairness", "arrests-mlp-torch", "--db", sqlite_url],
                        capture_output=True, text=True)
     assert p.returncode == 0 and "hw_disparity" in p.stdout and "cpu-1core-int8 vs reference cpu-1core" in p.stdout
 
@@ -69,7 +69,7 @@ def test_task_without_groups_says_so(examples, sqlite_url, q):
     with session_scope(sqlite_url) as s:
         m = s.scalar(select(Measurement).where(Measurement.run_id == rid, Measurement.metric == "fairness_gap"))
         assert m.value is None and "has no group labels" in m.note
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "fairness", "digits-cnn-onnx", "--db", sqlite_url],
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "fairness", "digits-cnn-onnx", "--db", sqlite_url],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "no group labels" in p.stderr
 

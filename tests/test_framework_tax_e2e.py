@@ -12,12 +12,12 @@ import warnings
 import pytest
 from sqlalchemy import select
 
-from bench.scenarios import make_scenario
-from bench.service import execute_run, queue_runs
-from db import dashboard_queries as DQ
-from db import queries as Q
-from db.models import Measurement, Run
-from db.session import session_scope
+from heptathlon.bench.scenarios import make_scenario
+from heptathlon.bench.app.service import execute_run, queue_runs
+from heptathlon.db import dashboard_queries as DQ
+from heptathlon.db import queries as Q
+from heptathlon.db.models import Measurement, Run
+from heptathlon.db.session import session_scope
 
 NO_METERS = {"enabled": False}
 SIZES = [1, 2, 4, 8]
@@ -73,7 +73,7 @@ def assert_sweep_rows(rows, runtime, sizes, tax_method):
 
 
 def test_onnx_sweep_from_the_cli(examples, sqlite_url):
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(examples["arrests-mlp-onnx"]), "--scenario",
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "run", str(examples["arrests-mlp-onnx"]), "--scenario",
                         "batch_sweep", "--max-batch", "8", "--repeats", "4", "--min-queries", "20", "--min-duration",
                         "0", "--max-duration", "10", "--warmup", "2", "--no-meters", "--json", "--db", sqlite_url],
                        capture_output=True, text=True)
@@ -195,7 +195,7 @@ def test_command_gets_an_intercept_estimate(examples, sqlite_url):
     assert head["batch_knee"].value is not None
     assert run.extra["sweep"]["runtimes"]["command"]["framework_tax_method"] == ["estimate:intercept"]
     # an estimate is never ranked against measurements
-    from bench.service import leaderboard_groups
+    from heptathlon.bench.app.service import leaderboard_groups
 
     [group] = leaderboard_groups(sqlite_url, scenario="batch_sweep", rank_by="framework_tax")
     assert [r["rank"] for r in group["rows"]] == ["—"]
@@ -208,14 +208,14 @@ def test_command_gets_an_intercept_estimate(examples, sqlite_url):
     (["--scenario", "batch_sweep", "--batch-size", "4"], "use --max-batch instead of --batch-size"),
 ])
 def test_bad_sweep_options_are_rejected(examples, sqlite_url, args, message):
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(examples["arrests-mlp-onnx"]), *args,
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "run", str(examples["arrests-mlp-onnx"]), *args,
                         "--db", sqlite_url], capture_output=True, text=True)
     assert p.returncode == 2 and message in " ".join(p.stderr.split()), p.stderr
 
 
 def test_compile_budget_makes_torch_compile_unavailable():
     torch = pytest.importorskip("torch")
-    from runners.runtimes import derive_runtimes
+    from heptathlon.runners.runtimes import derive_runtimes
 
     module = torch.nn.Sequential(torch.nn.Linear(7, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     rts = derive_runtimes(module, torch.randn(4, 7), include=("eager", "torch.compile"), compile_budget_s=0.01)

@@ -18,29 +18,29 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from bench import nightly as N
-from bench.errors import HeptathlonError
-from bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
-from bench.metrics import MetricValue
-from bench.nightly_report import EXIT_REGRESSION
-from db import nightly_queries as NQ
-from db import queries as Q
-from db.models import Alert, Lock, Run
-from db.session import ensure_schema, session_scope
+from heptathlon.bench.app import nightly as N
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
+from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.app.report import EXIT_REGRESSION
+from heptathlon.db import nightly_queries as NQ
+from heptathlon.db import queries as Q
+from heptathlon.db.models import Alert, Lock, Run
+from heptathlon.db.session import ensure_schema, session_scope
 
 QUICK = {"min_queries": 20, "min_duration_s": 0.0, "max_duration_s": 5.0, "warmup_queries": 2}
 
 
 def cli(*args, db=None):
     """The real command line in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args, *(["--db", db] if db else [])],
+    return subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", *args, *(["--db", db] if db else [])],
                           capture_output=True, text=True)
 
 
 @pytest.fixture
 def heptathlon(capsys, monkeypatch):
-    """``bench.cli.main`` in this process (its exit-code mapping included): (code, stdout, stderr)."""
-    from bench.cli import main
+    """``heptathlon.bench.cli.main`` in this process (its exit-code mapping included): (code, stdout, stderr)."""
+    from heptathlon.bench.cli import main
 
     def call(*args, db=None):
         monkeypatch.setattr(sys, "argv", ["heptathlon", *args, *(["--db", db] if db else [])])

@@ -5,11 +5,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from bench.scenarios import make_scenario
-from bench.service import execute_run, queue_runs
-from db import queries as Q
-from db.models import Run
-from db.session import session_scope
+from heptathlon.bench.scenarios import make_scenario
+from heptathlon.bench.app.service import execute_run, queue_runs
+from heptathlon.db import queries as Q
+from heptathlon.db.models import Run
+from heptathlon.db.session import session_scope
 
 NO_METERS = {"enabled": False}
 
@@ -109,7 +109,7 @@ def test_every_run_records_fingerprint_and_controls(examples, sqlite_url, q):
         assert run.controls["onnxruntime"]["intra_op_num_threads"] == 2
 
 
-@pytest.mark.skipif(__import__("bench.fingerprint", fromlist=["x"]).count_nvidia_gpus()[0] > 0,
+@pytest.mark.skipif(__import__("heptathlon.bench.fingerprint", fromlist=["x"]).count_nvidia_gpus()[0] > 0,
                     reason="this machine has a GPU: the CPU-only failure path does not apply")
 def test_cuda_profile_without_gpu_fails_before_spawning(examples, sqlite_url, q):
     [rid] = queue_runs(examples["arrests-mlp-torch"], ["cuda-fp16"], q, db=sqlite_url, energy=NO_METERS)

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from bench.scenarios import build_schedule, make_scenario
-from bench.service import execute_run, queue_runs, recompute_latency
-from db import queries as Q
-from db.models import Measurement, Run
-from db.session import session_scope
+from heptathlon.bench.scenarios import build_schedule, make_scenario
+from heptathlon.bench.app.service import execute_run, queue_runs, recompute_latency
+from heptathlon.db import queries as Q
+from heptathlon.db.models import Measurement, Run
+from heptathlon.db.session import session_scope
 
 QUICK = ["--min-queries", "20", "--min-duration", "0", "--max-duration", "5", "--warmup", "2", "--no-meters"]
 NO_METERS = {"enabled": False}
 
 
 def cli(*args, db):
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args, "--db", db], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", *args, "--db", db], capture_output=True, text=True)
 
 
 def run_json(*args, db):
@@ -79,7 +79,7 @@ def test_poisson_batch_sizes_follow_the_seeded_schedule(all_scenarios):
     url, outcomes = all_scenarios
     o = outcomes["poisson_batch"]
     n = o.metrics["latency_p50_ms"].n
-    from bench.tasks import get_task
+    from heptathlon.bench.tasks import get_task
 
     sched = build_schedule(make_scenario("poisson_batch", poisson_lambda=3.0), len(get_task("arrests").load().x_test))
     sizes = np.array([len(q) for q in sched])
@@ -187,14 +187,14 @@ def _stored_run(s, sub, machine, p50, lo, hi):
     rid = str(uuid.uuid4())
     Q.create_run(s, id=rid, submission_id=sub.id, submission_ref="x", profile_name="cpu-1core", task_name="arrests",
                  scenario="single_stream", params={}, status="succeeded", machine_id=machine.id, finished_at=Q.utcnow())
-    from bench.metrics import MetricValue
+    from heptathlon.bench.metrics import MetricValue
 
     Q.add_measurements(s, rid, [MetricValue("latency_p50_ms", p50, "timer:perf_counter_ns", n=500, ci_low=lo, ci_high=hi)])
     return rid
 
 
 def test_results_show_ties_where_cis_overlap(sqlite_url):
-    from db.session import ensure_schema
+    from heptathlon.db.session import ensure_schema
 
     ensure_schema(sqlite_url)
     with session_scope(sqlite_url) as s:

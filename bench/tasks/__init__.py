@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from bench.errors import TaskError
+from heptathlon.bench.errors import TaskError
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def resolve_task(ref: str, folder=None) -> Task:
     """A bundled task by name, or a task YAML file inside the submission folder."""
     from pathlib import Path
 
-    from bench.tasks.custom import is_task_file, load_task_file
+    from heptathlon.bench.tasks.custom import is_task_file, load_task_file
 
     if is_task_file(ref):
         if folder is None:
@@ -85,7 +85,7 @@ def task_data_files(ref: str, folder) -> list[str]:
 
     import yaml
 
-    from bench.tasks.custom import is_task_file
+    from heptathlon.bench.tasks.custom import is_task_file
 
     if not is_task_file(ref):
         return []
@@ -99,4 +99,4 @@ def list_tasks() -> list[Task]:
 
 
 def _ensure_builtin() -> None:
-    from bench.tasks import tabular, digits  # noqa: F401  (registers the bundled tasks)
+    from heptathlon.bench.tasks import tabular, digits  # noqa: F401  (registers the bundled tasks)

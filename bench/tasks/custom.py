@@ -20,8 +20,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.errors import TaskError
-from bench.tasks import Task, TaskData
+from heptathlon.bench.errors import TaskError
+from heptathlon.bench.tasks import Task, TaskData
 
 
 class TaskFile(BaseModel):

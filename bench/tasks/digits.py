@@ -7,7 +7,7 @@ import pandas as pd
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from bench.tasks import Task, TaskData, register
+from heptathlon.bench.tasks import Task, TaskData, register
 
 
 def load_digits_task() -> TaskData:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from bench.tasks import Task, TaskData, register
+from heptathlon.bench.tasks import Task, TaskData, register
 
 SPLIT_SEED = 0
 TEST_SIZE = 0.25

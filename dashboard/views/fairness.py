@@ -7,10 +7,10 @@ and ``delta_accuracy`` / ``flip_rate`` once the fairness work stores them.
 import pandas as pd
 import streamlit as st
 
-from dashboard import common as C
-from dashboard import figures as F
-from dashboard.scoring import format_value
-from db import dashboard_queries as DQ
+from heptathlon.dashboard import common as C
+from heptathlon.dashboard import figures as F
+from heptathlon.dashboard.scoring import format_value
+from heptathlon.db import dashboard_queries as DQ
 
 st.title("Fairness")
 st.caption("Nelaturu et al. 2024: the same weights on different hardware change accuracy unevenly across "

@@ -1,17 +1,17 @@
 """Framework tax: latency against batch size per runtime with the knee b*, and FT(b) per batch size.
 
 Reads measurement rows whose params carry ``batch_size`` (``runtime`` names the runtime) and knees
-stored as ``batch_knee`` measurements or in ``run.extra["sweep"]`` (db.dashboard_queries.sweep_points).
+stored as ``batch_knee`` measurements or in ``run.extra["sweep"]`` (heptathlon.db.dashboard_queries.sweep_points).
 """
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from bench.framework_tax import fit_batch_knee, relative_to_best
-from dashboard import common as C
-from dashboard import figures as F
-from db import dashboard_queries as DQ
+from heptathlon.bench.framework_tax import fit_batch_knee, relative_to_best
+from heptathlon.dashboard import common as C
+from heptathlon.dashboard import figures as F
+from heptathlon.db import dashboard_queries as DQ
 
 st.title("Framework tax")
 st.caption("Fernandez et al. 2023: at small batches latency is framework overhead (flat), past the knee b* "
@@ -60,7 +60,7 @@ else:
             continue
         fit = fit_batch_knee(g["batch_size"].tolist(), (g["value"] / 1e3).tolist(), n_resamples=0)
         shown[rt] = {"runtime": rt, "knee": fit.knee_batch, "ci_low": None, "ci_high": None,
-                     "method": "fitted here: bench.framework_tax.fit_batch_knee on the stored medians",
+                     "method": "fitted here: heptathlon.bench.framework_tax.fit_batch_knee on the stored medians",
                      "fitted": True, "source": "dashboard"}
     st.plotly_chart(F.sweep_figure(lat, list(shown.values()), lat_metric), key="ft_sweep")
     if shown:

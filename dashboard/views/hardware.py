@@ -3,10 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import common as C
-from dashboard import figures as F
-from dashboard.scoring import format_value, ordered_metrics
-from db import dashboard_queries as DQ
+from heptathlon.dashboard import common as C
+from heptathlon.dashboard import figures as F
+from heptathlon.dashboard.scoring import format_value, ordered_metrics
+from heptathlon.db import dashboard_queries as DQ
 
 PANELS = ["latency_p50_ms", "throughput_sps", "energy_per_sample_j"]
 

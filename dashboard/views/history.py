@@ -3,11 +3,11 @@ with the nightly regression alerts of the alert table marked on the runs they fl
 
 import streamlit as st
 
-from bench.metrics import METRICS
-from dashboard import common as C
-from dashboard import figures as F
-from dashboard.scoring import ordered_metrics
-from db import dashboard_queries as DQ
+from heptathlon.bench.metrics import METRICS
+from heptathlon.dashboard import common as C
+from heptathlon.dashboard import figures as F
+from heptathlon.dashboard.scoring import ordered_metrics
+from heptathlon.db import dashboard_queries as DQ
 
 st.title("History")
 st.caption("Every finished run of one series, oldest first, with 95% CI error bars. Failed runs are marked "

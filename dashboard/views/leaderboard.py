@@ -3,11 +3,11 @@ CI-tie ranks and the heptathlon score with adjustable weights."""
 
 import streamlit as st
 
-from bench.metrics import METRICS
-from dashboard import common as C
-from dashboard.scoring import (DEFAULT_WEIGHTS, SCORE_FORMULA, format_value, heptathlon_scores, lower_is_better,
+from heptathlon.bench.metrics import METRICS
+from heptathlon.dashboard import common as C
+from heptathlon.dashboard.scoring import (DEFAULT_WEIGHTS, SCORE_FORMULA, format_value, heptathlon_scores, lower_is_better,
                                ordered_metrics, rank_metric, score_ranks)
-from db import dashboard_queries as DQ
+from heptathlon.db import dashboard_queries as DQ
 
 st.title("Leaderboard")
 st.caption("The latest succeeded run of each submission in one comparable group. Hover a value for its "

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from dashboard import common as C
-from dashboard import figures as F
-from dashboard.scoring import format_value, lower_is_better, pareto_front
-from db import dashboard_queries as DQ
+from heptathlon.dashboard import common as C
+from heptathlon.dashboard import figures as F
+from heptathlon.dashboard.scoring import format_value, lower_is_better, pareto_front
+from heptathlon.db import dashboard_queries as DQ
 
 COSTS = ["latency_p50_ms", "latency_p99_ms", "energy_per_sample_j", "energy_j", "peak_rss_mb", "gpu_peak_mb",
          "load_s", "artifact_mb"]

@@ -1,9 +1,9 @@
-"""Alembic environment. The URL comes from the caller's Config (see db.session.alembic_config)."""
+"""Alembic environment. The URL comes from the caller's Config (see heptathlon.db.session.alembic_config)."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from db.models import Base
+from heptathlon.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.manifest import Manifest
-from bench.profile import Profile
+from heptathlon.bench.manifest import Manifest
+from heptathlon.bench.profile import Profile
 
 
 class ModelAdapter(ABC):

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import RunError
-from runners.adapters.base import ModelAdapter
-from runners.controls import thread_env
+from heptathlon.bench.errors import RunError
+from heptathlon.runners.adapters.base import ModelAdapter
+from heptathlon.runners.controls import thread_env
 
 _PYTHONS = {"python", "python3", sys.executable}
 

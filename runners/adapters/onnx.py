@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from runners.adapters.base import ModelAdapter
+from heptathlon.runners.adapters.base import ModelAdapter
 
 
 def count_onnx_params(path) -> int:
@@ -22,7 +22,7 @@ class OnnxAdapter(ModelAdapter):
     def load(self) -> None:
         import onnxruntime as ort
 
-        from runners.controls import ort_session_options
+        from heptathlon.runners.controls import ort_session_options
 
         # The submitter's artifact, or the parent's derived copy for another precision (int8).
         self.artifact_path = self.folder / self.manifest.model.path

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from runners.adapters.base import ModelAdapter
-from runners.controls import apply_torch_controls, torch_device
+from heptathlon.runners.adapters.base import ModelAdapter
+from heptathlon.runners.controls import apply_torch_controls, torch_device
 
 
 class TorchAdapterBase(ModelAdapter):
@@ -21,7 +21,7 @@ class TorchAdapterBase(ModelAdapter):
         self.device = torch.device(torch_device(self.profile))
 
     def _finish(self, module) -> None:
-        from runners.quantize import prepare_torch_precision
+        from heptathlon.runners.quantize import prepare_torch_precision
 
         self.n_params = int(sum(p.numel() for p in module.parameters()))  # before any numerics change
         module.eval()

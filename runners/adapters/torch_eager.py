@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from runners.adapters.torch_common import TorchAdapterBase
+from heptathlon.runners.adapters.torch_common import TorchAdapterBase
 
 
 class TorchEagerAdapter(TorchAdapterBase):

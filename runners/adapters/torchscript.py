@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runners.adapters.torch_common import TorchAdapterBase
+from heptathlon.runners.adapters.torch_common import TorchAdapterBase
 
 
 class TorchScriptAdapter(TorchAdapterBase):

@@ -1,7 +1,7 @@
 """The arrests MLP in plain numpy, served over the stdio protocol with Heptathlon's helper."""
 import numpy as np
 
-from runners.stdio import serve
+from heptathlon.runners.stdio import serve
 
 
 def load():

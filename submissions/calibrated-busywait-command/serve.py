@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from runners.stdio import serve
+from heptathlon.runners.stdio import serve
 
 
 def load():

@@ -1,4 +1,4 @@
-"""Tests for bench.fairness: per-group quality and hardware-induced fairness disparity."""
+"""Tests for heptathlon.bench.fairness: per-group quality and hardware-induced fairness disparity."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 from sklego.datasets import load_arrests
 
-from bench.errors import HeptathlonError
-from bench.fairness import (
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.fairness import (
     DisparityReport,
     NoGroupsError,
     compare_to_reference,
@@ -26,7 +26,7 @@ from bench.fairness import (
     mcnemar_exact_p,
     per_group_metrics,
 )
-from bench.metrics import METHOD_KINDS
+from heptathlon.bench.metrics import METHOD_KINDS
 
 FAST = 200  # resamples: enough to exercise the bootstrap, small enough to keep the file quick
 

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from bench import fingerprint as F
+from heptathlon.bench import fingerprint as F
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.framework_tax import (
+from heptathlon.bench.framework_tax import (
     estimate_fixed_overhead,
     estimate_framework_tax,
     fit_batch_knee,
@@ -19,7 +19,7 @@ from bench.framework_tax import (
     relative_to_best,
     summarize_tax,
 )
-from bench.metrics import METRICS
+from heptathlon.bench.metrics import METRICS
 
 SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 

@@ -5,13 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.errors import ScenarioError
-from bench.ranking import rank_with_ties
-from bench.scenarios import (build_schedule, make_scenario, poisson_arrivals_ns, poisson_batch_sizes,
+from heptathlon.bench.errors import ScenarioError
+from heptathlon.bench.ranking import rank_with_ties
+from heptathlon.bench.scenarios import (build_schedule, make_scenario, poisson_arrivals_ns, poisson_batch_sizes,
                              server_query_count)
-from bench.stats import (early_stopping_min_passing, early_stopping_percentile, pool_latency_trials,
+from heptathlon.bench.stats import (early_stopping_min_passing, early_stopping_percentile, pool_latency_trials,
                          pool_trial_values, summarize_latency_ns, summarize_loop)
-from runners.loadgen import median_ci_half_width_rel
+from heptathlon.runners.loadgen import median_ci_half_width_rel
 
 latencies = st.lists(st.floats(min_value=0.01, max_value=1e4, allow_nan=False), min_size=1, max_size=1500)
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import SubmissionError
-from bench.manifest import hash_folder, load_manifest
+from heptathlon.bench.errors import SubmissionError
+from heptathlon.bench.manifest import hash_folder, load_manifest
 
 
 def write(folder: Path, text: str, files=("model.onnx",)) -> Path:

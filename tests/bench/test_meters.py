@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-import bench.meters.nvml as nvml_module
-from bench.errors import HeptathlonError, ProfileError, RunError
-from bench.meters import (
+import heptathlon.runners.meters.nvml as nvml_module
+from heptathlon.bench.errors import HeptathlonError, ProfileError, RunError
+from heptathlon.runners.meters import (
     CodecarbonMeter,
     EnergyReading,
     GpuMemorySampler,
@@ -43,7 +43,7 @@ from bench.meters import (
     required_window_s,
     select_meters,
 )
-from bench.meters.rapl import RaplZone
+from heptathlon.runners.meters.rapl import RaplZone
 
 MAX_UJ = 262_143_328_850  # a real package max_energy_range_uj
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bench.nightly_report import (
+from heptathlon.bench.app.report import (
     EXIT_OK,
     EXIT_REGRESSION,
     NightlyReport,
@@ -15,7 +15,7 @@ from bench.nightly_report import (
     render_markdown,
     write_reports,
 )
-from bench.regression import ContextChange, Detection, SeriesResult, alerts_from, series_key
+from heptathlon.bench.regression import ContextChange, Detection, SeriesResult, alerts_from, series_key
 
 FP = {"cpu_model": "Xeon", "arch": "x86_64", "gpus": []}
 NIGHT = datetime(2025, 3, 8, 2, 30, tzinfo=timezone.utc)

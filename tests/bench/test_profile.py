@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.errors import ProfileError
-from bench.profile import (
+from heptathlon.bench.errors import ProfileError
+from heptathlon.bench.profile import (
     BEST_EFFORT_FIELDS,
     PROFILES_DIR,
     Profile,
@@ -37,7 +37,7 @@ def test_new_profiles_ask_for_what_their_names_say(name, check):
 
 
 def test_default_set_stays_cpu_only():
-    from bench.profile import default_profiles
+    from heptathlon.bench.profile import default_profiles
 
     assert all(p.device == "cpu" for p in default_profiles())
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.errors import HeptathlonError
-from bench.regression import (
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.regression import (
     ContextChange,
     DetectionConfig,
     NightlyRun,

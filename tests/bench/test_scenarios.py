@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from bench.errors import ScenarioError
-from bench.scenarios import build_schedule, make_scenario
+from heptathlon.bench.errors import ScenarioError
+from heptathlon.bench.scenarios import build_schedule, make_scenario
 
 
 def test_single_stream_order_is_fixed_and_seeded():

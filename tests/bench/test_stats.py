@@ -3,10 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.metrics import MetricValue
-from bench.errors import HeptathlonError
-from bench.ranking import rank_with_ties
-from bench.stats import BOOTSTRAP_MAX_N, summarize_accuracy, summarize_latency, summarize_throughput
+from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.ranking import rank_with_ties
+from heptathlon.bench.stats import BOOTSTRAP_MAX_N, summarize_accuracy, summarize_latency, summarize_throughput
 
 floats = st.floats(min_value=0.001, max_value=1000, allow_nan=False)
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.errors import SubmissionError
-from bench.profile import PROFILES_DIR
-from bench.regression import DetectionConfig
-from bench.suite import SuiteError, load_suite
+from heptathlon.bench.errors import SubmissionError
+from heptathlon.bench.profile import PROFILES_DIR
+from heptathlon.bench.regression import DetectionConfig
+from heptathlon.bench.app.suite import SuiteError, load_suite
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from bench.errors import TaskError
-from bench.tasks import get_task
+from heptathlon.bench.errors import TaskError
+from heptathlon.bench.tasks import get_task
 
 
 def test_arrests_split_is_deterministic_with_groups():

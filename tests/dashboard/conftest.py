@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.scenarios import make_scenario
-from bench.service import execute_run, queue_runs
-from db.models import Alert, GroupMetric, Measurement, Run
-from db.session import session_scope
+from heptathlon.bench.scenarios import make_scenario
+from heptathlon.bench.app.service import execute_run, queue_runs
+from heptathlon.db.models import Alert, GroupMetric, Measurement, Run
+from heptathlon.db.session import session_scope
 
 # Energy meters need an idle baseline and a window of a second or more per run; the pages' energy
 # views are exercised by augmented_db instead, and here energy is stored as "unavailable".
@@ -164,8 +164,8 @@ def empty_db(tmp_path) -> str:
 @pytest.fixture
 def failed_only_db(tmp_path) -> str:
     """A database whose only run was rejected before it ran (no submission, no machine)."""
-    from bench.errors import SubmissionError
-    from bench.service import record_rejected
+    from heptathlon.bench.errors import SubmissionError
+    from heptathlon.bench.app.service import record_rejected
 
     url = f"sqlite:///{tmp_path / 'failed-only.db'}"
     record_rejected(tmp_path / "no-such-folder", ["cpu-1core"], ["single_stream"],

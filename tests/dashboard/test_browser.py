@@ -41,7 +41,7 @@ def server(augmented_db, tmp_path_factory):
     log = (tmp_path_factory.mktemp("dashboard-server") / "server.log").open("w+")
     env = dict(os.environ, HEPTATHLON_HOME=str(tmp_path_factory.mktemp("home")),
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", STREAMLIT_SERVER_FILE_WATCHER_TYPE="none")
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "dashboard", "--db", augmented_db["url"],
+    proc = subprocess.Popen([sys.executable, "-m", "heptathlon.bench.cli", "dashboard", "--db", augmented_db["url"],
                              "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # its own process group: the CLI spawns streamlit
     base = f"http://127.0.0.1:{port}"

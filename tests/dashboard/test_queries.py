@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from db import dashboard_queries as DQ
-from db.models import Alert, GroupMetric, Machine, Measurement, Run, Submission
-from db.session import session_scope, upgrade
+from heptathlon.db import dashboard_queries as DQ
+from heptathlon.db.models import Alert, GroupMetric, Machine, Measurement, Run, Submission
+from heptathlon.db.session import session_scope, upgrade
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SPECS = {"cpu_model": "Test CPU", "logical_cores": 8, "physical_cores": 4, "ram_bytes": 16 * 2**30,

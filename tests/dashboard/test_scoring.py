@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard.figures import hardware_figure, latency_histogram
-from dashboard.scoring import (Value, format_value, heptathlon_scores, ordered_metrics, pareto_front, rank_metric,
+from heptathlon.dashboard.figures import hardware_figure, latency_histogram
+from heptathlon.dashboard.scoring import (Value, format_value, heptathlon_scores, ordered_metrics, pareto_front, rank_metric,
                                score_ranks)
 
 M = "timer:perf_counter_ns"

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from sqlalchemy import inspect, select
 
-from db import queries as Q
-from db.models import Run
-from db.session import get_engine, is_current, session_scope, upgrade
+from heptathlon.db import queries as Q
+from heptathlon.db.models import Run
+from heptathlon.db.session import get_engine, is_current, session_scope, upgrade
 
 
 def test_migrations_create_every_table(db_url):
@@ -18,7 +18,7 @@ def test_migrations_create_every_table(db_url):
 def test_upgrade_is_idempotent(db_url):
     from alembic.script import ScriptDirectory
 
-    from db.session import alembic_config
+    from heptathlon.db.session import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
     assert upgrade(db_url) == upgrade(db_url) == head

@@ -16,10 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from bench.errors import ProfileError
-from bench.profile import Profile, load_profile
-from runners import controls as C
-from runners.quantize import prepare_onnx_precision, prepare_torch_precision, quantize_onnx_int8
+from heptathlon.bench.errors import ProfileError
+from heptathlon.bench.profile import Profile, load_profile
+from heptathlon.runners import controls as C
+from heptathlon.runners.quantize import prepare_onnx_precision, prepare_torch_precision, quantize_onnx_int8
 
 PY = sys.executable
 MiB = 2**20
@@ -31,8 +31,8 @@ needs_cpu_cgroup = pytest.mark.skipif(_CPU_PROBLEM is not None, reason=f"cpu cgr
 # A child that applies the profile (as the worker does first thing) and reports what it sees.
 APPLY = """
 import json, os, sys
-from bench.profile import Profile
-from runners.controls import apply_controls
+from heptathlon.bench.profile import Profile
+from heptathlon.runners.controls import apply_controls
 p = Profile.model_validate_json(sys.argv[1])
 print(json.dumps({"applied": apply_controls(p), "affinity": sorted(os.sched_getaffinity(0))}))
 """
@@ -169,7 +169,7 @@ def test_worker_without_a_parent_cgroup_makes_its_own_and_stale_ones_are_removed
 
 @needs_memory_cgroup
 def test_sandboxed_worker_started_through_the_run_cgroup_sees_its_limits(run_cgroup, tmp_path):
-    from runners.sandbox import available_mechanisms, cleanup_sandbox, sandbox_command
+    from heptathlon.runners.sandbox import available_mechanisms, cleanup_sandbox, sandbox_command
 
     if not available_mechanisms():
         pytest.skip("no sandbox mechanism works here")
@@ -229,19 +229,19 @@ def test_missing_core_is_refused_before_and_inside_the_worker(thread_vars):
 
 
 def test_cuda_profile_on_a_machine_without_gpu_is_refused_naming_the_device(monkeypatch):
-    import bench.fingerprint
+    import heptathlon.bench.fingerprint
 
-    monkeypatch.setattr(bench.fingerprint, "count_nvidia_gpus", lambda: (0, "NVML: no driver"))
+    monkeypatch.setattr(heptathlon.bench.fingerprint, "count_nvidia_gpus", lambda: (0, "NVML: no driver"))
     with pytest.raises(ProfileError, match=r"profile 'cuda-fp16': field 'device': 'cuda' needs an NVIDIA GPU"):
         C.validate_profile_for_machine(load_profile("cuda-fp16"))
-    monkeypatch.setattr(bench.fingerprint, "count_nvidia_gpus", lambda: (1, "1 GPU(s)"))
+    monkeypatch.setattr(heptathlon.bench.fingerprint, "count_nvidia_gpus", lambda: (1, "1 GPU(s)"))
     C.validate_profile_for_machine(load_profile("cuda-tf32"))
     with pytest.raises(ProfileError, match="field 'gpu.index'"):
         C.validate_profile_for_machine(_profile(device="cuda", gpu={"index": 3}))
 
 
 def test_this_machine_refuses_cuda_profiles_when_it_has_no_gpu():
-    from bench.fingerprint import count_nvidia_gpus
+    from heptathlon.bench.fingerprint import count_nvidia_gpus
 
     if count_nvidia_gpus()[0]:
         pytest.skip("this machine has a GPU")
@@ -276,8 +276,8 @@ def test_control_env_sets_threads_and_hides_other_gpus():
 
 def test_torch_controls_in_a_fresh_worker():
     p = _profile(cpu={"threads": 1, "interop_threads": 1}, runtime={"torch": {"deterministic": True}})
-    code = ("import json, sys, torch\nfrom bench.profile import Profile\n"
-            "from runners.controls import apply_torch_controls\n"
+    code = ("import json, sys, torch\nfrom heptathlon.bench.profile import Profile\n"
+            "from heptathlon.runners.controls import apply_torch_controls\n"
             "p = Profile.model_validate_json(sys.argv[1])\nrec = apply_torch_controls(p)\n"
             "print(json.dumps({'rec': rec, 'threads': torch.get_num_threads(),"
             " 'det': torch.are_deterministic_algorithms_enabled()}))")
@@ -373,7 +373,7 @@ def test_int8_of_a_model_without_quantizable_ops_is_refused(tmp_path):
 @needs_memory_cgroup
 @needs_cpu_cgroup
 def test_check_profile_shows_each_control_holding():
-    from runners.probe import check_profile
+    from heptathlon.runners.probe import check_profile
 
     p = _profile(cpu={"cores": [0], "threads": 1, "quota": 0.5}, memory_limit="256MiB", precision="bf16")
     results = {r.control: r for r in check_profile(p, spin_s=0.5)}

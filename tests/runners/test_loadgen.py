@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.scenarios import StopRule
-from runners.loadgen import (LEAD_IN_NS, median_ci_half_width_rel, run_closed_loop, run_server, search_max_qps,
+from heptathlon.bench.scenarios import StopRule
+from heptathlon.runners.loadgen import (LEAD_IN_NS, median_ci_half_width_rel, run_closed_loop, run_server, search_max_qps,
                              spin_margin_ns)
 
 
@@ -202,7 +202,7 @@ def test_spin_margin_is_bounded():
 
 # ---- stdio fast path -------------------------------------------------------------------------------------
 def test_helper_answers_the_fast_envelope_and_any_other_json_layout():
-    from runners.stdio import serve
+    from heptathlon.runners.stdio import serve
 
     requests = (b'{"id":7,"inputs":[[1.5,2.0],[3.0,4.0]]}\n'
                 b'\n'
@@ -216,7 +216,7 @@ def test_helper_answers_the_fast_envelope_and_any_other_json_layout():
 
 
 def test_line_reader_over_a_pipe_joins_split_lines_and_keeps_extra_ones():
-    from runners.adapters.command import _LineReader
+    from heptathlon.runners.adapters.command import _LineReader
 
     r, w = os.pipe()
     try:
@@ -233,16 +233,16 @@ def test_line_reader_over_a_pipe_joins_split_lines_and_keeps_extra_ones():
 
 SERVE = textwrap.dedent("""
     import numpy as np
-    from runners.stdio import serve
+    from heptathlon.runners.stdio import serve
     print("loading", flush=True)
     serve(lambda m, x: (np.arange(len(x)), x[:, :2]))
 """)
 
 
 def test_command_adapter_round_trips_large_batches_exactly(tmp_path):
-    from bench.manifest import load_manifest
-    from bench.profile import load_profile
-    from runners.adapters import make_adapter
+    from heptathlon.bench.manifest import load_manifest
+    from heptathlon.bench.profile import load_profile
+    from heptathlon.runners.adapters import make_adapter
 
     (tmp_path / "serve.py").write_text(SERVE)
     (tmp_path / "submission.yaml").write_text("name: echo\ntask: arrests\nmodel: {kind: command, command: [python, serve.py]}\n")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.synthetic import BigMatmulModel, TinyOpsModel, make_input
-from runners.profiling import (
+from tests.synthetic import BigMatmulModel, TinyOpsModel, make_input
+from heptathlon.runners.profiling import (
     Decomposition,
     assemble_decomposition,
     batch_sweep,
@@ -25,7 +25,7 @@ from runners.profiling import (
     profile_torch_cuda,
     union_seconds,
 )
-from runners.runtimes import derive_runtimes, export_onnx, onnxruntime_runtime, torch_runtime
+from heptathlon.runners.runtimes import derive_runtimes, export_onnx, onnxruntime_runtime, torch_runtime
 
 REPEATS = 15
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import ProfileError
-from bench.profile import Profile
-from runners import sandbox as S
-from runners.controls import validate_profile_for_machine
+from heptathlon.bench.errors import ProfileError
+from heptathlon.bench.profile import Profile
+from heptathlon.runners import sandbox as S
+from heptathlon.runners.controls import validate_profile_for_machine
 
 PY = sys.executable
 SECRET = "postgresql://heptathlon:s3cret@127.0.0.1:5432/heptathlon"

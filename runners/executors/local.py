@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.profile import Profile
-from runners.controls import control_env, create_run_cgroup, memory_limit_kill_reason, validate_profile_for_machine
-from runners.rss import TreeRssSampler
-from runners.sandbox import cleanup_sandbox, sandbox_command
+from heptathlon.bench.profile import Profile
+from heptathlon.runners.controls import control_env, create_run_cgroup, memory_limit_kill_reason, validate_profile_for_machine
+from heptathlon.runners.rss import TreeRssSampler
+from heptathlon.runners.sandbox import cleanup_sandbox, sandbox_command
 
 STDERR_TAIL_CHARS = 4000
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -47,7 +46,7 @@ class WorkerOutcome:
 
 def worker_extra_env(profile: Profile) -> dict[str, str]:
     """What the worker needs on top of the sandbox's scrubbed environment (no DB URL, no secrets)."""
-    return {**control_env(profile), "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
+    return {**control_env(profile), "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1"}
 
 
@@ -71,7 +70,7 @@ class LocalExecutor:
         job_path.write_text(json.dumps(job))
         log_path = run_dir / "worker.log"
         cgroup = create_run_cgroup(job["run_id"], profile)
-        argv, env, sbx = sandbox_command([sys.executable, "-m", "runners.worker", str(job_path)], run_dir / "work",
+        argv, env, sbx = sandbox_command([sys.executable, "-m", "heptathlon.runners.worker", str(job_path)], run_dir / "work",
                                          extra_env={**worker_extra_env(profile), **cgroup.env()},
                                          writable=[run_dir], hide=hide or [], copy_workdir=False,
                                          require=profile.require_sandbox, profile_name=profile.name)

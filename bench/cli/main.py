@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.errors import HeptathlonError
-from bench.metrics import HEADLINE, METRICS
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.metrics import HEADLINE, METRICS
 
 app = typer.Typer(help="Heptathlon: hardware-aware efficiency benchmarking for ML inference.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -27,7 +28,6 @@ app.add_typer(db_app, name="db")
 out = Console(width=None if sys.stdout.isatty() else 200)  # stdout: tables, or JSON and nothing else
 err = Console(stderr=True)  # progress and messages
 STATE: dict[str, Any] = {"debug": False}
-REPO = Path(__file__).resolve().parents[1]
 
 DbOpt = typer.Option(None, "--db", envvar="HEPTATHLON_DB",
                      help="SQLAlchemy URL of the results database (default: SQLite in $HEPTATHLON_HOME or ./.heptathlon).")
@@ -80,7 +80,7 @@ def _scenario_configs(scenarios: list[str], batch_size, full, min_queries, min_d
     """Scenario configs from CLI options. A scenario-specific option (--qps, --lambda, ...) goes to
     the requested scenarios it belongs to; given with none of them, it is passed on so that
     validation names the mismatch (e.g. an SLO with single_stream) before anything runs."""
-    from bench.scenarios import SCENARIO_OPTIONS, make_scenario
+    from heptathlon.bench.scenarios import SCENARIO_OPTIONS, make_scenario
 
     def opts_for(name: str) -> dict:
         out = {}
@@ -124,7 +124,7 @@ def _progress() -> Progress:
 
 
 def _execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs"):
-    from bench.service import execute_queued
+    from heptathlon.bench.app.service import execute_queued
 
     with _progress() as prog:
         task = prog.add_task(label, total=len(run_ids))
@@ -153,8 +153,8 @@ def submit(folder: Path = typer.Argument(..., help="A submission folder with a s
            repeats: Optional[int] = RepeatsOpt, runtimes: Optional[str] = RuntimesOpt,
            db: Optional[str] = DbOpt) -> None:
     """Validate, hash and store a submission, and queue its runs."""
-    from bench.profile import default_profiles
-    from bench.service import pool_groups_of, queue_runs
+    from heptathlon.bench.profile import default_profiles
+    from heptathlon.bench.app.service import pool_groups_of, queue_runs
 
     profiles = profile or [p.name for p in default_profiles()]
     cfgs = _scenario_configs(scenario, None, False, None, None, None, 0, poisson_lambda=poisson_lambda, qps=qps,
@@ -175,14 +175,14 @@ def submit(folder: Path = typer.Argument(..., help="A submission folder with a s
 @app.command()
 def execute(db: Optional[str] = DbOpt) -> None:
     """Execute every queued run."""
-    from bench.service import queued_run_ids
+    from heptathlon.bench.app.service import queued_run_ids
 
     ids = queued_run_ids(db)
     if not ids:
         err.print("no queued runs; queue some with: heptathlon submit DIR")
         return
     outcomes = _execute_with_progress(ids, db)
-    from bench.service import pool_groups_of
+    from heptathlon.bench.app.service import pool_groups_of
 
     pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
     if any(o.status != "succeeded" for o in outcomes):
@@ -215,7 +215,7 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
     """Benchmark one submission on one profile and scenario, now."""
     import uuid
 
-    from bench.service import RunOutcome, execute_run, pool_trials, queue_runs, record_rejected
+    from heptathlon.bench.app.service import RunOutcome, execute_run, pool_trials, queue_runs, record_rejected
 
     cfgs = None
     group_id = str(uuid.uuid4())
@@ -283,7 +283,7 @@ def _print_outcome(o) -> None:
         t.add_row(name, _cell(m), m.unit, str(m.n or ""), m.method)
     out.print(t)
     if getattr(o, "sweep", None):  # batch_sweep: latency and FT(b) per runtime, knees (bench/sweep_service.py)
-        from bench.sweep_service import sweep_tables
+        from heptathlon.bench.sweep_stats import sweep_tables
 
         for title, columns, rows in sweep_tables(o.sweep):
             out.print(f"[bold]{title}[/]")
@@ -303,7 +303,7 @@ def results(task: Optional[str] = typer.Option(None, "--task"),
             as_json: bool = typer.Option(False, "--json"),
             db: Optional[str] = DbOpt) -> None:
     """The leaderboard: latest results per submission, profile and scenario, with tie-aware ranks."""
-    from bench.service import leaderboard_groups
+    from heptathlon.bench.app.service import leaderboard_groups
 
     if rank_by not in METRICS:
         raise HeptathlonError(f"--rank-by: unknown metric {rank_by!r}; known: {', '.join(sorted(METRICS))}")
@@ -343,8 +343,8 @@ def fairness(submission: str = typer.Argument(..., help="Submission name (as in 
              as_json: bool = typer.Option(False, "--json"),
              db: Optional[str] = DbOpt) -> None:
     """Hardware-induced fairness disparity of a submission across every profile it ran on."""
-    from bench.fairness import disparity_rows, disparity_summary_rows
-    from bench.fairness_service import compute_disparity
+    from heptathlon.bench.fairness import disparity_rows, disparity_summary_rows
+    from heptathlon.bench.app.fairness import compute_disparity
 
     ft = compute_disparity(submission, reference=reference, db=db)
     if as_json:
@@ -379,7 +379,7 @@ def fairness(submission: str = typer.Argument(..., help="Submission name (as in 
 @profiles_app.command("list")
 def profiles_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the hardware profiles in hw_profiles/."""
-    from bench.profile import list_profiles
+    from heptathlon.bench.profile import list_profiles
 
     profs = list_profiles()
     if as_json:
@@ -401,8 +401,8 @@ def profiles_check(name: str = typer.Argument(..., help="Profile name (see `hept
     """Run probes under a profile and show, control by control, that it really holds."""
     from dataclasses import asdict
 
-    from bench.profile import load_profile
-    from runners.probe import check_profile
+    from heptathlon.bench.profile import load_profile
+    from heptathlon.runners.probe import check_profile
 
     prof = load_profile(name)
     with _progress() as prog:
@@ -425,7 +425,7 @@ def profiles_check(name: str = typer.Argument(..., help="Profile name (see `hept
 @db_app.command("upgrade")
 def db_upgrade(db: Optional[str] = DbOpt) -> None:
     """Apply the Alembic migrations to the database."""
-    from db.session import default_url, upgrade
+    from heptathlon.db.session import default_url, upgrade
 
     head = upgrade(db)
     err.print(f"database {db or default_url()} is at revision {head}")
@@ -436,8 +436,8 @@ def demo(full: bool = typer.Option(False, "--full", help="Serious durations inst
          rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the example models even if present."),
          db: Optional[str] = DbOpt) -> None:
     """Build the example models, benchmark every bundled submission on the default profiles, print the leaderboard."""
-    from bench.profile import default_profiles
-    from bench.service import build_examples, example_folders, queue_runs
+    from heptathlon.bench.profile import default_profiles
+    from heptathlon.bench.app.service import build_examples, example_folders, queue_runs
 
     folders = example_folders()
     with _progress() as prog:
@@ -453,8 +453,8 @@ def demo(full: bool = typer.Option(False, "--full", help="Serious durations inst
     sweep_cfgs = _scenario_configs(["batch_sweep"], None, full, None, None, None, 0)
     # Fairness: torch models of group tasks also run under int8 and bf16 numerics, so that
     # hardware-induced disparity against the fp32 reference is in the database after the demo.
-    from bench.manifest import load_manifest
-    from bench.tasks import resolve_task
+    from heptathlon.bench.manifest import load_manifest
+    from heptathlon.bench.tasks import resolve_task
 
     fair_profiles = ["cpu-1core-bf16", "cpu-1core-int8"]
     fair_cfgs = _scenario_configs(["single_stream"], None, False, None, None, None, 0)
@@ -478,7 +478,7 @@ def demo(full: bool = typer.Option(False, "--full", help="Serious durations inst
 
 
 def _print_fairness_summary(submissions: list[str], db) -> None:
-    from bench.fairness_service import compute_disparity
+    from heptathlon.bench.app.fairness import compute_disparity
 
     t = Table(title="hardware-induced fairness disparity vs the fp32 reference (finest grouping)", title_justify="left")
     for c in ("submission", "grouping", "profile", "hw_disparity [95% CI]", "largest group flip rate", "small groups"):
@@ -504,15 +504,15 @@ def _print_fairness_summary(submissions: list[str], db) -> None:
 @app.command()
 def dashboard(db: Optional[str] = DbOpt, port: int = typer.Option(8501, "--port")) -> None:
     """Launch the Streamlit web leaderboard."""
-    from db.session import default_url
+    from heptathlon.db.session import default_url
 
     env = dict(os.environ, HEPTATHLON_DB=db or default_url())
-    app_path = REPO / "dashboard" / "app.py"
+    app_path = Path(str(resources.files("heptathlon.dashboard") / "app.py"))
     raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
                                       "--server.headless", "true", "--browser.gatherUsageStats", "false"], env=env))
 
 
-from bench.nightly_cli import register as _register_nightly  # noqa: E402  `nightly` and `alerts`
+from heptathlon.bench.cli.nightly import register as _register_nightly  # noqa: E402  `nightly` and `alerts`
 
 _register_nightly(app)
 

@@ -9,19 +9,19 @@ Usage in the worker (see each function's docstring)::
     selection.close()
 """
 
-from bench.meters.base import EnergyReading, Meter, MeterUnavailable, PeriodicSampler, required_window_s
-from bench.meters.codecarbon_meter import CodecarbonMeter, GridIntensity, grid_intensity_g_per_kwh
-from bench.meters.energy import IdleBaseline, combine_methods, energy_metrics, measure_idle_power
-from bench.meters.memory import (
+from heptathlon.runners.meters.base import EnergyReading, Meter, MeterUnavailable, PeriodicSampler, required_window_s
+from heptathlon.runners.meters.codecarbon_meter import CodecarbonMeter, GridIntensity, grid_intensity_g_per_kwh
+from heptathlon.runners.meters.energy import IdleBaseline, combine_methods, energy_metrics, measure_idle_power
+from heptathlon.runners.meters.memory import (
     GpuMemorySampler,
     MemoryReading,
     cgroup_dir_of,
     cgroup_peak_bytes,
     nvml_process_gpu_memory,
 )
-from bench.meters.nvml import NvmlEnergyCounterMeter, NvmlPowerSamplingMeter
-from bench.meters.rapl import RaplMeter, counter_delta_uj, discover_rapl_zones
-from bench.meters.select import MeterSelection, SkippedMethod, parse_device, select_meters
+from heptathlon.runners.meters.nvml import NvmlEnergyCounterMeter, NvmlPowerSamplingMeter
+from heptathlon.runners.meters.rapl import RaplMeter, counter_delta_uj, discover_rapl_zones
+from heptathlon.runners.meters.select import MeterSelection, SkippedMethod, parse_device, select_meters
 
 __all__ = [
     "CodecarbonMeter",

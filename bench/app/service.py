@@ -18,19 +18,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.errors import HeptathlonError, RunError
-from bench.fairness_service import run_fairness
-from bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
-from bench.manifest import BUILD_STAMP, IGNORED, Manifest, artifact_files, hash_folder, load_manifest
-from bench.metrics import MetricValue
-from bench.profile import Profile, load_profile
-from bench.scenarios import ScenarioConfig
-from bench.stats import summarize_accuracy, summarize_loop
-from bench.tasks import resolve_task, task_data_files
-from db import queries as Q
-from db.session import ensure_schema, home_dir, session_scope
-from runners.executor import LocalExecutor, WorkerOutcome
-from runners.metering import energy_values
+from heptathlon.bench.errors import HeptathlonError, RunError
+from heptathlon.bench.app.fairness import run_fairness
+from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
+from heptathlon.bench.manifest import BUILD_STAMP, IGNORED, Manifest, artifact_files, hash_folder, load_manifest
+from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.profile import Profile, load_profile
+from heptathlon.bench.scenarios import ScenarioConfig
+from heptathlon.bench.stats import summarize_accuracy, summarize_loop
+from heptathlon.bench.tasks import resolve_task, task_data_files
+from heptathlon.db import queries as Q
+from heptathlon.db.session import ensure_schema, home_dir, session_scope
+from heptathlon.runners.executors.local import LocalExecutor, WorkerOutcome
+from heptathlon.runners.metering import energy_values
 
 DEFAULT_TIMEOUT_S = 120.0
 RUN_PARAMS = ("timeout_s", "energy")  # run.params keys that are not part of the scenario config
@@ -141,7 +141,10 @@ def queued_run_ids(db: str | None = None) -> list[str]:
 
 
 # ---- examples -------------------------------------------------------------------------------------
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "submissions"
+# The examples are not in the wheel: they live in a checkout (or a copy of its submissions/).
+_CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "submissions"
+EXAMPLES_DIR = Path(os.environ.get("HEPTATHLON_EXAMPLES_DIR") or
+                    (_CHECKOUT_EXAMPLES if _CHECKOUT_EXAMPLES.is_dir() else Path.cwd() / "submissions"))
 
 
 def example_folders() -> list[Path]:
@@ -186,8 +189,8 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
     Only measured values are ranked: an entry whose rank metric is an estimate or missing gets
     no rank rather than a place among measurements.
     """
-    from bench.metrics import METRICS
-    from bench.ranking import rank_with_ties
+    from heptathlon.bench.metrics import METRICS
+    from heptathlon.bench.ranking import rank_with_ties
 
     ensure_schema(db)
     with session_scope(db) as s:
@@ -230,7 +233,7 @@ def derive_precision(manifest: Manifest, workdir: Path, profile: Profile) -> tup
     submitter's; only the numerics change. Torch precisions are applied in the worker."""
     if manifest.model.kind != "onnx" or profile.precision == "fp32":
         return {}, None
-    from runners.quantize import prepare_onnx_precision
+    from heptathlon.runners.quantize import prepare_onnx_precision
 
     path, record = prepare_onnx_precision(workdir / manifest.model.path, profile.precision,
                                           home_dir() / "cache" / "precision", device=profile.device,
@@ -321,7 +324,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         values += fair_values
         sweep = None
         if cfg.name == "batch_sweep":  # per-batch-size rows, knee and cross-runtime table (docs/framework-tax.md)
-            from bench.sweep_service import summarize_sweep
+            from heptathlon.bench.sweep_stats import summarize_sweep
 
             sweep = summarize_sweep(outcome.result.get("sweep"))
             values += sweep.values
@@ -396,12 +399,12 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
 
     from sqlalchemy import select
 
-    from bench.stats import pool_latency_trials, pool_trial_values
-    from db.models import Measurement, Run
+    from heptathlon.bench.stats import pool_latency_trials, pool_trial_values
+    from heptathlon.db.models import Measurement, Run
 
     pooled_sets: dict[str, list[MetricValue]] = {}
     with session_scope(db) as s:
-        # A query on the group's runs; db.queries has no group-level reader yet.
+        # A query on the group's runs; heptathlon.db.queries has no group-level reader yet.
         runs = list(s.scalars(select(Run).where(Run.group_id == group_id, Run.status == "succeeded")
                               .order_by(Run.trial, Run.finished_at)))
         series: dict[tuple, list[Run]] = {}
@@ -459,7 +462,7 @@ def pool_groups_of(run_ids: list[str], *, db: str | None = None) -> dict[str, li
     """Pool the trial groups these runs belong to (after ``execute``/``submit --run``)."""
     from sqlalchemy import select
 
-    from db.models import Run
+    from heptathlon.db.models import Run
 
     with session_scope(db) as s:
         groups = {g for g in s.scalars(select(Run.group_id).where(Run.id.in_(run_ids))) if g}
@@ -472,7 +475,7 @@ def pool_groups_of(run_ids: list[str], *, db: str | None = None) -> dict[str, li
 def recompute_latency(run_id: str, *, db: str | None = None) -> list[MetricValue]:
     """A run's latency statistics (percentiles, mean, CIs, early-stopping estimates) computed
     again from its stored raw samples, without re-running anything."""
-    from bench.stats import summarize_latency_ns
+    from heptathlon.bench.stats import summarize_latency_ns
 
     with session_scope(db) as s:
         lat = Q.load_samples(s, run_id, "latency_ns")
@@ -485,7 +488,7 @@ def prefer_pooled(s, rows: list[dict[str, Any]]) -> None:
     """Leaderboard rows: where a run holds a pooled trial set, show the pooled values and the trial count."""
     from sqlalchemy import select
 
-    from db.models import Measurement
+    from heptathlon.db.models import Measurement
 
     by_id = {r["run_id"]: r for r in rows}
     ids = list(by_id)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import RunError
-from bench.metrics import MetricValue
-from bench.meters.base import MeterUnavailable, PeriodicSampler
-from bench.meters.nvml import NvmlDevice, explain_nvml_error
+from heptathlon.bench.errors import RunError
+from heptathlon.bench.metrics import MetricValue
+from heptathlon.runners.meters.base import MeterUnavailable, PeriodicSampler
+from heptathlon.runners.meters.nvml import NvmlDevice, explain_nvml_error
 
 BYTES_PER_MB = 10**6  # "MB" is SI here, as in bench/profile.py
 DEFAULT_GPU_MEMORY_INTERVAL_S = 0.1

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.meters.base import EnergyReading, Meter, MeterUnavailable, PeriodicSampler
+from heptathlon.runners.meters.base import EnergyReading, Meter, MeterUnavailable, PeriodicSampler
 
 SyncCallback = Callable[[], None]
 

@@ -1,7 +1,7 @@
 """``estimate:codecarbon``: CPU and RAM energy estimated by codecarbon, where no counter exists.
 
 codecarbon's ``OfflineEmissionsTracker`` picks its own CPU method. With readable RAPL it
-reads RAPL (but then :class:`bench.meters.rapl.RaplMeter` is used instead of this meter).
+reads RAPL (but then :class:`heptathlon.runners.meters.rapl.RaplMeter` is used instead of this meter).
 Without RAPL it models CPU power from a TDP, scaled by machine-wide CPU load
 (``cpu_load`` mode); a CPU model missing from its table gets 4 W per thread. RAM power
 comes from a model of the DIMM count guessed from the RAM size. Both are estimates, and
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.meters.base import EnergyReading, Meter, MeterUnavailable
+from heptathlon.runners.meters.base import EnergyReading, Meter, MeterUnavailable
 
 DEFAULT_COUNTRY_ISO = "USA"
 KWH_TO_J = 3.6e6

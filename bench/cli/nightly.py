@@ -1,8 +1,8 @@
 """``heptathlon nightly`` and ``heptathlon alerts``: the CLI shell around bench/nightly.py.
 
-``bench.cli`` registers these with ``register(app)``. Exit codes of ``nightly``: 0 quiet night,
-3 (``bench.nightly_report.EXIT_REGRESSION``) an unacknowledged regression, drift or broken run,
-75 (``bench.nightly.EXIT_LOCKED``) another nightly process holds the suite's lock, 2 bad input.
+``heptathlon.bench.cli`` registers these with ``register(app)``. Exit codes of ``nightly``: 0 quiet night,
+3 (``heptathlon.bench.app.report.EXIT_REGRESSION``) an unacknowledged regression, drift or broken run,
+75 (``heptathlon.bench.app.nightly.EXIT_LOCKED``) another nightly process holds the suite's lock, 2 bad input.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench.errors import HeptathlonError
+from heptathlon.bench.errors import HeptathlonError
 
 out = Console(width=None if sys.stdout.isatty() else 200)  # the night's summary, or JSON
 err = Console(stderr=True)  # progress and messages
@@ -48,8 +48,8 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
                                                    "(default: a failed run is the night's result)."),
             db: Optional[str] = DbOpt) -> None:
     """Run a nightly regression suite: run what the night still lacks, detect changes, store alerts, write reports."""
-    from bench.nightly import load_nightly_suite, parse_night
-    from bench.schedule import validate_cron
+    from heptathlon.bench.app.nightly import load_nightly_suite, parse_night
+    from heptathlon.bench.app.schedule import validate_cron
 
     load_nightly_suite(suite)  # every problem in the suite at once, before anything runs or waits
     if schedule is None:
@@ -61,8 +61,8 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
 
 
 def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optional[str], retry_failed: bool) -> int:
-    from bench.nightly import run_nightly
-    from bench.nightly_report import format_alert
+    from heptathlon.bench.app.nightly import run_nightly
+    from heptathlon.bench.app.report import format_alert
 
     def progress(done: int, total: int, entry, note: str) -> None:
         what = f"{entry.submission_dir.name} on {entry.profile}/{entry.scenario.name}"
@@ -88,10 +88,10 @@ def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optiona
 
 
 def _serve_schedule(cron: str, suite: Path, report_dir: Optional[Path], db: Optional[str], retry_failed: bool) -> None:
-    from bench.nightly import run_nightly_on_schedule
-    from bench.schedule import next_fire_times
+    from heptathlon.bench.app.nightly import run_nightly_on_schedule
+    from heptathlon.bench.app.schedule import next_fire_times
 
-    # The schedule's own log lines (bench.schedule, bench.nightly); other libraries only warn.
+    # The schedule's own log lines (heptathlon.bench.app.schedule, heptathlon.bench.app.nightly); other libraries only warn.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("bench").setLevel(logging.INFO)
     stop = threading.Event()
@@ -135,7 +135,7 @@ def _print_alerts(rows: list[dict[str, Any]], include_closed: bool) -> None:
 
 
 def _list(include_closed: bool, as_json: bool, db: Optional[str]) -> None:
-    from bench.nightly import list_alerts
+    from heptathlon.bench.app.nightly import list_alerts
 
     rows = list_alerts(db, include_closed=include_closed)
     if as_json:
@@ -169,8 +169,8 @@ def _db(ctx: typer.Context, db: Optional[str]) -> Optional[str]:
 
 
 def _set_status(ids: list[int], status: str, db: Optional[str]) -> list[dict[str, Any]]:
-    from bench.nightly import set_alert_status
-    from db.session import ensure_schema
+    from heptathlon.bench.app.nightly import set_alert_status
+    from heptathlon.db.session import ensure_schema
 
     ensure_schema(db)
     return set_alert_status(db, ids, status)
@@ -191,7 +191,7 @@ def alerts_expected(ctx: typer.Context,
                     alert_ids: list[int] = typer.Argument(..., metavar="ID...", help="Alert id(s), as listed."),
                     db: Optional[str] = DbOpt) -> None:
     """Mark alerts as expected changes: their run starts a new baseline segment of its series."""
-    from bench.nightly import EXCLUDING_KINDS, list_alerts
+    from heptathlon.bench.app.nightly import EXCLUDING_KINDS, list_alerts
 
     db = _db(ctx, db)
     marked = _set_status(alert_ids, "expected", db)

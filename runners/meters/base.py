@@ -6,8 +6,8 @@ taken carries ``energy_j=None`` and the reason in ``note``: an unknown energy is
 reported as 0 J.
 
 Four implementations sit behind the seam: ``counter:nvml`` and ``sampled:nvml-power``
-(:mod:`bench.meters.nvml`), ``counter:rapl`` (:mod:`bench.meters.rapl`) and
-``estimate:codecarbon`` (:mod:`bench.meters.codecarbon_meter`).
+(:mod:`heptathlon.runners.meters.nvml`), ``counter:rapl`` (:mod:`heptathlon.runners.meters.rapl`) and
+``estimate:codecarbon`` (:mod:`heptathlon.runners.meters.codecarbon_meter`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from bench.errors import HeptathlonError, RunError
-from bench.metrics import METHOD_KINDS
+from heptathlon.bench.errors import HeptathlonError, RunError
+from heptathlon.bench.metrics import METHOD_KINDS
 
 
 class MeterUnavailable(HeptathlonError):
     """A measurement method cannot work on this machine; the message says why.
 
-    Raised by meter constructors while probing, so :func:`bench.meters.select_meters`
+    Raised by meter constructors while probing, so :func:`heptathlon.runners.meters.select_meters`
     can record the reason and fall back to the next method.
     """
 
@@ -176,7 +176,7 @@ def required_window_s(meters: Iterable[Meter]) -> float:
 
     The worker should make its timed window at least this long: run more queries, or
     repeat the scenario inside one start/stop pair, or repeat start/stop windows and pass
-    all readings (and the total window) to :func:`bench.meters.energy_metrics`.
+    all readings (and the total window) to :func:`heptathlon.runners.meters.energy_metrics`.
     """
     return max((m.min_window_s for m in meters), default=0.0)
 

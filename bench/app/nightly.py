@@ -1,7 +1,7 @@
 """The nightly job: suite → queued runs → detection → alerts → reports (docs/nightly.md).
 
-A thin shell around the pure core: ``bench.suite`` says what to run, ``bench.service`` runs it,
-``bench.regression`` judges each series against its baseline and ``bench.nightly_report``
+A thin shell around the pure core: ``heptathlon.bench.app.suite`` says what to run, ``heptathlon.bench.app.service`` runs it,
+``heptathlon.bench.regression`` judges each series against its baseline and ``heptathlon.bench.app.report``
 renders the night. This module only moves data between them and the database:
 
 - **One night** is one suite on one date on one host. Its runs share a group id derived from
@@ -37,11 +37,11 @@ import numpy as np
 import psutil
 from sqlalchemy.exc import IntegrityError
 
-from bench.errors import HeptathlonError
-from bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
-from bench.manifest import load_manifest
-from bench.nightly_report import NightlyReport, ReportPaths, write_reports
-from bench.regression import (
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
+from heptathlon.bench.manifest import load_manifest
+from heptathlon.bench.app.report import NightlyReport, ReportPaths, write_reports
+from heptathlon.bench.regression import (
     Alert as AlertFinding,
     NightlyRun,
     SeriesKey,
@@ -51,12 +51,12 @@ from bench.regression import (
     select_baseline,
     series_key,
 )
-from bench.schedule import StopEvent, run_on_schedule
-from bench.suite import Suite, SuiteEntry, SuiteError, load_suite
-from db import nightly_queries as NQ
-from db import queries as Q
-from db.models import Run
-from db.session import ensure_schema, home_dir, session_scope
+from heptathlon.bench.app.schedule import StopEvent, run_on_schedule
+from heptathlon.bench.app.suite import Suite, SuiteEntry, SuiteError, load_suite
+from heptathlon.db import nightly_queries as NQ
+from heptathlon.db import queries as Q
+from heptathlon.db.models import Run
+from heptathlon.db.session import ensure_schema, home_dir, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,8 @@ ProgressFn = Callable[[int, int, SuiteEntry, str], None]
 
 
 def _execute(run_id: str, db: str | None) -> None:
-    """bench.service.execute_run, and a failure record for anything it lets through."""
-    from bench.service import execute_run
+    """heptathlon.bench.app.service.execute_run, and a failure record for anything it lets through."""
+    from heptathlon.bench.app.service import execute_run
 
     try:
         execute_run(run_id, db=db)
@@ -260,7 +260,7 @@ def _execute(run_id: str, db: str | None) -> None:
 def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerprint: Mapping[str, Any],
                 retry_failed: bool = False, on_progress: ProgressFn | None = None) -> list[EntryOutcome]:
     """Run every entry of the suite that this night has not finished yet; reuse the rest."""
-    from bench.service import queue_runs, record_rejected
+    from heptathlon.bench.app.service import queue_runs, record_rejected
 
     group = night_group_id(suite.name, night, host)
     software = software_context()
@@ -314,7 +314,7 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
             on_progress(i + 1, len(entries), entry, f"{action}: {outcome.status}"
                         + (f" ({outcome.error})" if outcome.error else ""))
     if suite.spec.params.trials > 1:
-        from bench.service import pool_trials
+        from heptathlon.bench.app.service import pool_trials
 
         pool_trials(group, db=db)
     return outcomes
@@ -488,7 +488,7 @@ def _test_name(a: AlertFinding) -> str | None:
 
 
 def alert_key(row: Any) -> str:
-    """The ``bench.regression.Alert.key`` of a stored alert row."""
+    """The ``heptathlon.bench.regression.Alert.key`` of a stored alert row."""
     return f"{row.series_key}:{row.metric}:{row.kind}:{row.candidate_run_id}"
 
 

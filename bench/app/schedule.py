@@ -15,7 +15,7 @@ from typing import Protocol
 
 from croniter import croniter
 
-from bench.errors import HeptathlonError
+from heptathlon.bench.errors import HeptathlonError
 
 log = logging.getLogger(__name__)
 

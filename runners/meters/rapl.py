@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.meters.base import EnergyReading, Meter, MeterUnavailable
+from heptathlon.runners.meters.base import EnergyReading, Meter, MeterUnavailable
 
 DEFAULT_POWERCAP_ROOT = Path("/sys/class/powercap")
 # RAPL counters update about every 1 ms (Intel SDM, vol. 3B, 15.10); ten updates per window.

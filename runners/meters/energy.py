@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.metrics import MetricValue, is_estimate
-from bench.meters.base import EnergyReading, Meter, MeterUnavailable, required_window_s
-from bench.meters.codecarbon_meter import DEFAULT_COUNTRY_ISO, KWH_TO_J, grid_intensity_g_per_kwh
+from heptathlon.bench.metrics import MetricValue, is_estimate
+from heptathlon.runners.meters.base import EnergyReading, Meter, MeterUnavailable, required_window_s
+from heptathlon.runners.meters.codecarbon_meter import DEFAULT_COUNTRY_ISO, KWH_TO_J, grid_intensity_g_per_kwh
 
 ENERGY_METRICS = ("energy_gross_j", "energy_j", "energy_per_sample_j", "co2_g")
 

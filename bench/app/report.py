@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from bench.metrics import METRICS
-from bench.regression import Alert, Detection, SeriesResult, alerts_from, unacknowledged
+from heptathlon.bench.metrics import METRICS
+from heptathlon.bench.regression import Alert, Detection, SeriesResult, alerts_from, unacknowledged
 
 EXIT_OK = 0
 # Distinct from HeptathlonError (2) and RunError (1): the night ran, and found something.

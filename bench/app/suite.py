@@ -8,7 +8,7 @@ name: nightly-cpu
 submissions: [../submissions/arrests-mlp-onnx]   # folders, relative to the suite file
 profiles: [cpu-1core, cpu-2core]                  # names in hw_profiles/
 scenarios: [single_stream, server]
-params: {trials: 1, min_duration_s: 2, min_queries: 200, max_duration_s: 20}   # bench.scenarios options
+params: {trials: 1, min_duration_s: 2, min_queries: 200, max_duration_s: 20}   # heptathlon.bench.scenarios options
 scenario_params: {server: {qps: 50, slo_ms: 20}}  # per scenario, over params
 baseline_window: 7
 min_baseline: 5
@@ -16,7 +16,7 @@ thresholds: {latency_p99_ms: 0.10}                # relative, per metric; defaul
 p_value: 0.01
 z_threshold: 3.0
 energy: {enabled: true, idle_s: 1.0}              # optional: energy meters (part of the series when given)
-timeout_s: 300                                    # optional: per-run timeout (default: bench.service's)
+timeout_s: 300                                    # optional: per-run timeout (default: heptathlon.bench.app.service's)
 ```
 """
 
@@ -31,11 +31,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bench.errors import HeptathlonError
-from bench.metrics import METRICS
-from bench.profile import load_profile
-from bench.scenarios import SCENARIOS, ScenarioConfig, make_scenario
-from bench.regression import (
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.metrics import METRICS
+from heptathlon.bench.profile import load_profile
+from heptathlon.bench.scenarios import SCENARIOS, ScenarioConfig, make_scenario
+from heptathlon.bench.regression import (
     DEFAULT_MIN_WINDOW,
     DEFAULT_P_VALUE,
     DEFAULT_REL_THRESHOLD,
@@ -63,7 +63,7 @@ class _Strict(BaseModel):
 
 
 class ScenarioParams(_Strict):
-    """Options for ``bench.scenarios.make_scenario``; unset ones keep that function's defaults."""
+    """Options for ``heptathlon.bench.scenarios.make_scenario``; unset ones keep that function's defaults."""
 
     full: bool | None = None  # FULL_STOP instead of DEMO_STOP as the base stop rule
     min_queries: int | None = None
@@ -112,7 +112,7 @@ class SuiteSpec(_Strict):
     p_value: float = Field(default=DEFAULT_P_VALUE, gt=0, lt=1)
     z_threshold: float = Field(default=DEFAULT_Z_THRESHOLD, gt=0)
     # Given, the meter settings join the series parameters: a night without meters is not
-    # compared with nights that had them. Left out, runs use bench.service's defaults.
+    # compared with nights that had them. Left out, runs use heptathlon.bench.app.service's defaults.
     energy: EnergyParams | None = None
     timeout_s: float | None = Field(default=None, gt=0)  # per run; not part of the series
 
@@ -140,7 +140,7 @@ class SuiteEntry:
     profile: str
     scenario: ScenarioConfig
     trials: int
-    energy: dict[str, Any] | None = None  # meter settings for bench.service.queue_runs; None: its defaults
+    energy: dict[str, Any] | None = None  # meter settings for heptathlon.bench.app.service.queue_runs; None: its defaults
     timeout_s: float | None = None
 
     @property
@@ -212,7 +212,7 @@ def find_suite_problems(raw: Any, base_dir: Path, *, profiles_dir: Path | None =
     Reference checks (submission folders, profiles, scenarios, metric names) run even when the
     schema fails elsewhere, so one pass reports everything. ``check_submission(folder)`` may
     raise a :class:`HeptathlonError` to report a folder whose manifest is invalid (pass
-    ``bench.manifest.load_manifest``).
+    ``heptathlon.bench.manifest.load_manifest``).
     """
     if not isinstance(raw, dict):
         return None, ["expected a mapping of suite fields (name, submissions, profiles, scenarios, ...)"]

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ProfileError
-from bench.meters.base import EnergyReading, Meter, MeterUnavailable, required_window_s
-from bench.meters.codecarbon_meter import DEFAULT_COUNTRY_ISO, CodecarbonMeter
-from bench.meters.nvml import NvmlEnergyCounterMeter, NvmlPowerSamplingMeter, SyncCallback
-from bench.meters.rapl import DEFAULT_POWERCAP_ROOT, RaplMeter
+from heptathlon.bench.errors import ProfileError
+from heptathlon.runners.meters.base import EnergyReading, Meter, MeterUnavailable, required_window_s
+from heptathlon.runners.meters.codecarbon_meter import DEFAULT_COUNTRY_ISO, CodecarbonMeter
+from heptathlon.runners.meters.nvml import NvmlEnergyCounterMeter, NvmlPowerSamplingMeter, SyncCallback
+from heptathlon.runners.meters.rapl import DEFAULT_POWERCAP_ROOT, RaplMeter
 
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 

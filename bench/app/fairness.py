@@ -1,5 +1,5 @@
 """Fairness on stored runs: per-group metrics at run time, and disparity against a reference
-profile on demand (``heptathlon fairness``). Pure arithmetic lives in bench.fairness."""
+profile on demand (``heptathlon fairness``). Pure arithmetic lives in heptathlon.bench.fairness."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, select
 
-from bench.errors import HeptathlonError
-from bench.fairness import DisparityReport, NoGroupsError, compare_to_reference, fairness_gap, per_group_metrics
-from bench.metrics import MetricValue
-from bench.tasks import TaskData
-from db import queries as Q
-from db.models import GroupMetric, Measurement, Run, Submission
-from db.session import ensure_schema, session_scope
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.fairness import DisparityReport, NoGroupsError, compare_to_reference, fairness_gap, per_group_metrics
+from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.tasks import TaskData
+from heptathlon.db import queries as Q
+from heptathlon.db.models import GroupMetric, Measurement, Run, Submission
+from heptathlon.db.session import ensure_schema, session_scope
 
 DEFAULT_REFERENCE = "cpu-1core"  # fp32 on CPU; a task may configure another
 DISPARITY_METRICS = ("delta_accuracy", "flip_rate", "mcnemar_p")
@@ -68,7 +68,7 @@ def _latest_runs(s, submission: str) -> dict[str, Run]:
 
 def compute_disparity(submission: str, *, reference: str | None = None, db: str | None = None,
                       store: bool = True) -> FairnessTable:
-    from bench.tasks import resolve_task
+    from heptathlon.bench.tasks import resolve_task
 
     ensure_schema(db)
     with session_scope(db) as s:

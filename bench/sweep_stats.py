@@ -5,7 +5,7 @@ parent, like every other metric of a run (DESIGN.md, data flow). What a run stor
 
 - detail rows, per runtime and batch size, with params {"sweep": true, "batch_size": b,
   "runtime": name}: ``latency_p50_ms``, ``throughput_sps`` and ``framework_tax``
-  (db.queries.is_detail keeps them out of headline tables; the dashboard draws latency against
+  (heptathlon.db.queries.is_detail keeps them out of headline tables; the dashboard draws latency against
   batch size per runtime from them);
 - the run's headline values: ``framework_tax`` at b = 1 and ``batch_knee`` of the runtime the
   submission was submitted in, and ``fixed_overhead_ms`` (estimate:intercept); the same
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.framework_tax import (estimate_fixed_overhead, estimate_framework_tax, fit_batch_knee, knee_metric,
+from heptathlon.bench.framework_tax import (estimate_fixed_overhead, estimate_framework_tax, fit_batch_knee, knee_metric,
                                  relative_to_best, summarize_tax)
-from bench.metrics import MetricValue
-from bench.stats import bootstrap_ci, percentile_ci
+from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.stats import bootstrap_ci, percentile_ci
 
 TIMER = "timer:perf_counter_ns"
 HEADLINE_BATCH = 1  # the headline framework_tax: one instance per call, as single_stream serves

@@ -1,0 +1,1 @@
+"""The application layer: the one place that joins the core, execution (runners) and storage (db)."""

@@ -1,0 +1,5 @@
+import sys
+
+from heptathlon.bench.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The bundled hardware profiles: one YAML file each, package data."""

@@ -1,0 +1,1 @@
+"""Executors: run a WorkerJob somewhere and return its WorkerResult."""
