@@ -61,7 +61,23 @@ def scrub_env(base_env: Mapping[str, str], allow: Iterable[str] = ()) -> tuple[d
     return kept, sorted(k for k in base_env if k not in kept)
 
 
+# The folder that holds the installed heptathlon.runners: the checkout for an editable install,
+# site-packages/heptathlon for a wheel.
 HARNESS_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_dirs() -> list[Path]:
+    """The directories the interpreter imports from (site-packages, .pth additions), which the
+    worker needs too; the current directory ('' or cwd) is left out, it may hold a results DB."""
+    cwd = Path.cwd().resolve()
+    dirs = []
+    for entry in sys.path:
+        if not entry:
+            continue
+        p = Path(entry).resolve()
+        if p.is_dir() and p != cwd:
+            dirs.append(p)
+    return dirs
 
 
 def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]) -> list[str]:
@@ -75,7 +91,7 @@ def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]
     # The interpreter, its packages and the harness's own code (an editable install points
     # there), read-only, when they live under a hidden directory such as /tmp or /root.
     needed = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent,
-              HARNESS_ROOT}
+              HARNESS_ROOT, *_import_dirs()}
     for p in sorted(needed):
         if any(p.is_relative_to(h) for h in _HIDDEN_DIRS):
             args += ["--ro-bind", str(p), str(p)]
