@@ -222,11 +222,25 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
 
 
 # ---- execution ----------------------------------------------------------------------------------
-def _job_for(run_id: str, manifest: Manifest, workdir: Path, profile: Profile, cfg: ScenarioConfig,
-             inputs: Path, run_dir: Path, params: dict[str, Any], context: dict[str, Any]) -> WorkerJob:
-    return WorkerJob(run_id=run_id, folder=workdir, manifest=manifest, profile=profile, scenario=cfg.to_params(),
-                     inputs=inputs, out_dir=run_dir, context=context,
-                     meters=MeterSettings.model_validate(params.get("energy") or {}))
+def prepare_job(run_id: str, manifest: Manifest, store: Path, profile: Profile, cfg: ScenarioConfig,
+                params: dict[str, Any], run_dir: Path, data: Any) -> tuple[WorkerJob, dict | None]:
+    """The worker's own writable copy of the stored submission (labels removed), its inputs,
+    and the typed job; with the precision record when the model was derived (ONNX int8/fp16)."""
+    if not store.exists():
+        raise RunError(f"run {run_id}: stored artifact {store} is missing; submit the folder again")
+    workdir = run_dir / "work"
+    shutil.copytree(store, workdir)
+    for p in workdir.rglob("*"):
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    for rel in task_data_files(manifest.task, workdir):  # labels never reach the model
+        (workdir / rel).unlink(missing_ok=True)
+    inputs = run_dir / "inputs.npy"
+    np.save(inputs, data.x_test)  # inputs only: labels stay in this process
+    context, precision_record = derive_precision(manifest, workdir, profile)
+    job = WorkerJob(run_id=run_id, folder=workdir, manifest=manifest, profile=profile, scenario=cfg.to_params(),
+                    inputs=inputs, out_dir=run_dir, context=context,
+                    meters=MeterSettings.model_validate(params.get("energy") or {}))
+    return job, precision_record
 
 
 def derive_precision(manifest: Manifest, workdir: Path, profile: Profile) -> tuple[dict[str, Any], dict | None]:
@@ -303,18 +317,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
         cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
-        if not info["store"].exists():
-            raise RunError(f"run {run_id}: stored artifact {info['store']} is missing; submit the folder again")
-        workdir = run_dir / "work"  # the worker's own writable working copy
-        shutil.copytree(info["store"], workdir)
-        for p in workdir.rglob("*"):
-            p.chmod(p.stat().st_mode | stat.S_IWUSR)
-        for rel in task_data_files(info["manifest"].task, workdir):  # labels never reach the model
-            (workdir / rel).unlink(missing_ok=True)
-        inputs = run_dir / "inputs.npy"
-        np.save(inputs, data.x_test)  # inputs only: labels stay in this process
-        context, precision_record = derive_precision(info["manifest"], workdir, profile)
-        job = _job_for(run_id, info["manifest"], workdir, profile, cfg, inputs, run_dir, info["params"], context)
+        job, precision_record = prepare_job(run_id, info["manifest"], info["store"], profile, cfg, info["params"],
+                                            run_dir, data)
         outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
                                    hide=[str(home_dir())])
         out.stderr_tail = outcome.stderr_tail
