@@ -30,11 +30,16 @@ class WorkerResultError(RunError):
     """A worker's result (or error) file is missing, malformed or truncated."""
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()  # a numpy count stays a number (np.int64 is no int subclass)
+    return str(value)  # anything else as its text, as the worker's json.dumps(default=str) always did
+
+
 def _plain_json(value: Any) -> Any:
     # The free-form payloads (describe, controls, loop summary) come from adapters and meters and
-    # may hold numpy scalars; the worker always wrote them with json.dumps(default=str), so the
-    # contract keeps exactly that conversion, at the boundary, instead of failing the run.
-    return None if value is None else json.loads(json.dumps(value, default=str))
+    # may hold numpy scalars or paths: made plain JSON here, at the boundary, not a failed run.
+    return None if value is None else json.loads(json.dumps(value, default=_json_default))
 
 
 JsonDict = Annotated[dict[str, Any], BeforeValidator(_plain_json)]
@@ -101,7 +106,7 @@ class RunArrays:
         """Raises ValueError when the blob is not an npz holding at least the required arrays."""
         try:
             npz = np.load(io.BytesIO(blob), allow_pickle=False)  # the worker ran untrusted code: no pickles
-        except (OSError, EOFError, zipfile.BadZipFile) as e:
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:  # ValueError: not npz, so a pickle
             raise ValueError(f"not a readable npz blob ({type(e).__name__}: {e})") from None
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ValueError("a single .npy array, not an npz blob")
