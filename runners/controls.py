@@ -37,6 +37,8 @@ from typing import Any
 
 from heptathlon.bench.errors import ProfileError
 from heptathlon.bench.profile import Profile
+from heptathlon.runners.meters.cgroup_memory import cgroup_peak_bytes
+from heptathlon.runners.meters.memory import MemoryReading
 
 CGROUP_ENV = "HEPTATHLON_CGROUP"
 CGROUP_PREFIX = "heptathlon-"
@@ -341,12 +343,14 @@ class CgroupHandle:
                 pass
         return sorted(out)
 
-    def peak_memory_bytes(self) -> int | None:
-        """Exact peak charged to the cgroup (kernel counter, page cache included)."""
+    def peak_memory(self) -> MemoryReading | None:
+        """Exact peak charged to the cgroup (kernel counter, page cache included); None without a memory cgroup."""
         d = self.dirs.get("memory")
-        if d is None:
-            return None
-        return _read_int(d / ("memory.peak" if self.versions["memory"] == 2 else "memory.max_usage_in_bytes"))
+        return None if d is None else cgroup_peak_bytes(d)
+
+    def peak_memory_bytes(self) -> int | None:
+        reading = self.peak_memory()
+        return None if reading is None else reading.peak_bytes
 
     def memory_limit_bytes(self) -> int | None:
         d = self.dirs.get("memory")
@@ -634,9 +638,7 @@ def current_cgroup_peak_memory_bytes() -> int | None:
     v1, v2 = _own_cgroups()
     own = v2 if h.version == 2 else v1.get("memory")
     d = None if own is None else _dir_of(h, own)
-    if d is None:
-        return None
-    return _read_int(d / ("memory.peak" if h.version == 2 else "memory.max_usage_in_bytes"))
+    return None if d is None else cgroup_peak_bytes(d).peak_bytes
 
 
 # -- the worker's side -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from heptathlon.bench.profile import Profile
+from heptathlon.bench.types import MeterSettings
 
 
 @dataclasses.dataclass
@@ -36,9 +37,8 @@ class OpenMeters:
         return out
 
 
-def open_meters(job: dict[str, Any], profile: Profile) -> OpenMeters | None:
-    cfg = job.get("energy") or {}
-    if not cfg.get("enabled", True):
+def open_meters(settings: MeterSettings, profile: Profile) -> OpenMeters | None:
+    if not settings.enabled:
         return None
     from heptathlon.runners.meters import GpuMemorySampler, measure_idle_power, select_meters
 
@@ -49,9 +49,9 @@ def open_meters(job: dict[str, Any], profile: Profile) -> OpenMeters | None:
 
         gpu_index = profile.gpu.index if profile.gpu else 0
         sync = torch.cuda.synchronize
-    sel = select_meters(profile.device, gpu_index, sync=sync, country_iso=cfg.get("country_iso", "USA"),
-                        allow_estimate=cfg.get("allow_estimate", True))
-    idle = measure_idle_power(sel, seconds=max(float(cfg.get("idle_s", 1.0)), sel.min_window_s))
+    sel = select_meters(profile.device, gpu_index, sync=sync, country_iso=settings.country_iso,
+                        allow_estimate=settings.allow_estimate)
+    idle = measure_idle_power(sel, seconds=max(settings.idle_s, sel.min_window_s))
     gpu_mem = GpuMemorySampler([os.getpid()], gpu_index) if profile.device == "cuda" else None
     return OpenMeters(sel, idle, gpu_mem, sel.min_window_s)
 

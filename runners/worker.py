@@ -1,13 +1,15 @@
 """The worker process: ``python -m heptathlon.runners.worker JOB.json``.
 
-Spawned fresh for every run (never forked). In order it applies the profile's controls,
-loads the model (the cold start), runs a quality pass, warms up, drives the scenario and
-writes the raw samples for the parent. It never sees labels: the parent writes inputs only.
+Spawned fresh for every run (never forked). It reads a :class:`~heptathlon.bench.types.WorkerJob`;
+in order it applies the profile's controls, loads the model (the cold start), runs a quality
+pass, warms up, drives the scenario, takes the machine fingerprint, and writes one
+:class:`~heptathlon.bench.types.WorkerResult` (raw samples in its npz blob) or a
+:class:`~heptathlon.bench.types.WorkerFailure`. It never sees labels: the parent sends inputs only.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import time
 import traceback
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from heptathlon.bench.errors import one_line
+from heptathlon.bench.types import RunArrays, WorkerFailure, WorkerJob, WorkerResult
 
 
 def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -41,45 +44,35 @@ def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.nda
     return np.concatenate(preds), sc
 
 
-def run_job(job: dict) -> dict:
-    from heptathlon.bench.manifest import Manifest
-    from heptathlon.bench.profile import Profile
+def run_job(job: WorkerJob) -> WorkerResult:
     from heptathlon.bench.scenarios import ScenarioConfig
     from heptathlon.runners.loadgen import plan_scenario  # the measured loops live there
     from heptathlon.runners.controls import apply_controls
 
-    out = Path(job["out_dir"])
-    profile = Profile.model_validate(job["profile"])
+    profile = job.profile
     controls = apply_controls(profile)  # before any runtime is imported or the model loads
 
     from heptathlon.runners.adapters import make_adapter
 
-    manifest = Manifest.model_validate(job["manifest"])
-    adapter = make_adapter(manifest, Path(job["folder"]), profile, job.get("context", {}))
+    adapter = make_adapter(job.manifest, job.folder, profile, job.context)
     adapter.load()
     t_ready = time.time()
 
-    x = np.load(job["inputs"])
-    preds, scores = quality_pass(adapter, x, job.get("quality_batch", 64))
-    np.save(out / "preds.npy", preds)
-    if scores is not None:
-        np.save(out / "scores.npy", scores)
+    x = np.load(job.inputs)
+    preds, scores = quality_pass(adapter, x, job.quality_batch)
 
-    cfg = ScenarioConfig.from_params(job["scenario"])
+    cfg = ScenarioConfig.from_params(job.scenario)
     plan = plan_scenario(adapter, cfg, x)  # schedule, prepared inputs, warm-up (and a server's SLO search)
 
     from heptathlon.runners.metering import open_meters
 
-    meters = open_meters(job, profile)  # measures the idle baseline too, before the window opens
+    meters = open_meters(job.meters, profile)  # measures the idle baseline too, before the window opens
     min_duration_s = max(cfg.stop.min_duration_s, meters.min_window_s if meters else 0.0)  # counter-aware window
     if meters:
         meters.start()
     loop = plan.run(replace(cfg.stop, min_duration_s=min_duration_s,
                             max_duration_s=max(cfg.stop.max_duration_s, min_duration_s)))
     energy = meters.stop() if meters else None
-    np.save(out / "issue_ns.npy", loop.issue_ns)  # under server: the scheduled arrivals
-    np.save(out / "done_ns.npy", loop.done_ns)
-    np.save(out / "batch.npy", loop.samples)
     sweep = None
     if cfg.name == "batch_sweep":  # after the timed pass, outside the meter window: raw samples for the parent
         from heptathlon.runners.sweep import run_sweep_phase
@@ -88,22 +81,34 @@ def run_job(job: dict) -> dict:
     describe = adapter.describe()
     adapter.close()
     controls.update(adapter.records)
-    return {"ready_time": t_ready, "n_queries": loop.n, "energy": energy, "describe": describe, "controls": controls,
-            "stopped_by": loop.stopped_by, "loop": loop.summary, **({"sweep": sweep} if sweep is not None else {})}
+    from heptathlon.bench.fingerprint import collect_fingerprint
+
+    machine = collect_fingerprint()  # here, on the machine that ran the model; after the window, so it costs no load time
+    arrays = RunArrays(issue_ns=loop.issue_ns, done_ns=loop.done_ns, batch=loop.samples, preds=preds, scores=scores)
+    return WorkerResult.build(arrays, run_id=job.run_id, ready_time=t_ready, n_queries=loop.n, energy=energy,
+                              describe=describe, controls=controls, stopped_by=loop.stopped_by, loop=loop.summary,
+                              sweep=sweep, machine=machine)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    job = json.loads(Path(argv[0]).read_text())
-    out = Path(job["out_dir"])
+    job = WorkerJob.model_validate_json(Path(argv[0]).read_bytes())
     try:
         result = run_job(job)
     except BaseException as e:  # noqa: BLE001  every failure becomes a recorded reason
         traceback.print_exc(file=sys.stderr)
-        (out / "error.json").write_text(json.dumps({"error": one_line(e), "type": type(e).__name__}))
+        _write_atomic(job.error_path, WorkerFailure(error=one_line(e), type=type(e).__name__).model_dump_json())
         return 3
-    (out / "result.json").write_text(json.dumps(result, default=str))
+    _write_atomic(job.result_path, result.model_dump_json())
     return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # The parent reads the file only after this process exits; a worker killed mid-write
+    # must leave no file rather than half of one.
+    tmp = path.with_suffix(".part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

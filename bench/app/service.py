@@ -20,16 +20,18 @@ import numpy as np
 
 from heptathlon.bench.errors import HeptathlonError, RunError
 from heptathlon.bench.app.fairness import run_fairness
-from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
+from heptathlon.bench.fingerprint import fingerprint_hash
 from heptathlon.bench.manifest import BUILD_STAMP, IGNORED, Manifest, artifact_files, hash_folder, load_manifest
 from heptathlon.bench.metrics import MetricValue
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.scenarios import ScenarioConfig
 from heptathlon.bench.stats import summarize_accuracy, summarize_loop
 from heptathlon.bench.tasks import resolve_task, task_data_files
+from heptathlon.bench.types import MeterSettings, WorkerJob
 from heptathlon.db import queries as Q
 from heptathlon.db.session import ensure_schema, home_dir, session_scope
-from heptathlon.runners.executors.local import LocalExecutor, WorkerOutcome
+from heptathlon.runners.executors.base import Executor, WorkerOutcome
+from heptathlon.runners.executors.local import LocalExecutor
 from heptathlon.runners.metering import energy_values
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -220,11 +222,25 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
 
 
 # ---- execution ----------------------------------------------------------------------------------
-def _job_for(run_id: str, manifest: Manifest, workdir: Path, profile: Profile, cfg: ScenarioConfig,
-             inputs: Path, run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    return {"run_id": run_id, "folder": str(workdir), "manifest": manifest.model_dump(mode="json"),
-            "profile": profile.model_dump(mode="json"), "scenario": cfg.to_params(), "inputs": str(inputs),
-            "out_dir": str(run_dir), "quality_batch": 64, "energy": params.get("energy") or {}}
+def prepare_job(run_id: str, manifest: Manifest, store: Path, profile: Profile, cfg: ScenarioConfig,
+                params: dict[str, Any], run_dir: Path, data: Any) -> tuple[WorkerJob, dict | None]:
+    """The worker's own writable copy of the stored submission (labels removed), its inputs,
+    and the typed job; with the precision record when the model was derived (ONNX int8/fp16)."""
+    if not store.exists():
+        raise RunError(f"run {run_id}: stored artifact {store} is missing; submit the folder again")
+    workdir = run_dir / "work"
+    shutil.copytree(store, workdir)
+    for p in workdir.rglob("*"):
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    for rel in task_data_files(manifest.task, workdir):  # labels never reach the model
+        (workdir / rel).unlink(missing_ok=True)
+    inputs = run_dir / "inputs.npy"
+    np.save(inputs, data.x_test)  # inputs only: labels stay in this process
+    context, precision_record = derive_precision(manifest, workdir, profile)
+    job = WorkerJob(run_id=run_id, folder=workdir, manifest=manifest, profile=profile, scenario=cfg.to_params(),
+                    inputs=inputs, out_dir=run_dir, context=context,
+                    meters=MeterSettings.model_validate(params.get("energy") or {}))
+    return job, precision_record
 
 
 def derive_precision(manifest: Manifest, workdir: Path, profile: Profile) -> tuple[dict[str, Any], dict | None]:
@@ -247,23 +263,24 @@ def derive_precision(manifest: Manifest, workdir: Path, profile: Profile) -> tup
 
 
 def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path,
-                    energy: dict[str, Any] | None = None) -> list[MetricValue]:
+                    meters: MeterSettings | None = None) -> list[MetricValue]:
     """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
-    a = outcome.arrays
+    result = outcome.result
+    a = result.arrays
     # latency (+ early stopping), throughput, and per scenario: adaptive width, server rates and SLO, issue drift
-    values = summarize_loop(a["issue_ns"], a["done_ns"], a["batch"], outcome.result.get("loop"))
-    values.append(summarize_accuracy(y_true, a["preds"]))
-    if outcome.cgroup_peak_bytes:  # exact kernel counter beats sampling
-        values.append(MetricValue("peak_rss_mb", outcome.cgroup_peak_bytes / 1e6, outcome.cgroup_method, n=1,
+    values = summarize_loop(a.issue_ns, a.done_ns, a.batch, result.loop)
+    values.append(summarize_accuracy(y_true, a.preds))
+    rss, cg = outcome.tree_rss, outcome.cgroup_peak
+    if cg is not None and cg.peak_bytes:  # exact kernel counter beats sampling
+        values.append(MetricValue("peak_rss_mb", cg.peak_bytes / 1e6, cg.method, n=1,
                                   note="peak memory charged to the run's cgroup (whole process tree, page cache included); "
-                                       f"sampled tree RSS peak was {outcome.peak_rss_bytes / 1e6:.1f} MB",
-                                  params={"sampled_peak_mb": outcome.peak_rss_bytes / 1e6, "sampled_n": outcome.rss_samples}))
+                                       f"sampled tree RSS peak was {rss.peak_bytes / 1e6:.1f} MB",
+                                  params={"sampled_peak_mb": rss.peak_bytes / 1e6, "sampled_n": rss.n}))
     else:
-        values.append(MetricValue("peak_rss_mb", outcome.peak_rss_bytes / 1e6, outcome.rss_method, n=outcome.rss_samples,
-                                  note="peak over the worker's process tree, load included"))
-    values.append(MetricValue("load_s", outcome.result["ready_time"] - outcome.spawn_time, "timer:wall-clock", n=1,
+        values.append(rss.to_metric("peak_rss_mb"))
+    values.append(MetricValue("load_s", result.ready_time - outcome.spawn_time, "timer:wall-clock", n=1,
                               note="process spawn to model ready"))
-    d = outcome.result["describe"]
+    d = result.describe
     if d.get("params") is not None:
         values.append(MetricValue("params", float(d["params"]), d["params_method"], n=1))
     else:
@@ -275,14 +292,13 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
                                   "counter:torch-cuda-allocator", n=1,
                                   note="torch.cuda.max_memory_allocated: tensors only, no CUDA context or workspace",
                                   params={"detail": True}))
-    energy_cfg = energy or {}
-    values += energy_values(outcome.result.get("energy"), (int(a["done_ns"][-1]) - int(a["issue_ns"][0])) / 1e9,
-                            int(a["batch"].sum()), energy_cfg.get("country_iso", "USA"),
-                            None if energy_cfg.get("enabled", True) else "meters disabled for this run (--no-meters)")
+    meters = meters or MeterSettings()
+    values += energy_values(result.energy, (int(a.done_ns[-1]) - int(a.issue_ns[0])) / 1e9, int(a.batch.sum()),
+                            meters.country_iso, None if meters.enabled else "meters disabled for this run (--no-meters)")
     return values
 
 
-def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor | None = None,
+def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
                 keep_dir: bool = False) -> RunOutcome:
     """Execute one queued run and store its results (or its failure) in one transaction."""
     executor = executor or LocalExecutor()
@@ -301,54 +317,45 @@ def execute_run(run_id: str, *, db: str | None = None, executor: LocalExecutor |
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
         cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
-        if not info["store"].exists():
-            raise RunError(f"run {run_id}: stored artifact {info['store']} is missing; submit the folder again")
-        workdir = run_dir / "work"  # the worker's own writable working copy
-        shutil.copytree(info["store"], workdir)
-        for p in workdir.rglob("*"):
-            p.chmod(p.stat().st_mode | stat.S_IWUSR)
-        for rel in task_data_files(info["manifest"].task, workdir):  # labels never reach the model
-            (workdir / rel).unlink(missing_ok=True)
-        inputs = run_dir / "inputs.npy"
-        np.save(inputs, data.x_test)  # inputs only: labels stay in this process
-        fp = collect_fingerprint()
-        job = _job_for(run_id, info["manifest"], workdir, profile, cfg, inputs, run_dir, info["params"])
-        job["context"], precision_record = derive_precision(info["manifest"], workdir, profile)
-        outcome = executor.execute(job, run_dir, profile, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
+        job, precision_record = prepare_job(run_id, info["manifest"], info["store"], profile, cfg, info["params"],
+                                            run_dir, data)
+        outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
                                    hide=[str(home_dir())])
         out.stderr_tail = outcome.stderr_tail
         if not outcome.ok:
             raise RunError(outcome.error)
-        values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], info["params"].get("energy"))
-        group_rows, fair_values = run_fairness(data, outcome.arrays["preds"], outcome.arrays.get("scores"))
+        result, arrays = outcome.result, outcome.result.arrays
+        values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], job.meters)
+        group_rows, fair_values = run_fairness(data, arrays.preds, arrays.scores)
         values += fair_values
         sweep = None
         if cfg.name == "batch_sweep":  # per-batch-size rows, knee and cross-runtime table (docs/framework-tax.md)
             from heptathlon.bench.sweep_stats import summarize_sweep
 
-            sweep = summarize_sweep(outcome.result.get("sweep"))
+            sweep = summarize_sweep(result.sweep)
             values += sweep.values
         with session_scope(db) as s:
-            machine = Q.get_or_create_machine(s, fingerprint_hash(fp), fp)
+            # the fingerprint the worker took: a remote worker's machine, not this one
+            machine = Q.get_or_create_machine(s, fingerprint_hash(result.machine), result.machine)
             run = Q.get_run(s, run_id)
             run.machine_id = machine.id
             run.status = "succeeded"
             run.finished_at = Q.utcnow()
             run.stderr_tail = outcome.stderr_tail[-2000:] or None
-            run.controls = {**outcome.result["controls"], "sandbox": outcome.sandbox,
+            run.controls = {**result.controls, "sandbox": outcome.sandbox,
                             **({"precision": precision_record} if precision_record else {})}
-            run.software = software_context()
-            run.extra = {**(run.extra or {}), "describe": outcome.result["describe"],
-                         "n_queries": outcome.result["n_queries"], "stopped_by": outcome.result["stopped_by"],
-                         "loop": outcome.result.get("loop"), "executor": executor.name,
+            run.software = result.machine["software"]  # software_context() on the worker's machine
+            run.extra = {**(run.extra or {}), "describe": result.describe,
+                         "n_queries": result.n_queries, "stopped_by": result.stopped_by,
+                         "loop": result.loop, "executor": executor.name,
                          **({"sweep": sweep.extra} if sweep is not None else {})}
             Q.add_measurements(s, run_id, values)
             if sweep is not None:
                 Q.add_measurements(s, run_id, sweep.details)  # params {"sweep": true, ...}: detail rows
-            Q.add_samples(s, run_id, "latency_ns", outcome.arrays["done_ns"] - outcome.arrays["issue_ns"])
-            Q.add_samples(s, run_id, "predictions", outcome.arrays["preds"])
-            if "scores" in outcome.arrays:
-                Q.add_samples(s, run_id, "scores", outcome.arrays["scores"].astype(np.float32))
+            Q.add_samples(s, run_id, "latency_ns", arrays.done_ns - arrays.issue_ns)
+            Q.add_samples(s, run_id, "predictions", arrays.preds)
+            if arrays.scores is not None:
+                Q.add_samples(s, run_id, "scores", arrays.scores.astype(np.float32))
             Q.add_group_metrics(s, run_id, group_rows)
         out.status = "succeeded"
         out.metrics = {v.name: v for v in values}

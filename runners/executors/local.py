@@ -1,47 +1,29 @@
-"""Executors: take a prepared run and execute it in a fresh worker process.
+"""The local executor: a fresh worker process on this machine, one run at a time.
 
 The parent never imports model code. It waits on the worker with a blocking ``wait`` (no
-busy loop, unlike optimum-benchmark's launcher) while a sampler thread tracks memory.
+busy loop, unlike optimum-benchmark's launcher) while a sampler thread tracks memory, and
+it kills the worker's whole process group when the run ends or times out.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from heptathlon.bench.profile import Profile
+from heptathlon.bench.types import WorkerFailure, WorkerJob, WorkerResult, WorkerResultError
 from heptathlon.runners.controls import control_env, create_run_cgroup, memory_limit_kill_reason, validate_profile_for_machine
-from heptathlon.runners.rss import TreeRssSampler
+from heptathlon.runners.executors.base import Executor, WorkerOutcome
+from heptathlon.runners.meters.tree_rss import TreeRssSampler
 from heptathlon.runners.sandbox import cleanup_sandbox, sandbox_command
 
 STDERR_TAIL_CHARS = 4000
-
-
-@dataclass
-class WorkerOutcome:
-    ok: bool
-    error: str | None
-    stderr_tail: str
-    spawn_time: float
-    wall_s: float
-    exit_code: int | None
-    result: dict[str, Any] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    peak_rss_bytes: int = 0
-    rss_samples: int = 0
-    rss_method: str = TreeRssSampler.method
-    cgroup_peak_bytes: int | None = None
-    cgroup_method: str | None = None
-    sandbox: dict[str, Any] = field(default_factory=dict)
+JOB_FILE, LOG_FILE = "job.json", "worker.log"
 
 
 def worker_extra_env(profile: Profile) -> dict[str, str]:
@@ -58,21 +40,22 @@ def tail(path: Path, limit: int = STDERR_TAIL_CHARS) -> str:
     return data[-limit:].decode("utf-8", "replace")
 
 
-class LocalExecutor:
-    """Runs one worker at a time on this machine."""
+class LocalExecutor(Executor):
+    """Runs one worker at a time on this machine; the job's ``out_dir`` is the run directory."""
 
     name = "local"
 
-    def execute(self, job: dict[str, Any], run_dir: Path, profile: Profile, timeout_s: float,
-                hide: list[str] | None = None) -> WorkerOutcome:
+    def execute(self, job: WorkerJob, timeout_s: float, *, hide: Sequence[str] = ()) -> WorkerOutcome:
+        profile = job.profile
         validate_profile_for_machine(profile)  # a CUDA profile on a CPU machine: nothing is spawned
-        job_path = run_dir / "job.json"
-        job_path.write_text(json.dumps(job))
-        log_path = run_dir / "worker.log"
-        cgroup = create_run_cgroup(job["run_id"], profile)
-        argv, env, sbx = sandbox_command([sys.executable, "-m", "heptathlon.runners.worker", str(job_path)], run_dir / "work",
-                                         extra_env={**worker_extra_env(profile), **cgroup.env()},
-                                         writable=[run_dir], hide=hide or [], copy_workdir=False,
+        run_dir = job.out_dir
+        job_path = run_dir / JOB_FILE
+        job_path.write_text(job.model_dump_json())
+        log_path = run_dir / LOG_FILE
+        cgroup = create_run_cgroup(job.run_id, profile)
+        argv, env, sbx = sandbox_command([sys.executable, "-m", "heptathlon.runners.worker", str(job_path)],
+                                         job.folder, extra_env={**worker_extra_env(profile), **cgroup.env()},
+                                         writable=[run_dir], hide=list(hide), copy_workdir=False,
                                          require=profile.require_sandbox, profile_name=profile.name)
         try:
             spawn_time = time.time()
@@ -88,39 +71,31 @@ class LocalExecutor:
                     _kill_group(proc)
                     code = proc.wait()
                 finally:
-                    sampler.stop()
+                    tree_rss = sampler.stop()
                     _kill_group(proc)  # a command submission's children must not outlive the run
-            wall = time.time() - spawn_time
-            stderr_tail = tail(log_path)
-            out = WorkerOutcome(ok=False, error=None, stderr_tail=stderr_tail, spawn_time=spawn_time, wall_s=wall,
-                                exit_code=code, peak_rss_bytes=sampler.peak_bytes, rss_samples=sampler.n,
+            out = WorkerOutcome(result=None, error=None, stderr_tail=tail(log_path), exit_code=code,
+                                spawn_time=spawn_time, wall_s=time.time() - spawn_time, tree_rss=tree_rss,
+                                cgroup_peak=cgroup.peak_memory(),
                                 sandbox={k: sbx.get(k) for k in ("active", "mechanism", "isolation", "env_dropped")})
-            peak = cgroup.peak_memory_bytes()
-            if peak is not None:
-                out.cgroup_peak_bytes = peak
-                out.cgroup_method = f"counter:cgroup-v{cgroup.versions.get('memory', 1)}"
-            mem_reason = memory_limit_kill_reason(profile, code, stderr_tail, cgroup)
+            mem_reason = memory_limit_kill_reason(profile, code, out.stderr_tail, cgroup)
         finally:
             cgroup.cleanup()
             cleanup_sandbox(sbx)
-        err_file = run_dir / "error.json"
-        if timed_out:
-            out.error = f"run timed out after {timeout_s:g} s (the model never answered or is too slow); raise it with --timeout"
-        elif mem_reason:
-            out.error = mem_reason
-        elif err_file.exists():
-            out.error = json.loads(err_file.read_text())["error"]
-        elif code != 0:
-            sig = -code if code < 0 else None
-            how = f"was killed by signal {signal.Signals(sig).name}" if sig else f"exited with code {code}"
-            out.error = f"worker {how} before reporting results (see stderr tail)"
-        else:
-            out.ok = True
-            out.result = json.loads((run_dir / "result.json").read_text())
-            for name in ("issue_ns", "done_ns", "batch", "preds", "scores"):
-                p = run_dir / f"{name}.npy"
-                if p.exists():
-                    out.arrays[name] = np.load(p)
+        try:
+            if timed_out:
+                out.error = f"run timed out after {timeout_s:g} s (the model never answered or is too slow); raise it with --timeout"
+            elif mem_reason:
+                out.error = mem_reason
+            elif job.error_path.exists():
+                out.error = WorkerFailure.read(job.error_path, job.run_id).error
+            elif code != 0:
+                sig = -code if code < 0 else None
+                how = f"was killed by signal {signal.Signals(sig).name}" if sig else f"exited with code {code}"
+                out.error = f"worker {how} before reporting results (see stderr tail)"
+            else:
+                out.result = WorkerResult.read(job.result_path, job.run_id)
+        except WorkerResultError as e:
+            out.error = str(e)
         return out
 
 

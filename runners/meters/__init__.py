@@ -1,4 +1,4 @@
-"""Meters: energy and memory measured around the worker's timed window.
+"""Meters: energy and memory measured around the worker's timed window (memory also by the parent).
 
 Usage in the worker (see each function's docstring)::
 
@@ -12,16 +12,12 @@ Usage in the worker (see each function's docstring)::
 from heptathlon.runners.meters.base import EnergyReading, Meter, MeterUnavailable, PeriodicSampler, required_window_s
 from heptathlon.runners.meters.codecarbon_meter import CodecarbonMeter, GridIntensity, grid_intensity_g_per_kwh
 from heptathlon.runners.meters.energy import IdleBaseline, combine_methods, energy_metrics, measure_idle_power
-from heptathlon.runners.meters.memory import (
-    GpuMemorySampler,
-    MemoryReading,
-    cgroup_dir_of,
-    cgroup_peak_bytes,
-    nvml_process_gpu_memory,
-)
+from heptathlon.runners.meters.cgroup_memory import cgroup_dir_of, cgroup_peak_bytes
+from heptathlon.runners.meters.memory import GpuMemorySampler, MemoryReading, nvml_process_gpu_memory
 from heptathlon.runners.meters.nvml import NvmlEnergyCounterMeter, NvmlPowerSamplingMeter
 from heptathlon.runners.meters.rapl import RaplMeter, counter_delta_uj, discover_rapl_zones
 from heptathlon.runners.meters.select import MeterSelection, SkippedMethod, parse_device, select_meters
+from heptathlon.runners.meters.tree_rss import TreeRssSampler, tree_rss_bytes
 
 __all__ = [
     "CodecarbonMeter",
@@ -38,6 +34,7 @@ __all__ = [
     "PeriodicSampler",
     "RaplMeter",
     "SkippedMethod",
+    "TreeRssSampler",
     "cgroup_dir_of",
     "cgroup_peak_bytes",
     "combine_methods",
@@ -50,4 +47,5 @@ __all__ = [
     "parse_device",
     "required_window_s",
     "select_meters",
+    "tree_rss_bytes",
 ]
