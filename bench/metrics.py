@@ -8,10 +8,20 @@ estimated value is never ranked against a measured one.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from heptathlon.bench.errors import HeptathlonError
+
+
+class SampleKind(StrEnum):
+    """The raw arrays a run stores in the ``samples`` table, by kind. Writers and readers use these."""
+
+    LATENCY_NS = "latency_ns"  # per query: completion minus issue (or scheduled arrival), perf_counter_ns
+    PREDICTIONS = "predictions"  # the model's output per example, in the task's fixed order
+    SCORES = "scores"  # per-example scores (float32), for threshold-free fairness metrics
 
 
 @dataclass(frozen=True)
@@ -21,15 +31,20 @@ class MetricSpec:
     event: str  # quality | latency | throughput | memory | energy | framework_tax | fairness | size
     lower_is_better: bool | None
     description: str
+    sample_kind: SampleKind | None = None  # the stored raw samples a regression test compares
 
 
 _SPECS = [
     MetricSpec("accuracy", "fraction", "quality", False,
                "Task quality, or fidelity to the reference profile where the task has no labels."),
-    MetricSpec("latency_p50_ms", "ms", "latency", True, "Median per-query latency from issue time."),
-    MetricSpec("latency_p90_ms", "ms", "latency", True, "90th percentile per-query latency."),
-    MetricSpec("latency_p99_ms", "ms", "latency", True, "99th percentile per-query latency."),
-    MetricSpec("latency_mean_ms", "ms", "latency", True, "Mean per-query latency."),
+    MetricSpec("latency_p50_ms", "ms", "latency", True, "Median per-query latency from issue time.",
+               SampleKind.LATENCY_NS),
+    MetricSpec("latency_p90_ms", "ms", "latency", True, "90th percentile per-query latency.",
+               SampleKind.LATENCY_NS),
+    MetricSpec("latency_p99_ms", "ms", "latency", True, "99th percentile per-query latency.",
+               SampleKind.LATENCY_NS),
+    MetricSpec("latency_mean_ms", "ms", "latency", True, "Mean per-query latency.",
+               SampleKind.LATENCY_NS),
     MetricSpec("latency_p90_early_ms", "ms", "latency", True,
                "MLPerf LoadGen early-stopping estimate of the p90 latency: an upper bound at 99% confidence."),
     MetricSpec("latency_p99_early_ms", "ms", "latency", True,
@@ -77,6 +92,27 @@ HEADLINE = [
     "energy_per_sample_j",
     "params",
 ]
+
+# ---- the headline rule ----------------------------------------------------------------------
+# A run may store several rows of one metric. Rows whose params carry one of these keys are
+# details of the run (batch-sweep points, per-attribute breakdowns, a second memory counter)
+# and never its headline value. Of the rest, a value pooled over k trials
+# (heptathlon.bench.stats.pool_trial_values) wins over the run's own; then the first row stored.
+DETAIL_PARAMS = ("detail", "sweep")
+SWEEP_POINT_PARAM = "batch_size"
+POOLED_PARAM = "pooled"
+
+
+def is_detail(params: Mapping[str, Any] | None) -> bool:
+    """Whether a stored row with these params is a detail, never a headline value."""
+    p = params or {}
+    return any(p.get(k) for k in DETAIL_PARAMS) or SWEEP_POINT_PARAM in p
+
+
+def headline_order(params: Mapping[str, Any] | None, row_id: int) -> tuple[int, int]:
+    """Sort key among a metric's non-detail rows of one run: the smallest is the headline."""
+    return (0 if (params or {}).get(POOLED_PARAM) else 1, row_id)
+
 
 METHOD_KINDS = ("timer", "counter", "sampled", "profiler", "estimate", "artifact", "quality", "derived")
 UNAVAILABLE = "unavailable"

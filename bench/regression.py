@@ -1,4 +1,4 @@
-"""Nightly regression detection: series keys, baseline windows, per-metric tests, context diffs.
+"""Nightly regression detection: baseline windows, per-metric tests, context diffs.
 
 Pure core: plain dataclasses and arrays in, frozen dataclasses out, no I/O. The caller (the
 ``nightly`` command) loads past runs from the database, turns them into :class:`NightlyRun`
@@ -22,8 +22,6 @@ change in predictions is drift, reported with its flip rate.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,8 +32,10 @@ import numpy as np
 from scipy.stats import binomtest, mannwhitneyu
 
 from heptathlon.bench.errors import HeptathlonError
-from heptathlon.bench.fingerprint import fingerprint_class
-from heptathlon.bench.metrics import METRICS, spec_for
+from heptathlon.bench.metrics import METRICS, SampleKind, spec_for
+from heptathlon.bench.series import SeriesKey, canonical_json, series_fingerprint_class, series_key
+
+__all__ = ["SeriesKey", "series_fingerprint_class", "series_key"]  # the key lives in bench/series.py
 
 DEFAULT_WINDOW = 7
 DEFAULT_MIN_WINDOW = 5
@@ -46,72 +46,9 @@ DEFAULT_REL_THRESHOLD = 0.05  # 5% for latency, energy and every other sized met
 # Metric events whose values are checked for drift in predictions rather than for size.
 DRIFT_EVENTS = frozenset({"quality", "fairness"})
 
-# Raw-sample kind behind a metric, when it is not stored under the metric's own name:
-# every latency statistic is computed from the same per-query latencies.
-SAMPLE_KIND = {
-    "latency_p50_ms": "latency_ms",
-    "latency_p90_ms": "latency_ms",
-    "latency_p99_ms": "latency_ms",
-    "latency_mean_ms": "latency_ms",
-}
-
 DetectionKind = Literal["regression", "improvement", "drift", "unchanged", "untested"]
 SeriesStatus = Literal["broke", "regressed", "drift", "improved", "no_baseline", "ok"]
 AlertKind = Literal["regression", "improvement", "drift", "broke"]
-
-
-# --------------------------------------------------------------------------- series key
-
-
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def series_fingerprint_class(fingerprint: Mapping[str, Any]) -> str:
-    """The fingerprint class of a nightly series: ``heptathlon.bench.fingerprint``'s class, software left out.
-
-    ``fingerprint_class`` counts major.minor library versions as part of the class, which is
-    right for ranking but wrong here: a torch upgrade must show up as a regression of the same
-    series, with ``software.torch: 2.13.0 → 2.14.0`` in its context diff, not silently start a
-    new series that has no baseline. Blanking the software context keeps everything else
-    (hardware, governor, boost, drivers) defined in one place.
-    """
-    return fingerprint_class({**fingerprint, "software": {}})
-
-
-@dataclass(frozen=True)
-class SeriesKey:
-    """One series: submission, task, profile, scenario, parameters and fingerprint class."""
-
-    submission: str
-    task: str
-    profile: str
-    scenario: str
-    params_json: str  # canonical JSON (sorted keys) so equal parameters compare and hash equal
-    fingerprint_class: str
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return json.loads(self.params_json)
-
-    @property
-    def id(self) -> str:
-        """Stable short id for the alert table and report file names."""
-        parts = [self.submission, self.task, self.profile, self.scenario, self.params_json, self.fingerprint_class]
-        return hashlib.sha256(_canonical_json(parts).encode()).hexdigest()[:16]
-
-    @property
-    def label(self) -> str:
-        """Human-readable name: ``submission/profile/scenario``."""
-        return f"{self.submission}/{self.profile}/{self.scenario}"
-
-
-def series_key(submission: str, task: str, profile: str, scenario: str,
-               params: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> SeriesKey:
-    """Build the series key of a run from its fields and its full machine fingerprint."""
-    return SeriesKey(submission=submission, task=task, profile=profile, scenario=scenario,
-                     params_json=_canonical_json(dict(params)),
-                     fingerprint_class=series_fingerprint_class(fingerprint))
 
 
 # --------------------------------------------------------------------------- runs and config
@@ -121,8 +58,9 @@ def series_key(submission: str, task: str, profile: str, scenario: str,
 class NightlyRun:
     """One night's result of one series, as the detector needs it.
 
-    ``samples`` maps a sample kind (``latency_ms``, or a metric name for per-trial or per-interval
-    values) to raw observations. ``predictions`` is the model's output per example, in the task's
+    ``samples`` maps a stored sample kind (``SampleKind.LATENCY_NS``, the metric's
+    ``MetricSpec.sample_kind``; or a metric name for per-trial or per-interval values) to raw
+    observations, in the unit they are stored in: the Mann-Whitney U test only ranks them. ``predictions`` is the model's output per example, in the task's
     fixed order, for drift checks. ``excluded_from_baseline`` marks a run with an open
     (unacknowledged) regression so that it does not become the baseline; ``starts_baseline`` marks
     a run whose change a maintainer accepted as expected, so the window restarts there.
@@ -355,7 +293,7 @@ def _show(v: Any) -> str:
     if v is _ABSENT:
         return "(absent)"
     if isinstance(v, (list, tuple, dict)):
-        return _canonical_json(v)
+        return canonical_json(v)
     return str(v)
 
 
@@ -402,9 +340,14 @@ class SeriesResult:
         return tuple(d for d in self.detections if d.kind == kind)
 
 
+def sample_kind_of(metric: str) -> str:
+    """The raw samples behind a metric: its registered sample kind, else samples named after it."""
+    spec = METRICS.get(metric)
+    return str(spec.sample_kind) if spec is not None and spec.sample_kind is not None else metric
+
+
 def _samples_for(run: NightlyRun, metric: str) -> np.ndarray | None:
-    kind = SAMPLE_KIND.get(metric, metric)
-    s = run.samples.get(kind)
+    s = run.samples.get(sample_kind_of(metric))
     return None if s is None else np.asarray(s, dtype=float)
 
 
@@ -428,7 +371,7 @@ def check_series(candidate: NightlyRun, history: Iterable[NightlyRun],
 
     def p_for(metric: str, runs: tuple[NightlyRun, ...]) -> float | None:
         # Every latency statistic shares the per-query samples: test them once.
-        key = (SAMPLE_KIND.get(metric, metric), tuple(r.run_id for r in runs))
+        key = (sample_kind_of(metric), tuple(r.run_id for r in runs))
         if key not in p_cache:
             base = [s for r in runs if (s := _samples_for(r, metric)) is not None]
             pooled = np.concatenate(base) if runs and len(base) == len(runs) else None
@@ -558,7 +501,7 @@ def simulate_series(rng: np.random.Generator, spec: SimulationSpec = SimulationS
         lat = spec.base_latency_ms * factor * rng.lognormal(0.0, spec.within_sigma, spec.n_queries)
         runs.append(NightlyRun(
             run_id=f"night-{night}", series=_SIM_SERIES, started_at=t0 + timedelta(days=night),
-            metrics={m: float(_SIM_STATS[m](lat)) for m in spec.metrics}, samples={"latency_ms": lat},
+            metrics={m: float(_SIM_STATS[m](lat)) for m in spec.metrics}, samples={SampleKind.LATENCY_NS: lat * 1e6},
         ))
     return runs
 

@@ -25,39 +25,18 @@ import streamlit as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from heptathlon.bench.run_status import FINISHED, RunStatus
 from heptathlon.db import queries as Q
+from heptathlon.db import results as R
+from heptathlon.db.results import chunks as _chunks
 from heptathlon.db.models import Alert, GroupMetric, Machine, Measurement, Run, Samples, Submission
 from heptathlon.db.session import ensure_schema, session_scope
 
 TTL_S = 30  # seconds a cached read stays fresh; the sidebar's "Reload data" clears it at once
 
-# Measurement params that mark a row as a detail of a run rather than its headline value:
-# batch-sweep points (framework tax) and per-attribute breakdowns (fairness). A run that holds a
-# pooled set of k trials (heptathlon.bench.app.service.pool_trials) shows the pooled values.
-SWEEP_KEYS = ("sweep", "batch_size")
-DETAIL_KEY = "detail"
-POOLED_KEY = "pooled"
-
-
-def headline_preference(params: dict[str, Any] | None) -> int:
-    """Which of several rows of one metric in one run is its headline: lowest wins."""
-    params = params or {}
-    return 0 if params.get(POOLED_KEY) else 2 if params.get(DETAIL_KEY) else 1
-
 RUN_COLUMNS = ["run_id", "submission_id", "submission", "version", "kind", "task", "profile", "scenario",
                "machine_id", "finished_at", "run_params"]
 MEASUREMENT_COLUMNS = ["run_id", "metric", "unit", "value", "ci_low", "ci_high", "n", "method", "note", "params"]
-
-_CHUNK = 500  # bound on IN (...) list sizes
-
-
-def _chunks(ids: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(ids), size):
-        yield ids[i:i + size]
-
-
-def is_sweep_point(params: dict[str, Any] | None) -> bool:
-    return bool(params) and any(k in params for k in SWEEP_KEYS)
 
 
 # ---- overview -----------------------------------------------------------------------------------
@@ -76,7 +55,7 @@ def machine_classes(s: Session) -> pd.DataFrame:
     Results are comparable only within one fingerprint class (DESIGN.md); machines whose
     hardware-identity fields agree share a class even when their software differs.
     """
-    from heptathlon.bench.regression import fingerprint_class
+    from heptathlon.bench.fingerprint import fingerprint_class
 
     rows = []
     for mid, fph, specs in s.execute(select(Machine.id, Machine.fingerprint_hash, Machine.specs)):
@@ -118,14 +97,12 @@ def result_options(s: Session) -> pd.DataFrame:
 def latest_results(s: Session, *, task: str | None = None, profile: str | None = None,
                    scenario: str | None = None, machine_ids: Sequence[int] | None = None,
                    submission: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The latest succeeded run per (submission, profile, scenario, machine) and its headline values.
+    """The latest succeeded run of each series and its headline values (both rules: heptathlon.db.results).
 
     Returns ``(runs, measurements)``: one row per run (RUN_COLUMNS) and one row per run and
-    metric (MEASUREMENT_COLUMNS). Batch-sweep points are left out, and where a run stores a
-    metric more than once the pooled trial value wins, then a plain row, then a per-attribute
-    ``detail`` row (see ``headline_preference``).
+    metric (MEASUREMENT_COLUMNS).
     """
-    conds = [Run.status == "succeeded", Run.submission_id.is_not(None)]
+    conds = [Run.submission_id.is_not(None)]
     if task:
         conds.append(Run.task_name == task)
     if profile:
@@ -136,16 +113,10 @@ def latest_results(s: Session, *, task: str | None = None, profile: str | None =
         conds.append(Run.machine_id.in_(list(machine_ids)))
     if submission:
         conds.append(Run.submission_id.in_(select(Submission.id).where(Submission.name == submission)))
-    # Newest run of each series; the id breaks a tie between equal finish times so exactly one wins.
-    ranked = (select(Run.id.label("rid"),
-                     func.row_number().over(
-                         partition_by=(Run.submission_id, Run.profile_name, Run.scenario, Run.machine_id),
-                         order_by=(Run.finished_at.desc(), Run.id.desc())).label("k"))
-              .where(*conds).subquery())
     q = (select(Run.id, Run.submission_id, Submission.name, Submission.version, Submission.kind, Run.task_name,
                 Run.profile_name, Run.scenario, Run.machine_id, Run.finished_at, Run.params)
-         .join(ranked, (ranked.c.rid == Run.id) & (ranked.c.k == 1))
-         .join(Submission, Run.submission_id == Submission.id))
+         .join(Submission, Run.submission_id == Submission.id)
+         .where(Run.id.in_(R.latest_run_ids(*conds))))
     runs = pd.DataFrame(s.execute(q).all(), columns=RUN_COLUMNS)
     runs = runs.sort_values(["task", "profile", "scenario", "submission", "machine_id"], kind="stable")
     return runs.reset_index(drop=True), headline_measurements(s, list(runs["run_id"]))
@@ -153,20 +124,14 @@ def latest_results(s: Session, *, task: str | None = None, profile: str | None =
 
 def headline_measurements(s: Session, run_ids: Sequence[str]) -> pd.DataFrame:
     """One row per (run, metric): the run's headline value of each metric it stored."""
-    best: dict[tuple[str, str], tuple[tuple[int, int], tuple]] = {}
     cols = (Measurement.run_id, Measurement.metric, Measurement.unit, Measurement.value, Measurement.ci_low,
             Measurement.ci_high, Measurement.n, Measurement.method, Measurement.note, Measurement.params,
             Measurement.id)
-    for chunk in _chunks(run_ids):
-        for row in s.execute(select(*cols).where(Measurement.run_id.in_(chunk))):
-            params = row[9] or {}
-            if is_sweep_point(params):
-                continue
-            pref = (headline_preference(params), row[10])
-            key = (row[0], row[1])
-            if key not in best or pref < best[key][0]:
-                best[key] = (pref, tuple(row[:10]))
-    return pd.DataFrame([v for _, v in best.values()], columns=MEASUREMENT_COLUMNS)
+    rows = [row for chunk in _chunks(list(run_ids)) for row in s.execute(select(*cols).where(
+        Measurement.run_id.in_(chunk)))]
+    best = R.pick_headlines(rows, run_id=lambda r: r[0], metric=lambda r: r[1], params=lambda r: r[9],
+                            row_id=lambda r: r[10])
+    return pd.DataFrame([tuple(r[:10]) for r in best.values()], columns=MEASUREMENT_COLUMNS)
 
 
 # ---- framework tax sweeps ------------------------------------------------------------------------
@@ -354,36 +319,35 @@ def latency_samples_ms(s: Session, run_id: str) -> np.ndarray | None:
 
 # ---- history -------------------------------------------------------------------------------------
 HISTORY_COLUMNS = ["run_id", "status", "created_at", "finished_at", "machine_id", "trial", "error", "value",
-                   "ci_low", "ci_high", "n", "method", "unit"]
+                   "ci_low", "ci_high", "n", "method", "unit", "series_key"]
 
 
-def series_history(s: Session, *, submission: str, profile: str, scenario: str, metric: str,
-                   machine_ids: Sequence[int] | None = None) -> pd.DataFrame:
+def series_history(s: Session, *, submission: str | None = None, profile: str | None = None,
+                   scenario: str | None = None, metric: str, machine_ids: Sequence[int] | None = None,
+                   series_key: str | None = None) -> pd.DataFrame:
     """Every finished run of one series, oldest first, with its headline value of ``metric``.
 
+    The series is ``series_key`` (the indexed ``run.series_key``: one parameter set on one
+    fingerprint class), or every series of ``submission`` on ``profile`` and ``scenario``.
     Failed runs are kept (value None) so that the chart can show when a series broke. A failed run
-    has no machine, so the machine filter applies to succeeded runs only.
+    may have no machine, so the machine filter applies to succeeded runs only.
     """
-    q = (select(Run.id, Run.status, Run.created_at, Run.finished_at, Run.machine_id, Run.trial, Run.error)
-         .join(Submission, Run.submission_id == Submission.id)
-         .where(Submission.name == submission, Run.profile_name == profile, Run.scenario == scenario,
-                Run.status.in_(("succeeded", "failed")))
-         .order_by(Run.created_at, Run.id))
+    q = (select(Run.id, Run.status, Run.created_at, Run.finished_at, Run.machine_id, Run.trial, Run.error,
+                Run.series_key)
+         .where(Run.status.in_(FINISHED)).order_by(Run.created_at, Run.id))
+    if series_key is not None:
+        q = q.where(Run.series_key == series_key)
+    else:
+        q = (q.join(Submission, Run.submission_id == Submission.id)
+             .where(Submission.name == submission, Run.profile_name == profile, Run.scenario == scenario))
     rows = [r for r in s.execute(q).all()
-            if machine_ids is None or r[1] == "failed" or r[4] in set(machine_ids)]
-    best: dict[str, tuple[tuple[int, int], tuple]] = {}
-    for chunk in _chunks([r[0] for r in rows if r[1] == "succeeded"]):
-        mq = (select(Measurement.run_id, Measurement.value, Measurement.ci_low, Measurement.ci_high, Measurement.n,
-                     Measurement.method, Measurement.unit, Measurement.params, Measurement.id)
-              .where(Measurement.run_id.in_(chunk), Measurement.metric == metric))
-        for rid, v, lo, hi, n, method, unit, params, mid in s.execute(mq):
-            params = params or {}
-            if is_sweep_point(params):
-                continue
-            pref = (headline_preference(params), mid)
-            if rid not in best or pref < best[rid][0]:
-                best[rid] = (pref, (v, lo, hi, n, method, unit))
-    out = [(*r, *(best[r[0]][1] if r[0] in best else (None,) * 6)) for r in rows]
+            if machine_ids is None or r[1] == RunStatus.FAILED or r[4] in set(machine_ids)]
+    best = R.headline_measurements(s, [r[0] for r in rows if r[1] == RunStatus.SUCCEEDED], metric=metric)
+    out = []
+    for rid, status, created, finished, mid, trial, error, key in rows:
+        m = best.get(rid, {}).get(metric)
+        values = (None,) * 6 if m is None else (m.value, m.ci_low, m.ci_high, m.n, m.method, m.unit)
+        out.append((rid, status, created, finished, mid, trial, error, *values, key))
     return pd.DataFrame(out, columns=HISTORY_COLUMNS)
 
 
@@ -469,11 +433,12 @@ def load_latency_samples_ms(url: str, run_id: str) -> np.ndarray | None:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def load_series_history(url: str, *, submission: str, profile: str, scenario: str, metric: str,
-                        machine_ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+def load_series_history(url: str, *, submission: str | None = None, profile: str | None = None,
+                        scenario: str | None = None, metric: str, machine_ids: tuple[int, ...] | None = None,
+                        series_key: str | None = None) -> pd.DataFrame:
     with session_scope(url) as s:
         return series_history(s, submission=submission, profile=profile, scenario=scenario, metric=metric,
-                              machine_ids=machine_ids)
+                              machine_ids=machine_ids, series_key=series_key)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from heptathlon.bench.series import SERIES_KEY_LENGTH
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -62,6 +64,7 @@ class Run(Base):
         Index("ix_run_status_created", "status", "created_at"),
         Index("ix_run_dashboard", "status", "task_name", "profile_name", "scenario", "machine_id", "submission_id",
               "finished_at"),  # migration 0002: the leaderboard's filters and latest-run query
+        Index("ix_run_series_key", "series_key", "finished_at"),  # migration 0003: a series' runs, in order
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     # Foreign keys are nullable so that a submission that never validated still leaves a
@@ -74,7 +77,7 @@ class Run(Base):
     task_name: Mapped[str | None] = mapped_column(String(128))
     scenario: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(16))  # queued | running | succeeded | failed
+    status: Mapped[str] = mapped_column(String(16))  # heptathlon.bench.run_status.RunStatus
     error: Mapped[str | None] = mapped_column(Text)
     stderr_tail: Mapped[str | None] = mapped_column(Text)
     trial: Mapped[int] = mapped_column(Integer, default=0)
@@ -85,6 +88,9 @@ class Run(Base):
     software: Mapped[dict[str, Any]] = mapped_column(default=dict)
     controls: Mapped[dict[str, Any]] = mapped_column(default=dict)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # heptathlon.bench.series.SeriesKey.id, set by heptathlon.db.series once the run has a
+    # submission and a machine (None before: a queued run, a request rejected before it ran).
+    series_key: Mapped[str | None] = mapped_column(String(SERIES_KEY_LENGTH))
 
     submission: Mapped[Submission | None] = relationship()
     profile: Mapped[Profile | None] = relationship()
@@ -115,7 +121,7 @@ class Samples(Base):
     __table_args__ = (Index("ix_samples_run_kind", "run_id", "kind"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("run.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(64))  # latency_ms, predictions, ...
+    kind: Mapped[str] = mapped_column(String(64))  # heptathlon.bench.metrics.SampleKind
     dtype: Mapped[str] = mapped_column(String(16))
     n: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)  # zlib-compressed little-endian array

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from heptathlon.db.models import Alert, Lock, Measurement, Run, Submission, utcnow
+from heptathlon.db.models import Alert, Lock, Measurement, Run, utcnow
+from heptathlon.db.results import chunks as _chunks
 
 NIGHTLY = "nightly"  # the run.extra key of nightly bookkeeping
 
@@ -21,11 +22,6 @@ NIGHTLY = "nightly"  # the run.extra key of nightly bookkeeping
 # night was evaluated again and no longer finds it.
 OPEN, ACKNOWLEDGED, EXPECTED, SUPERSEDED = "open", "acknowledged", "expected", "superseded"
 ALERT_STATUSES = (OPEN, ACKNOWLEDGED, EXPECTED, SUPERSEDED)
-
-
-def _chunks(items: Sequence[Any], n: int = 500) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
 
 
 def nightly_marker(run: Run) -> dict[str, Any] | None:
@@ -40,20 +36,17 @@ def runs_of_night(s: Session, group_id: str) -> list[Run]:
     return list(s.scalars(select(Run).where(Run.group_id == group_id).order_by(Run.created_at, Run.trial, Run.id)))
 
 
-def nightly_runs_of(s: Session, *, submission: str, profile: str, scenario: str, before: str) -> list[Run]:
-    """Nightly runs of one submission name, profile and scenario from nights before ``before``
-    (YYYY-MM-DD), any suite or host; retried-away runs left out. The caller narrows them to one
-    series (parameters and fingerprint class)."""
-    q = (select(Run).join(Submission, Run.submission_id == Submission.id)
-         .where(Submission.name == submission, Run.profile_name == profile, Run.scenario == scenario,
-                Run.group_id.is_not(None))
-         .order_by(Run.created_at, Run.id))
+def nightly_runs_of(s: Session, *, series_keys: Iterable[str], before: str) -> list[Run]:
+    """Nightly runs of these series (``run.series_key``) from nights before ``before`` (YYYY-MM-DD),
+    any suite or host, oldest first; retried-away runs left out."""
     out = []
-    for run in s.scalars(q):
-        m = nightly_marker(run)
-        if m is not None and str(m.get("date", "")) < before and not m.get("superseded"):
-            out.append(run)
-    return out
+    for chunk in _chunks(sorted(set(series_keys))):
+        q = (select(Run).where(Run.series_key.in_(chunk), Run.group_id.is_not(None)))
+        for run in s.scalars(q):
+            m = nightly_marker(run)
+            if m is not None and str(m.get("date", "")) < before and not m.get("superseded"):
+                out.append(run)
+    return sorted(out, key=lambda r: (r.created_at, r.id))
 
 
 def tag_nightly_runs(s: Session, run_ids: Iterable[str], marker: dict[str, Any], *, machine_id: int | None = None,

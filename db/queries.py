@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zlib
-from collections import defaultdict
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -12,7 +11,9 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.metrics import MetricValue, SampleKind
+from heptathlon.bench.metrics import is_detail as metrics_is_detail
+from heptathlon.db import results as R
 from heptathlon.db.models import GroupMetric, Machine, Measurement, Profile, Run, Samples, Submission, Task, utcnow
 
 
@@ -109,7 +110,7 @@ def add_measurements(s: Session, run_id: str, values: Iterable[MetricValue]) -> 
                           ci_high=v.ci_high, n=v.n, method=v.method, note=v.note, params=dict(v.params)))
 
 
-def add_samples(s: Session, run_id: str, kind: str, arr: np.ndarray) -> None:
+def add_samples(s: Session, run_id: str, kind: SampleKind, arr: np.ndarray) -> None:
     data, dtype, n = encode_array(arr)
     s.add(Samples(run_id=run_id, kind=kind, dtype=dtype, n=n, data=data))
 
@@ -121,66 +122,46 @@ def add_group_metrics(s: Session, run_id: str, rows: Iterable[Any]) -> None:
 
 
 def is_detail(m: Measurement) -> bool:
-    """Detail rows (per attribute, per batch size; mark them params["detail"]) stay out of headline tables."""
-    p = m.params or {}
-    return bool(p.get("detail") or p.get("sweep"))
+    """A detail row (per attribute, per batch size) is never a headline (heptathlon.bench.metrics.is_detail)."""
+    return metrics_is_detail(m.params)
 
 
-def load_samples(s: Session, run_id: str, kind: str) -> np.ndarray | None:
+def load_samples(s: Session, run_id: str, kind: SampleKind) -> np.ndarray | None:
     row = s.scalar(select(Samples).where(Samples.run_id == run_id, Samples.kind == kind))
     return None if row is None else decode_array(row.data, row.dtype)
 
 
-def _keep(current: dict[str, Measurement], m: Measurement) -> None:
-    """Headline row per metric; a pooled-over-trials row wins over the run's own."""
-    old = current.get(m.metric)
-    if old is None or (m.params or {}).get("pooled") and not (old.params or {}).get("pooled"):
-        current[m.metric] = m
-
-
 def run_measurements(s: Session, run_id: str) -> dict[str, Measurement]:
-    out: dict[str, Measurement] = {}
-    for m in s.scalars(select(Measurement).where(Measurement.run_id == run_id)):
-        if not is_detail(m):
-            _keep(out, m)
-    return out
+    """The run's headline row of each metric it stored (heptathlon.db.results)."""
+    return R.headline_measurements(s, [run_id])[run_id]
 
 
 # ---- leaderboard -------------------------------------------------------------------------------
 def leaderboard(s: Session, *, task: str | None = None, profile: str | None = None, scenario: str | None = None,
                 machine_id: int | None = None) -> list[dict[str, Any]]:
-    """The latest succeeded run per (submission, profile, scenario, machine), with its measurements."""
-    latest = (select(Run.submission_id, Run.profile_name, Run.scenario, Run.machine_id,
-                     func.max(Run.finished_at).label("t"))
-              .where(Run.status == "succeeded").group_by(Run.submission_id, Run.profile_name, Run.scenario,
-                                                         Run.machine_id))
+    """The latest succeeded run of each series (heptathlon.db.results), with its headline values.
+
+    ``trials`` is the trial count of a run whose headline values are pooled over trials, else None.
+    """
+    conds = []
     if task:
-        latest = latest.where(Run.task_name == task)
+        conds.append(Run.task_name == task)
     if profile:
-        latest = latest.where(Run.profile_name == profile)
+        conds.append(Run.profile_name == profile)
     if scenario:
-        latest = latest.where(Run.scenario == scenario)
+        conds.append(Run.scenario == scenario)
     if machine_id is not None:
-        latest = latest.where(Run.machine_id == machine_id)
-    sub = latest.subquery()
-    q = (select(Run, Submission)
-         .join(sub, (Run.submission_id == sub.c.submission_id) & (Run.profile_name == sub.c.profile_name)
-               & (Run.scenario == sub.c.scenario) & (Run.finished_at == sub.c.t)
-               & ((Run.machine_id == sub.c.machine_id) | (Run.machine_id.is_(None) & sub.c.machine_id.is_(None))))
-         .join(Submission, Run.submission_id == Submission.id)
-         .where(Run.status == "succeeded"))
+        conds.append(Run.machine_id == machine_id)
+    q = (select(Run, Submission).join(Submission, Run.submission_id == Submission.id)
+         .where(Run.id.in_(R.latest_run_ids(*conds))))
     pairs = list(s.execute(q))
-    ids = [r.id for r, _ in pairs]
-    meas: dict[str, dict[str, Measurement]] = defaultdict(dict)
-    for i in range(0, len(ids), 500):
-        for m in s.scalars(select(Measurement).where(Measurement.run_id.in_(ids[i:i + 500]))):
-            if not is_detail(m):
-                _keep(meas[m.run_id], m)
+    meas = R.headline_measurements(s, [r.id for r, _ in pairs])
     rows = []
     for run, sub_ in pairs:
         rows.append({"run_id": run.id, "submission": sub_.name, "version": sub_.version, "kind": sub_.kind,
                      "task": run.task_name, "profile": run.profile_name, "scenario": run.scenario,
-                     "machine_id": run.machine_id, "finished_at": run.finished_at, "metrics": meas[run.id]})
+                     "machine_id": run.machine_id, "finished_at": run.finished_at, "metrics": meas[run.id],
+                     "trials": R.trials_of_headlines(meas[run.id])})
     rows.sort(key=lambda r: (r["task"] or "", r["profile"], r["scenario"], r["submission"]))
     return rows
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from heptathlon.bench.errors import StorageError
+from heptathlon.db.series import assign_series_keys
 
 MIGRATIONS = Path(str(resources.files("heptathlon.db") / "migrations"))
 
@@ -97,11 +98,15 @@ def ensure_schema(url: str | None = None) -> None:
         upgrade(url)
 
 
+# Every session of ours stores each run's series key as it writes the run (heptathlon.db.series).
+_SESSIONS = sessionmaker(expire_on_commit=False)
+event.listen(_SESSIONS, "before_flush", assign_series_keys)
+
+
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
-    maker = sessionmaker(bind=get_engine(url), expire_on_commit=False)
-    s = maker()
+    s = _SESSIONS(bind=get_engine(url))
     try:
         yield s
         s.commit()

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from heptathlon.bench.app import nightly as N
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
-from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.app.report import EXIT_REGRESSION
 from heptathlon.db import nightly_queries as NQ
 from heptathlon.db import queries as Q
@@ -97,7 +97,9 @@ def insert_synthetic_nights(db: str, suite_path: Path, nights: list[str], latenc
             at = datetime.combine(d, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=2, minutes=30)
             Q.create_run(s, id=rid, submission_id=sub.id, machine_id=machine.id, submission_ref="synthetic",
                          profile_name=entry.profile, task_name="arrests", scenario=entry.scenario.name,
-                         params=entry.scenario.to_params(), status="succeeded", created_at=at, started_at=at,
+                         # what a run queued for this entry stores: its series key is computed from these
+                         params={**entry.scenario.to_params(), "energy": dict(entry.energy or {})},
+                         status="succeeded", created_at=at, started_at=at,
                          finished_at=at, group_id=N.night_group_id(suite.name, d, host), software=software_context(),
                          extra={"nightly": N.nightly_marker(suite.name, entry, d, host, fp)})
             Q.add_samples(s, rid, "latency_ns", lat)
@@ -200,9 +202,10 @@ def test_trials_are_one_night_with_pooled_values_and_every_trials_samples(exampl
     with session_scope(sqlite_url) as s:
         n_samples = sum(Q.load_samples(s, rid, "latency_ns").size for rid in entry.run_ids)
         pooled = {m.metric: m.value for m in NQ.measurements_of(s, cand.run_id) if (m.params or {}).get("pooled")}
-    assert len(cand.samples["latency_ms"]) == n_samples
+    assert len(cand.samples[SampleKind.LATENCY_NS]) == n_samples
     assert pooled["latency_p50_ms"] == cand.metrics["latency_p50_ms"]
-    assert np.isclose(np.percentile(cand.samples["latency_ms"], 50), cand.metrics["latency_p50_ms"], rtol=0.05)
+    assert np.isclose(np.percentile(cand.samples[SampleKind.LATENCY_NS], 50) / 1e6, cand.metrics["latency_p50_ms"],
+                      rtol=0.05)
 
 
 # ---- regressions and alerts ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
 from heptathlon.bench.manifest import load_manifest
+from heptathlon.bench.metrics import SampleKind
 from heptathlon.bench.app.report import NightlyReport, ReportPaths, write_reports
 from heptathlon.bench.regression import (
     Alert as AlertFinding,
@@ -354,11 +355,17 @@ def _group_by_night(runs: Iterable[Run]) -> list[_NightOfSeries]:
 
 
 def _series_of(night: _NightOfSeries) -> SeriesKey:
+    """The night's series, named from its marker: its labels for reports and alerts."""
     m, rep = night.marker, night.representative
     fp = rep.machine.specs if rep.machine is not None else None
     key = series_key(m["submission"], m.get("task") or rep.task_name or "", rep.profile_name, rep.scenario,
                      m.get("params") or {}, fp or {})
     return key if fp else replace(key, fingerprint_class=m.get("fingerprint_class", ""))
+
+
+def _series_id(night: _NightOfSeries) -> str:
+    """The stored ``run.series_key`` of the night; a request rejected before it was stored has none."""
+    return night.representative.series_key or _series_of(night).id
 
 
 def _night_start(night: _NightOfSeries) -> datetime:
@@ -369,11 +376,11 @@ def _night_start(night: _NightOfSeries) -> datetime:
                             tzinfo=timezone.utc)
 
 
-def _light_run(night: _NightOfSeries, alerts: Sequence[Any]) -> NightlyRun:
+def _light_run(night: _NightOfSeries, alerts: Sequence[Any], series: SeriesKey) -> NightlyRun:
     rep = night.representative
     mine = [a for a in alerts if a.candidate_run_id == rep.id]
     return NightlyRun(
-        run_id=rep.id, series=_series_of(night), started_at=_night_start(night),
+        run_id=rep.id, series=series, started_at=_night_start(night),
         status="failed" if rep.status == "failed" else "succeeded",
         software=dict(rep.software or {}), fingerprint=dict(rep.machine.specs) if rep.machine else {},
         error=rep.error,
@@ -387,12 +394,12 @@ def _with_results(s, light: NightlyRun, night: _NightOfSeries) -> NightlyRun:
     if light.status != "succeeded":
         return light
     rep = night.representative
-    rows = [m for m in NQ.measurements_of(s, rep.id) if m.value is not None and not Q.is_detail(m)]
-    pooled = {m.metric: m.value for m in rows if (m.params or {}).get("pooled")}
-    metrics = {m.metric: m.value for m in rows if not (m.params or {}).get("pooled")} | pooled
-    lat = [x for r in sorted(night.runs, key=lambda r: r.trial) if (x := Q.load_samples(s, r.id, "latency_ns")) is not None]
-    samples = {"latency_ms": np.concatenate(lat) / 1e6} if lat else {}
-    return replace(light, metrics=metrics, samples=samples, predictions=Q.load_samples(s, rep.id, "predictions"))
+    metrics = {name: m.value for name, m in Q.run_measurements(s, rep.id).items() if m.value is not None}
+    lat = [x for r in sorted(night.runs, key=lambda r: r.trial)
+           if (x := Q.load_samples(s, r.id, SampleKind.LATENCY_NS)) is not None]
+    samples = {SampleKind.LATENCY_NS: np.concatenate(lat)} if lat else {}
+    return replace(light, metrics=metrics, samples=samples,
+                   predictions=Q.load_samples(s, rep.id, SampleKind.PREDICTIONS))
 
 
 @dataclass(frozen=True)
@@ -415,17 +422,14 @@ def load_night(suite: Suite, night: date, *, db: str | None, host: str) -> Night
         tonight = [n for n in _group_by_night(NQ.runs_of_night(s, night_group_id(suite.name, night, host)))
                    if n.marker.get("entry") in order and n.complete]
         tonight.sort(key=lambda n: order[n.marker["entry"]])
-        past: dict[str, _NightOfSeries] = {}
-        for sub, prof, scen in dict.fromkeys((n.marker["submission"], n.representative.profile_name,
-                                              n.representative.scenario) for n in tonight):
-            runs = NQ.nightly_runs_of(s, submission=sub, profile=prof, scenario=scen, before=night.isoformat())
-            for n in _group_by_night(runs):
-                if n.complete:
-                    past[n.representative.id] = n
+        # Membership of a series is the stored key; the candidate's key object names it.
+        series = {_series_id(n): _series_of(n) for n in tonight}
+        past = {n.representative.id: n
+                for n in _group_by_night(NQ.nightly_runs_of(s, series_keys=series, before=night.isoformat()))
+                if n.complete and _series_id(n) in series}
         alerts = NQ.alerts_of_runs(s, [n.representative.id for n in [*tonight, *past.values()]])
-        cand_light = [_light_run(n, alerts) for n in tonight]
-        series = {c.series for c in cand_light}
-        hist_light = {rid: lr for rid, n in past.items() if (lr := _light_run(n, alerts)).series in series}
+        cand_light = [_light_run(n, alerts, series[_series_id(n)]) for n in tonight]
+        hist_light = {rid: _light_run(n, alerts, series[_series_id(n)]) for rid, n in past.items()}
         needed = {r.run_id for c in cand_light for r in select_baseline(hist_light.values(), c, config.window)}
         candidates = tuple(_with_results(s, c, n) for c, n in zip(cand_light, tonight))
         history = tuple(_with_results(s, lr, past[rid]) if rid in needed else lr for rid, lr in hist_light.items())

@@ -196,8 +196,7 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
 
     ensure_schema(db)
     with session_scope(db) as s:
-        rows = Q.leaderboard(s, task=task, profile=profile, scenario=scenario)
-        prefer_pooled(s, rows)  # k trials: the pooled values, not the last trial's
+        rows = Q.leaderboard(s, task=task, profile=profile, scenario=scenario)  # pooled values where k trials ran
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["profile"], r["scenario"], r["machine_id"]), []).append(r)
@@ -489,19 +488,3 @@ def recompute_latency(run_id: str, *, db: str | None = None) -> list[MetricValue
     if lat is None or lat.size == 0:
         raise RunError(f"run {run_id}: no stored latency samples to recompute from")
     return summarize_latency_ns(lat)
-
-
-def prefer_pooled(s, rows: list[dict[str, Any]]) -> None:
-    """Leaderboard rows: where a run holds a pooled trial set, show the pooled values and the trial count."""
-    from sqlalchemy import select
-
-    from heptathlon.db.models import Measurement
-
-    by_id = {r["run_id"]: r for r in rows}
-    ids = list(by_id)
-    for i in range(0, len(ids), 500):
-        for m in s.scalars(select(Measurement).where(Measurement.run_id.in_(ids[i:i + 500]))):
-            if (m.params or {}).get("pooled"):
-                row = by_id[m.run_id]
-                row["metrics"][m.metric] = m
-                row["trials"] = m.params.get("trials")

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.metrics import SampleKind
 from heptathlon.bench.regression import (
     ContextChange,
     DetectionConfig,
@@ -47,7 +48,7 @@ def _run(night, lat=None, *, key=KEY, status="succeeded", **kw):
     if metrics is None and lat is not None:
         metrics = {"latency_p50_ms": float(np.median(lat))}
     return NightlyRun(run_id=f"r{night}", series=key, started_at=T0 + timedelta(days=night), status=status,
-                      metrics=metrics or {}, samples={"latency_ms": lat} if lat is not None else {},
+                      metrics=metrics or {}, samples={SampleKind.LATENCY_NS: lat} if lat is not None else {},
                       fingerprint=kw.pop("fingerprint", FP), **kw)
 
 
