@@ -33,6 +33,7 @@ from scipy.stats import binomtest, mannwhitneyu
 
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.metrics import METRICS, SampleKind, spec_for
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.series import SeriesKey, canonical_json, series_fingerprint_class, series_key
 
 __all__ = ["SeriesKey", "series_fingerprint_class", "series_key"]  # the key lives in bench/series.py
@@ -69,7 +70,7 @@ class NightlyRun:
     run_id: str
     series: SeriesKey
     started_at: datetime
-    status: Literal["succeeded", "failed"] = "succeeded"
+    status: Literal[RunStatus.SUCCEEDED, RunStatus.FAILED] = RunStatus.SUCCEEDED
     metrics: Mapping[str, float] = field(default_factory=dict)
     samples: Mapping[str, Sequence[float]] = field(default_factory=dict)
     predictions: Sequence[Any] | None = None
@@ -124,7 +125,7 @@ def select_baseline(history: Iterable[NightlyRun], candidate: NightlyRun, window
         (r for r in history
          if r.series == candidate.series and r.run_id != candidate.run_id
          and r.started_at < candidate.started_at and r.nightly
-         and r.status == "succeeded" and not r.excluded_from_baseline),
+         and r.status == RunStatus.SUCCEEDED and not r.excluded_from_baseline),
         key=lambda r: r.started_at,
     )
     resets = [i for i, r in enumerate(good) if r.starts_baseline]
@@ -363,7 +364,7 @@ def check_series(candidate: NightlyRun, history: Iterable[NightlyRun],
         last_good = max(earlier, key=lambda r: r.started_at) if earlier else None
     changes = diff_context(run_context(last_good), run_context(candidate)) if last_good else ()
 
-    if candidate.status != "succeeded":
+    if candidate.status != RunStatus.SUCCEEDED:
         return SeriesResult(candidate.series, candidate.run_id, "broke", (), ids, changes,
                             error=candidate.error or "run failed without a reason")
 

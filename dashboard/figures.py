@@ -11,6 +11,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from heptathlon.bench.metrics import METRICS
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.dashboard.scoring import format_value
 
 PALETTE = qualitative.Safe
@@ -232,7 +233,7 @@ def latency_histogram(lat_ms: np.ndarray) -> go.Figure:
 # ---- history -------------------------------------------------------------------------------------
 def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> go.Figure:
     """A metric over time with CI error bars; failed runs and alerts marked."""
-    ok = series[(series["status"] == "succeeded") & series["value"].notna()].copy()
+    ok = series[(series["status"] == RunStatus.SUCCEEDED) & series["value"].notna()].copy()
     ok["t"] = ok["finished_at"].fillna(ok["created_at"])
     vals = [float(v) for v in ok["value"]]
     est = ok["method"].astype(str).str.startswith("estimate:").tolist()
@@ -243,7 +244,7 @@ def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> g
         customdata=np.stack([ok["run_id"], ok["method"].astype(str)], axis=-1),
         hovertemplate="%{x}<br>%{y:.4g}<br>%{customdata[1]}<br>run %{customdata[0]}<extra></extra>"))
     floor = min(vals) if vals else 0.0
-    failed = series[series["status"] == "failed"]
+    failed = series[series["status"] == RunStatus.FAILED]
     if not failed.empty:
         fig.add_trace(go.Scatter(x=failed["finished_at"].fillna(failed["created_at"]), y=[floor] * len(failed),
                                  mode="markers", name="failed run", marker={"symbol": "x", "size": 11,

@@ -25,6 +25,7 @@ import streamlit as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from heptathlon.bench.metrics import SampleKind
 from heptathlon.bench.run_status import FINISHED, RunStatus
 from heptathlon.db import queries as Q
 from heptathlon.db import results as R
@@ -85,7 +86,7 @@ def result_options(s: Session) -> pd.DataFrame:
     """
     q = (select(Run.task_name, Run.profile_name, Run.scenario, Run.machine_id, Run.submission_id,
                 func.count().label("runs"))
-         .where(Run.status == "succeeded", Run.submission_id.is_not(None))
+         .where(Run.status == RunStatus.SUCCEEDED, Run.submission_id.is_not(None))
          .group_by(Run.task_name, Run.profile_name, Run.scenario, Run.machine_id, Run.submission_id))
     rows = s.execute(q).all()
     names = dict(s.execute(select(Submission.id, Submission.name)).all()) if rows else {}
@@ -147,7 +148,7 @@ def sweep_points(s: Session, *, submission: str, profile: str | None = None,
     newest run's value is kept. ``knees`` collects ``batch_knee`` measurements and knees found in
     ``run.extra["sweep"]``, newest first, as plain dicts with at least ``runtime`` and ``knee``.
     """
-    conds = [Run.status == "succeeded",
+    conds = [Run.status == RunStatus.SUCCEEDED,
              Run.submission_id.in_(select(Submission.id).where(Submission.name == submission))]
     if profile:
         conds.append(Run.profile_name == profile)
@@ -235,7 +236,7 @@ GROUP_COLUMNS = ["run_id", "profile", "scenario", "machine_id", "finished_at", "
 
 def group_results(s: Session, *, submission: str, machine_ids: Sequence[int] | None = None) -> pd.DataFrame:
     """Per-group metrics of one submission: the newest succeeded run with group rows, per profile."""
-    conds = [Run.status == "succeeded",
+    conds = [Run.status == RunStatus.SUCCEEDED,
              Run.submission_id.in_(select(Submission.id).where(Submission.name == submission))]
     if machine_ids is not None:
         conds.append(Run.machine_id.in_(list(machine_ids)))
@@ -313,7 +314,7 @@ def run_detail(s: Session, run_id: str) -> dict[str, Any] | None:
 
 def latency_samples_ms(s: Session, run_id: str) -> np.ndarray | None:
     """The run's raw per-query latencies in ms (samples kind ``latency_ns``), or None."""
-    arr = Q.load_samples(s, run_id, "latency_ns")
+    arr = Q.load_samples(s, run_id, SampleKind.LATENCY_NS)
     return None if arr is None else arr.astype(np.float64) / 1e6
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.metrics import is_detail as metrics_is_detail
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.db import results as R
 from heptathlon.db.models import GroupMetric, Machine, Measurement, Profile, Run, Samples, Submission, Task, utcnow
 
@@ -82,7 +83,7 @@ def get_run(s: Session, run_id: str) -> Run | None:
 
 
 def queued_runs(s: Session, group_id: str | None = None) -> list[Run]:
-    q = select(Run).where(Run.status == "queued").order_by(Run.created_at, Run.id)
+    q = select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.created_at, Run.id)
     if group_id:
         q = q.where(Run.group_id == group_id)
     return list(s.scalars(q))
@@ -90,13 +91,13 @@ def queued_runs(s: Session, group_id: str | None = None) -> list[Run]:
 
 def mark_running(s: Session, run_id: str) -> None:
     run = s.get(Run, run_id)
-    run.status = "running"
+    run.status = RunStatus.RUNNING
     run.started_at = utcnow()
 
 
 def record_failure(s: Session, run_id: str, error: str, stderr_tail: str | None = None, **extra: Any) -> None:
     run = s.get(Run, run_id)
-    run.status = "failed"
+    run.status = RunStatus.FAILED
     run.error = error
     run.stderr_tail = stderr_tail if stderr_tail else error
     run.finished_at = utcnow()

@@ -11,7 +11,8 @@ from sqlalchemy import delete, select
 
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.fairness import DisparityReport, NoGroupsError, compare_to_reference, fairness_gap, per_group_metrics
-from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.metrics import MetricValue, SampleKind
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.tasks import TaskData
 from heptathlon.db import queries as Q
 from heptathlon.db.models import GroupMetric, Measurement, Run, Submission
@@ -58,7 +59,7 @@ class FairnessTable:
 
 def _latest_runs(s, submission: str) -> dict[str, Run]:
     runs = list(s.scalars(select(Run).join(Submission, Run.submission_id == Submission.id)
-                          .where(Submission.name == submission, Run.status == "succeeded")
+                          .where(Submission.name == submission, Run.status == RunStatus.SUCCEEDED)
                           .order_by(Run.finished_at)))
     latest: dict[str, Run] = {}
     for r in runs:
@@ -82,8 +83,8 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
             raise HeptathlonError(f"submission {submission!r} has no succeeded run on the reference profile "
                                   f"{reference!r}; make it with: heptathlon run <folder> --profile {reference} "
                                   f"(profiles with runs: {', '.join(sorted(latest))})")
-        preds = {p: Q.load_samples(s, r.id, "predictions") for p, r in latest.items()}
-        scores = {p: Q.load_samples(s, r.id, "scores") for p, r in latest.items()}
+        preds = {p: Q.load_samples(s, r.id, SampleKind.PREDICTIONS) for p, r in latest.items()}
+        scores = {p: Q.load_samples(s, r.id, SampleKind.SCORES) for p, r in latest.items()}
         ids = {p: r.id for p, r in latest.items()}
         sub = next(iter(latest.values())).submission
         task_ref, store = sub.manifest["task"], sub.store_path

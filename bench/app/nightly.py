@@ -41,6 +41,7 @@ from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
 from heptathlon.bench.manifest import load_manifest
 from heptathlon.bench.metrics import SampleKind
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.app.report import NightlyReport, ReportPaths, write_reports
 from heptathlon.bench.regression import (
     Alert as AlertFinding,
@@ -274,8 +275,8 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
         with session_scope(db) as s:
             runs = [(r.id, r.status) for r in NQ.runs_of_night(s, group)
                     if (m := NQ.nightly_marker(r)) and m.get("entry") == marker["entry"] and not m.get("superseded")]
-        failed = [rid for rid, st in runs if st == "failed"]
-        pending = [rid for rid, st in runs if st in ("queued", "running")]  # left by a crash: we hold the lock
+        failed = [rid for rid, st in runs if st == RunStatus.FAILED]
+        pending = [rid for rid, st in runs if st in (RunStatus.QUEUED, RunStatus.RUNNING)]  # left by a crash: we hold the lock
         action = "reused"
         if retry_failed and failed:
             with session_scope(db) as s:
@@ -307,8 +308,8 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
             current = [r for r in NQ.runs_of_night(s, group)
                        if (m := NQ.nightly_marker(r)) and m.get("entry") == marker["entry"] and not m.get("superseded")]
             NQ.tag_nightly_runs(s, [r.id for r in current], marker, machine_id=machine_id, software=software)
-            bad = [r for r in current if r.status != "succeeded"]
-            outcome = EntryOutcome(entry, action, "failed" if bad else "succeeded", tuple(r.id for r in current),
+            bad = [r for r in current if r.status != RunStatus.SUCCEEDED]
+            outcome = EntryOutcome(entry, action, RunStatus.FAILED if bad else RunStatus.SUCCEEDED, tuple(r.id for r in current),
                                    bad[-1].error if bad else None)
         outcomes.append(outcome)
         if on_progress:
@@ -331,12 +332,12 @@ class _NightOfSeries:
 
     @property
     def complete(self) -> bool:
-        return all(r.status in ("succeeded", "failed") for r in self.runs)
+        return all(r.status in (RunStatus.SUCCEEDED, RunStatus.FAILED) for r in self.runs)
 
     @property
     def representative(self) -> Run:
         """The run that stands for the night: a failed trial, else the one holding pooled values."""
-        failed = [r for r in self.runs if r.status == "failed"]
+        failed = [r for r in self.runs if r.status == RunStatus.FAILED]
         if failed:
             return max(failed, key=lambda r: (r.trial, r.created_at))
         pooled = [r for r in self.runs if (r.extra or {}).get("pooled")]
@@ -381,7 +382,7 @@ def _light_run(night: _NightOfSeries, alerts: Sequence[Any], series: SeriesKey) 
     mine = [a for a in alerts if a.candidate_run_id == rep.id]
     return NightlyRun(
         run_id=rep.id, series=series, started_at=_night_start(night),
-        status="failed" if rep.status == "failed" else "succeeded",
+        status=RunStatus.FAILED if rep.status == RunStatus.FAILED else RunStatus.SUCCEEDED,
         software=dict(rep.software or {}), fingerprint=dict(rep.machine.specs) if rep.machine else {},
         error=rep.error,
         excluded_from_baseline=any(a.status == NQ.OPEN and a.kind in EXCLUDING_KINDS for a in mine),
@@ -391,7 +392,7 @@ def _light_run(night: _NightOfSeries, alerts: Sequence[Any], series: SeriesKey) 
 
 def _with_results(s, light: NightlyRun, night: _NightOfSeries) -> NightlyRun:
     """Add metrics, raw latency samples (pooled over trials) and predictions to a run."""
-    if light.status != "succeeded":
+    if light.status != RunStatus.SUCCEEDED:
         return light
     rep = night.representative
     metrics = {name: m.value for name, m in Q.run_measurements(s, rep.id).items() if m.value is not None}

@@ -22,8 +22,9 @@ from heptathlon.bench.errors import HeptathlonError, RunError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.fingerprint import fingerprint_hash
 from heptathlon.bench.manifest import BUILD_STAMP, IGNORED, Manifest, artifact_files, hash_folder, load_manifest
-from heptathlon.bench.metrics import MetricValue
+from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.profile import Profile, load_profile
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.scenarios import ScenarioConfig
 from heptathlon.bench.stats import summarize_accuracy, summarize_loop
 from heptathlon.bench.tasks import resolve_task, task_data_files
@@ -114,7 +115,7 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
                     Q.create_run(s, id=rid, submission_id=sub.id, profile_id=prow.id, submission_ref=ref,
                                  profile_name=prof.name, task_name=task.name, scenario=sc.name,
                                  params={**sc.to_params(), "timeout_s": timeout_s, "energy": dict(energy or {})},
-                                 status="queued", trial=trial,
+                                 status=RunStatus.QUEUED, trial=trial,
                                  group_id=group_id, extra=dict(extra or {}))
                     ids.append(rid)
     return ids
@@ -130,7 +131,7 @@ def record_rejected(ref: str | Path, profiles: list[str], scenario_names: list[s
             for i, name in enumerate(scenario_names):
                 rid = str(uuid.uuid4())
                 Q.create_run(s, id=rid, submission_ref=str(ref), profile_name=p, scenario=name, task_name=None,
-                             params=params[i] if params else {}, status="failed", error=str(error),
+                             params=params[i] if params else {}, status=RunStatus.FAILED, error=str(error),
                              stderr_tail=str(error), group_id=group_id, finished_at=Q.utcnow())
                 ids.append(rid)
     return ids
@@ -309,7 +310,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         Q.mark_running(s, run_id)
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
                     store=Path(sub.store_path), manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
-    out = RunOutcome(run_id, "failed", None, info["submission"], info["profile"], info["scenario"], {})
+    out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
     try:
         profile = load_profile(info["profile"])
@@ -338,7 +339,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             machine = Q.get_or_create_machine(s, fingerprint_hash(result.machine), result.machine)
             run = Q.get_run(s, run_id)
             run.machine_id = machine.id
-            run.status = "succeeded"
+            run.status = RunStatus.SUCCEEDED
             run.finished_at = Q.utcnow()
             run.stderr_tail = outcome.stderr_tail[-2000:] or None
             run.controls = {**result.controls, "sandbox": outcome.sandbox,
@@ -351,12 +352,12 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             Q.add_measurements(s, run_id, values)
             if sweep is not None:
                 Q.add_measurements(s, run_id, sweep.details)  # params {"sweep": true, ...}: detail rows
-            Q.add_samples(s, run_id, "latency_ns", arrays.done_ns - arrays.issue_ns)
-            Q.add_samples(s, run_id, "predictions", arrays.preds)
+            Q.add_samples(s, run_id, SampleKind.LATENCY_NS, arrays.done_ns - arrays.issue_ns)
+            Q.add_samples(s, run_id, SampleKind.PREDICTIONS, arrays.preds)
             if arrays.scores is not None:
-                Q.add_samples(s, run_id, "scores", arrays.scores.astype(np.float32))
+                Q.add_samples(s, run_id, SampleKind.SCORES, arrays.scores.astype(np.float32))
             Q.add_group_metrics(s, run_id, group_rows)
-        out.status = "succeeded"
+        out.status = RunStatus.SUCCEEDED
         out.metrics = {v.name: v for v in values}
         out.sweep = sweep.extra if sweep is not None else None
     except Exception as e:  # noqa: BLE001  every failure is recorded, then reported
@@ -411,7 +412,7 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
     pooled_sets: dict[str, list[MetricValue]] = {}
     with session_scope(db) as s:
         # A query on the group's runs; heptathlon.db.queries has no group-level reader yet.
-        runs = list(s.scalars(select(Run).where(Run.group_id == group_id, Run.status == "succeeded")
+        runs = list(s.scalars(select(Run).where(Run.group_id == group_id, Run.status == RunStatus.SUCCEEDED)
                               .order_by(Run.trial, Run.finished_at)))
         series: dict[tuple, list[Run]] = {}
         for r in runs:
@@ -432,7 +433,7 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
                         m.params = {**(m.params or {}), "trial": r.trial}
                 own[r.id] = {m.metric: m for m in rows if not (m.params or {}).get("pooled")
                              and not (m.params or {}).get("sweep")}
-            values = pool_latency_trials([Q.load_samples(s, r.id, "latency_ns") for r in trial_runs])
+            values = pool_latency_trials([Q.load_samples(s, r.id, SampleKind.LATENCY_NS) for r in trial_runs])
             first = own[trial_runs[0].id]
             for name, m0 in first.items():
                 if name in _FROM_SAMPLES or name in _SAME_EVERY_TRIAL or m0.value is None:
@@ -484,7 +485,7 @@ def recompute_latency(run_id: str, *, db: str | None = None) -> list[MetricValue
     from heptathlon.bench.stats import summarize_latency_ns
 
     with session_scope(db) as s:
-        lat = Q.load_samples(s, run_id, "latency_ns")
+        lat = Q.load_samples(s, run_id, SampleKind.LATENCY_NS)
     if lat is None or lat.size == 0:
         raise RunError(f"run {run_id}: no stored latency samples to recompute from")
     return summarize_latency_ns(lat)

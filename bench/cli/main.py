@@ -17,6 +17,7 @@ from rich.table import Table
 
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.metrics import HEADLINE, METRICS
+from heptathlon.bench.run_status import RunStatus
 
 app = typer.Typer(help="Heptathlon: hardware-aware efficiency benchmarking for ML inference.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -133,7 +134,7 @@ def _execute_with_progress(run_ids: list[str], db: str | None, label: str = "run
             if outcome is None:
                 prog.update(task, description=f"run {rid[:8]}")
             else:
-                mark = "[green]ok[/]" if outcome.status == "succeeded" else "[red]failed[/]"
+                mark = "[green]ok[/]" if outcome.status == RunStatus.SUCCEEDED else "[red]failed[/]"
                 prog.update(task, completed=done, description=f"{outcome.submission} on {outcome.profile}/{outcome.scenario}: {mark}")
                 if outcome.error:
                     prog.console.print(f"[red]✗[/] {outcome.error}")
@@ -166,7 +167,7 @@ def submit(folder: Path = typer.Argument(..., help="A submission folder with a s
     if run_now:
         outcomes = _execute_with_progress(ids, db)
         pool_groups_of(ids, db=db)
-        if any(o.status != "succeeded" for o in outcomes):
+        if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
             raise typer.Exit(1)
     else:
         err.print("execute them with: heptathlon execute")
@@ -185,7 +186,7 @@ def execute(db: Optional[str] = DbOpt) -> None:
     from heptathlon.bench.app.service import pool_groups_of
 
     pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
-    if any(o.status != "succeeded" for o in outcomes):
+    if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
         raise typer.Exit(1)
 
 
@@ -241,7 +242,7 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
         print(json.dumps(o.to_json() | ({"trials": o.trials} if getattr(o, "trials", None) else {})))
     else:
         _print_outcome(o)
-    if o.status != "succeeded":
+    if o.status != RunStatus.SUCCEEDED:
         if not as_json:
             err.print(f"[red]error:[/] {o.error}")
             if o.stderr_tail:
@@ -252,11 +253,11 @@ def run(folder: Path = typer.Argument(..., help="A submission folder with a subm
 def _pooled_outcome(outcomes, pooled: dict, group_id: str):
     """One outcome for k trials: the pooled values (stored on the last trial) over its own, and a
     failed status if any trial failed."""
-    ok = [o for o in outcomes if o.status == "succeeded"]
+    ok = [o for o in outcomes if o.status == RunStatus.SUCCEEDED]
     base = ok[-1] if ok else outcomes[-1]
     values = next((v for rid, v in pooled.items() if rid in {o.run_id for o in ok}), [])
-    failed = [o for o in outcomes if o.status != "succeeded"]
-    o = type(base)(base.run_id, "failed" if failed else base.status, failed[0].error if failed else base.error,
+    failed = [o for o in outcomes if o.status != RunStatus.SUCCEEDED]
+    o = type(base)(base.run_id, RunStatus.FAILED if failed else base.status, failed[0].error if failed else base.error,
                    base.submission, base.profile, base.scenario, {**base.metrics, **{v.name: v for v in values}},
                    base.stderr_tail)
     o.trials = {"k": len(outcomes), "group_id": group_id, "pooled": bool(values),
@@ -266,7 +267,7 @@ def _pooled_outcome(outcomes, pooled: dict, group_id: str):
 
 def _fail_json(e: HeptathlonError, folder: Path, profile: str, scenario: str, as_json: bool, run_id) -> None:
     if as_json:
-        print(json.dumps({"run_id": run_id, "status": "failed", "error": str(e),
+        print(json.dumps({"run_id": run_id, "status": RunStatus.FAILED, "error": str(e),
                           "submission": str(folder), "profile": profile, "scenario": scenario, "metrics": {}}))
         raise typer.Exit(e.exit_code)
     raise e
@@ -470,7 +471,7 @@ def demo(full: bool = typer.Option(False, "--full", help="Serious durations inst
     outcomes = _execute_with_progress(ids, db, "benchmarking")
     results(task=None, profile=None, scenario=None, rank_by="latency_p50_ms", as_json=False, db=db)
     _print_fairness_summary(fair_subs, db)
-    failed = [o for o in outcomes if o.status != "succeeded"]
+    failed = [o for o in outcomes if o.status != RunStatus.SUCCEEDED]
     if failed:
         err.print(f"[red]{len(failed)} run(s) failed[/]")
         raise typer.Exit(1)

@@ -4,6 +4,7 @@ with the nightly regression alerts of the alert table marked on the runs they fl
 import streamlit as st
 
 from heptathlon.bench.metrics import METRICS
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.dashboard import common as C
 from heptathlon.dashboard import figures as F
 from heptathlon.dashboard.scoring import ordered_metrics
@@ -28,9 +29,9 @@ series = DQ.load_series_history(url, submission=group["submission"], profile=gro
                                 scenario=group["scenario"], metric=metric, machine_ids=group["machine_ids"])
 alerts = DQ.load_alerts_for_runs(url, tuple(series["run_id"]))
 
-have = series[(series["status"] == "succeeded") & series["value"].notna()]
+have = series[(series["status"] == RunStatus.SUCCEEDED) & series["value"].notna()]
 st.caption(f"Series: {group['submission']} · {group['profile']} · {group['scenario']} · {group['class_label']} — "
-           f"{len(series)} run(s), {int((series['status'] == 'failed').sum())} failed.")
+           f"{len(series)} run(s), {int((series['status'] == RunStatus.FAILED).sum())} failed.")
 if have.empty:
     st.info(f"**{metric}: {C.NOT_MEASURED_YET}** in this series.")
 else:

@@ -3,6 +3,8 @@
 import pandas as pd
 import streamlit as st
 
+from heptathlon.bench.metrics import SampleKind
+from heptathlon.bench.run_status import RunStatus
 from heptathlon.dashboard import common as C
 from heptathlon.dashboard import figures as F
 from heptathlon.dashboard.scoring import format_value
@@ -13,7 +15,7 @@ url = C.db_url()
 
 wanted = st.query_params.get("run")
 c1, c2 = st.columns([1, 3])
-status = c1.selectbox("Status", ["any", "succeeded", "failed", "queued", "running"], key="rd_status")
+status = c1.selectbox("Status", ["any", RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.QUEUED, RunStatus.RUNNING], key="rd_status")
 recent = DQ.load_recent_runs(url, limit=300, status=None if status == "any" else status)
 ids = list(recent["run_id"])
 if wanted and wanted not in ids:
@@ -52,7 +54,7 @@ m4.metric("Stopped by", d["extra"].get("stopped_by", "—"))
 st.caption(f"Run `{d['run_id']}` · task {d['task'] or '—'} · trial {d['trial']} · created {d['created_at']} · "
            f"finished {d['finished_at'] or '—'}")
 
-if d["status"] == "failed":
+if d["status"] == RunStatus.FAILED:
     st.error(f"**Failed:** {d['error'] or 'no reason recorded'}")
     st.markdown("**stderr (tail)**")
     st.code(d["stderr_tail"] or "(empty)", language="text")
@@ -72,7 +74,7 @@ else:
                  hide_index=True, width="stretch")
 
 st.subheader("Latency histogram")
-lat = DQ.load_latency_samples_ms(url, d["run_id"]) if "latency_ns" in d["samples"] else None
+lat = DQ.load_latency_samples_ms(url, d["run_id"]) if SampleKind.LATENCY_NS in d["samples"] else None
 if lat is None or lat.size == 0:
     st.info(f"Raw latency samples: {C.NOT_MEASURED} for this run.")
 else:
@@ -128,6 +130,6 @@ if not d["groups"].empty:
 if not d["alerts"].empty:
     st.subheader("Alerts on this run")
     st.dataframe(d["alerts"], hide_index=True, width="stretch")
-if d["status"] != "failed" and d["stderr_tail"]:
+if d["status"] != RunStatus.FAILED and d["stderr_tail"]:
     with st.expander("stderr (tail)"):
         st.code(d["stderr_tail"], language="text")
