@@ -7,10 +7,10 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from heptathlon.bench.errors import ProfileError
 
@@ -67,21 +67,6 @@ class CpuSpec(_Strict):
         return v
 
 
-class OrtSpec(_Strict):
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
-
-
-class TorchSpec(_Strict):
-    cudnn_benchmark: bool = False
-    deterministic: bool = False
-
-
-class RuntimeSpec(_Strict):
-    onnxruntime: OrtSpec = Field(default_factory=OrtSpec)
-    torch: TorchSpec = Field(default_factory=TorchSpec)
-
-
 class GpuSpec(_Strict):
     index: int = Field(default=0, ge=0)
     memory_fraction: float = Field(default=1.0, gt=0, le=1.0)
@@ -95,11 +80,19 @@ class Profile(_Strict):
     cpu: CpuSpec = Field(default_factory=CpuSpec)
     memory_limit: str | None = None
     precision: Literal["fp32", "bf16", "fp16", "int8"] = "fp32"
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    # Per-runtime sections (onnxruntime: {...}, torch: {...}), kept raw here: each runtime's adapter
+    # module declares and validates its own (heptathlon.runners.adapters.registry), so a new
+    # runtime needs no edit of the core.
+    runtime: dict[str, dict[str, Any]] = Field(default_factory=dict)
     gpu: GpuSpec | None = None
     best_effort: list[str] = Field(default_factory=list)  # controls allowed to not take effect
     require_sandbox: bool = False
     default: bool = False  # part of the default set used by `demo` and `submit`
+    _source: Path | None = PrivateAttr(default=None)  # the YAML file, for error messages; not part of the spec
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
 
     @field_validator("best_effort")
     @classmethod
@@ -130,9 +123,10 @@ class Profile(_Strict):
         return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def _format_validation(path: Path, err: ValidationError) -> str:
+def format_validation_error(path: Path | str, err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """'<file>: field '<a.b>': <message>' for the first error; ``prefix`` is where the validated part sits."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in (*prefix, *first["loc"])) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -153,9 +147,10 @@ def load_profile_file(path: Path) -> Profile:
     try:
         prof = Profile.model_validate(raw)
     except ValidationError as e:
-        raise ProfileError(_format_validation(path, e)) from None
+        raise ProfileError(format_validation_error(path, e)) from None
     if prof.name != path.stem:
         raise ProfileError(f"{path}: field 'name': {prof.name!r} must match the file name {path.stem!r}")
+    prof._source = path
     return prof
 
 

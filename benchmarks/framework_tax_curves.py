@@ -30,7 +30,8 @@ import torch  # noqa: E402
 from heptathlon.bench.framework_tax import estimate_fixed_overhead, fit_batch_knee, relative_to_best  # noqa: E402
 from tests.synthetic import make_input, synthetic_models  # noqa: E402
 from heptathlon.runners.profiling import batch_sweep, decompose_call, powers_of_two  # noqa: E402
-from heptathlon.runners.runtimes import RUNTIMES, derive_runtimes  # noqa: E402
+from heptathlon.runners.adapters.derive import derive_runtimes  # noqa: E402
+from heptathlon.runners.adapters.registry import RUNTIMES  # noqa: E402
 
 CAPS = {"tiny-ops": 1024, "big-matmul": 256}
 TAX_BATCHES = {"tiny-ops": [1, 4, 16, 64, 256, 1024], "big-matmul": [1, 4, 16, 64]}

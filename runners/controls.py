@@ -803,7 +803,9 @@ def apply_torch_controls(profile: Profile) -> dict[str, Any]:
     """
     import torch
 
-    rt = profile.runtime.torch
+    from heptathlon.runners.adapters.torch_common import TorchConfig  # its section of the profile's runtime:
+
+    rt = TorchConfig.of(profile)
     out: dict[str, Any] = {"cpu.threads": apply_torch_threads(profile)}
     torch.backends.cudnn.benchmark = rt.cudnn_benchmark
     out["runtime.torch.cudnn_benchmark"] = _record(rt.cudnn_benchmark, torch.backends.cudnn.benchmark,
@@ -848,7 +850,9 @@ def ort_session_options(profile: Profile) -> tuple[Any, list[Any], dict[str, Any
     """(SessionOptions, providers, record) for onnxruntime.InferenceSession under the profile."""
     import onnxruntime as ort
 
-    spec = profile.runtime.onnxruntime
+    from heptathlon.runners.adapters.onnx import OrtConfig  # its section of the profile's runtime:
+
+    spec = OrtConfig.of(profile)
     so = ort.SessionOptions()
     so.intra_op_num_threads = profile.cpu.threads
     so.inter_op_num_threads = profile.cpu.interop_threads

@@ -188,7 +188,7 @@ def is_compute_event(name: str, is_user_annotation: bool = False) -> bool:
 
     Counts operators outside NON_COMPUTE_OPS, plus torch.compile's fused C++ kernels
     (``graph_N_cpp_fused_...``, recorded when Inductor's ``cpp.enable_kernel_profile`` is on,
-    as heptathlon.runners.runtimes sets it). Python-level records ("forward", "Torch-Compiled Region",
+    as heptathlon.runners.adapters.torch_compile sets it). Python-level records ("forward", "Torch-Compiled Region",
     user record_function ranges) are overhead.
     """
     if is_user_annotation:
@@ -461,21 +461,25 @@ def profile_onnxruntime(model: bytes | str | os.PathLike, feeds: dict[str, Any],
 
 
 def decompose_call(runtime: Any, batch: Any, *, repeats: int = 20, warmup: int = 3) -> Decomposition:
-    """Decompose one call of a heptathlon.runners.runtimes.RuntimeCandidate on ``batch`` (tensors, as for prepare)."""
+    """Decompose one call of a runtime (a heptathlon.runners.adapters ModelAdapter) on ``batch``, as for prepare.
+
+    The adapter's ``profiler`` picks the profiler: "onnxruntime" opens its own session over
+    ``onnx_model``; "torch" wraps ``predict`` in torch.profiler (CUPTI on a CUDA device).
+    """
     if not getattr(runtime, "available", False):
         return Decomposition.unavailable("unavailable", f"runtime {runtime.name!r} is not available: {runtime.reason}")
     try:
         inputs = runtime.prepare(batch)
     except Exception as exc:  # noqa: BLE001
         return Decomposition.unavailable("unavailable", f"preparing the batch failed ({one_line(exc)})")
-    if runtime.kind == "onnxruntime":
+    if runtime.profiler == "onnxruntime":
         return profile_onnxruntime(runtime.onnx_model, inputs, repeats=repeats, warmup=warmup,
                                    providers=runtime.providers, make_session_options=runtime.make_session_options)
-    if runtime.kind == "torch" and runtime.device.startswith("cuda"):
+    if runtime.profiler == "torch" and runtime.device.startswith("cuda"):
         return profile_torch_cuda(runtime.predict, inputs, repeats=repeats, warmup=warmup, device=runtime.device)
-    if runtime.kind == "torch":
+    if runtime.profiler == "torch":
         return profile_torch_cpu(runtime.predict, inputs, repeats=repeats, warmup=warmup)
-    return Decomposition.unavailable("unavailable", f"no profiler for runtime kind {runtime.kind!r}")
+    return Decomposition.unavailable("unavailable", f"no profiler for runtime kind {runtime.profiler!r}")
 
 
 # --------------------------------------------------------------------------- batch sweep

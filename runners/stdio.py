@@ -62,7 +62,9 @@ def _answer(rid: bytes, result: Any) -> bytes:
     return b"".join((_HEAD, rid, b',"outputs":', _dumps(_to_list(result)).encode(), b"}\n"))
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a raw descriptor: a pipe may take a large write in pieces.
+    Also used by the harness's side of the protocol (adapters/command.py)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -88,8 +90,8 @@ def serve(predict: Callable[[Any, np.ndarray], Any], load: Callable[[], Any] | N
             _serve_line(line, predict, model, as_numpy, lambda b: (stdout.write(b), stdout.flush()))
         return
     stdout.flush()  # anything the loader printed goes out before the ready line
-    _write_all(wfd, b'{"ready": true}\n')
-    write = _write_all
+    write_all(wfd, b'{"ready": true}\n')
+    write = write_all
     pending = b""
     while True:
         chunk = os.read(rfd, _READ_SIZE)

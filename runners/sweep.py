@@ -19,22 +19,16 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from heptathlon.bench.errors import one_line
 from heptathlon.bench.scenarios import DEFAULT_SWEEP_REPEATS, ScenarioConfig, instance_order
+from heptathlon.runners.adapters.base import ModelAdapter
+from heptathlon.runners.adapters.registry import RUNTIMES, runtime_class
 from heptathlon.runners.profiling import batch_sweep, decompose_call, powers_of_two
-from heptathlon.runners.runtimes import RUNTIMES, RuntimeCandidate, derive_runtimes
 
-# The runtime a submission runs in as submitted, by manifest kind.
-PRIMARY_RUNTIME = {"onnx": "onnxruntime", "torch": "eager", "torchscript": "torchscript", "command": "command"}
-# Runtimes derived from a submission, by kind (Fernandez et al. 2023, sec. 5 compare these on one model).
-# A TorchScript module is already compiled: only an ONNX export is derived from it.
-DERIVABLE = {"torch": ("torchscript", "onnxruntime", "torch.compile"), "torchscript": ("onnxruntime",)}
 # torch.compile's first compilation gets max(this, the scenario's max duration); past it the runtime
 # is skipped with the reason. On this project's shared 2-core machines a 3-layer MLP compiles in
 # 3-35 s depending on load; a model that takes minutes would hold up a demo run. --max-duration
@@ -50,8 +44,6 @@ def sweep_batch_sizes(max_batch: int) -> list[int]:
     return sizes + ([max_batch] if sizes[-1] != max_batch else [])
 
 
-
-
 def _batch_maker(x: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
     """b instances from the task's inputs, in the scenarios' fixed seeded order (wrapping around)."""
     order = instance_order(seed, len(x))
@@ -62,75 +54,30 @@ def _batch_maker(x: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
     return make
 
 
-def _ort_options_factory(profile) -> Callable[[], Any]:
-    """The profile's SessionOptions (threads, graph optimisation), fresh for every session."""
-    from heptathlon.runners.controls import ort_session_options
-
-    def make() -> Any:
-        so = ort_session_options(profile)[0]
-        so.log_severity_level = 3
-        return so
-
-    return make
-
-
-def _synced(predict: Callable[[Any], Any], device: str) -> Callable[[Any], Any]:
-    """On CUDA, a call ends when its kernels have run, not when they were queued (unverified here)."""
-    if not str(device).startswith("cuda"):
-        return predict
-    import torch
-
-    def call(inputs: Any) -> Any:
-        out = predict(inputs)
-        torch.cuda.synchronize()
-        return out
-
-    return call
-
-
-def primary_runtime(adapter, profile) -> RuntimeCandidate:
-    """The loaded adapter as a runtime: the submission exactly as the timed pass ran it."""
-    kind = adapter.manifest.model.kind
-    name = PRIMARY_RUNTIME[kind]
-    if kind == "onnx":
-        path = Path(adapter.context.get("model_path_override") or adapter.artifact_path)
-        return RuntimeCandidate(name=name, kind="onnxruntime", available=True, predict=adapter.predict,
-                                prepare=adapter.prepare, onnx_model=path.read_bytes(),
-                                providers=tuple(adapter.session.get_providers()),
-                                make_session_options=_ort_options_factory(profile), convert_s=0.0,
-                                details={"how": "the submitted ONNX model, in the adapter's session"})
-    if kind in ("torch", "torchscript"):
-        device = str(adapter.device)
-        return RuntimeCandidate(name=name, kind="torch", available=True, predict=_synced(adapter.predict, device),
-                                prepare=adapter.prepare, device=device, convert_s=0.0,
-                                details={"how": f"the submitted {kind} model, in the adapter"})
-    return RuntimeCandidate(name=name, kind="command", available=True, predict=adapter.predict,
-                            prepare=adapter.prepare, convert_s=0.0,
-                            details={"how": "the submitted command, over the stdio protocol"})
-
-
-def derived_runtimes(adapter, profile, requested: tuple[str, ...] | None, make_np: Callable[[int], np.ndarray],
-                     compile_budget_s: float = COMPILE_BUDGET_S,
-                     ) -> tuple[dict[str, RuntimeCandidate], Callable[[int], Any] | None]:
+def derived_runtimes(adapter: ModelAdapter, profile, requested: tuple[str, ...] | None,
+                     make_np: Callable[[int], np.ndarray], compile_budget_s: float = COMPILE_BUDGET_S,
+                     ) -> tuple[dict[str, ModelAdapter], Callable[[int], Any] | None]:
     """Runtimes derived from a torch submission, and the batch builder their ``prepare`` takes.
 
-    ``requested`` None means every runtime that applies to the kind. A requested runtime that
-    cannot be derived from this kind is returned unavailable with the reason.
+    ``requested`` None means every runtime the kind's adapter can derive (``derivable``). A
+    requested runtime that cannot be derived from this kind is returned unavailable with the reason.
     """
     kind = adapter.manifest.model.kind
-    primary = PRIMARY_RUNTIME[kind]
-    derivable = DERIVABLE.get(kind, ())
-    wanted = [r for r in (requested or derivable) if r != primary]
-    out: dict[str, RuntimeCandidate] = {}
+    derivable = adapter.derivable
+    wanted = [r for r in (requested or derivable) if r != adapter.name]
+    out: dict[str, ModelAdapter] = {}
     for r in wanted:
         if r not in derivable:
             why = (f"kind {kind!r}: no other runtime is derived from this submission" if not derivable
                    else f"kind {kind!r}: {r} is not derived from a {kind} model (derived: {', '.join(derivable)})")
-            out[r] = RuntimeCandidate.unavailable(r, "onnxruntime" if r == "onnxruntime" else "torch", why)
+            out[r] = runtime_class(r).unavailable(why)
     include = [r for r in wanted if r in derivable]
     if not include:
         return out, None
     import torch
+
+    from heptathlon.runners.adapters.derive import derive_runtimes
+    from heptathlon.runners.adapters.onnx import session_options_factory
 
     device, dtype = adapter.device, adapter.input_dtype
 
@@ -144,24 +91,20 @@ def derived_runtimes(adapter, profile, requested: tuple[str, ...] | None, make_n
 
         # The profile's providers (with their options), so a derived ORT session runs where the profile says.
         providers = ort_session_options(profile)[1] if "onnxruntime" in include else None
-        derived = derive_runtimes(adapter.module, make_tensor(EXAMPLE_BATCH), device=str(device), include=include,
-                                  make_session_options=_ort_options_factory(profile), providers=providers,
+        derived = derive_runtimes(adapter.module, make_tensor(EXAMPLE_BATCH), device=device, include=include,
+                                  make_session_options=session_options_factory(profile), providers=providers,
                                   compile_budget_s=compile_budget_s)
     except Exception as exc:  # noqa: BLE001 - derive_runtimes reports conversions; this is anything else
-        derived = {r: RuntimeCandidate.unavailable(r, "onnxruntime" if r == "onnxruntime" else "torch",
-                                                   f"deriving runtimes failed ({one_line(exc)})") for r in include}
-    for r, cand in derived.items():
-        if cand.available and cand.kind == "torch":
-            cand = replace(cand, predict=_synced(cand.predict, cand.device))
-        out[r] = cand
+        derived = {r: runtime_class(r).unavailable(f"deriving runtimes failed ({one_line(exc)})") for r in include}
+    out.update(derived)
     return out, make_tensor
 
 
-def _sweep_one(rt: RuntimeCandidate, make_input: Callable[[int], Any], sizes: list[int], repeats: int,
+def _sweep_one(rt: ModelAdapter, make_input: Callable[[int], Any], sizes: list[int], repeats: int,
                min_time_s: float, budget_s: float) -> dict[str, Any]:
     """Unprofiled sweep, then the profiled pass at every size it reached: raw samples only."""
-    entry: dict[str, Any] = {"available": rt.available, "reason": rt.reason, "kind": rt.kind, "device": rt.device,
-                             "convert_s": rt.convert_s, "how": (rt.details or {}).get("how")}
+    entry: dict[str, Any] = {"available": rt.available, "reason": rt.reason, "kind": rt.profiler, "device": rt.device,
+                             "convert_s": rt.convert_s, "how": rt.details.get("how")}
     if not rt.available:
         return entry
     t0 = time.perf_counter()
@@ -169,7 +112,7 @@ def _sweep_one(rt: RuntimeCandidate, make_input: Callable[[int], Any], sizes: li
                       min_time_s=min_time_s, warmup=1, max_total_s=budget_s)
     entry.update(batch_sizes=list(res.batch_sizes), latencies_s=[list(x) for x in res.latencies_s],
                  stopped_at=res.stopped_at, stop_reason=res.stop_reason, sweep_s=time.perf_counter() - t0)
-    if rt.kind == "command":
+    if rt.profiler == "command":
         return entry  # no profiler sees inside a command: the parent estimates from the sweep
     decomps = []
     t1 = time.perf_counter()
@@ -186,15 +129,16 @@ def _sweep_one(rt: RuntimeCandidate, make_input: Callable[[int], Any], sizes: li
     return entry
 
 
-def _thread_record(profile, runtimes: dict[str, RuntimeCandidate]) -> dict[str, Any]:
+def _thread_record(profile, runtimes: dict[str, ModelAdapter]) -> dict[str, Any]:
     """Which thread settings the sweep ran under: the profile's, for derived runtimes too."""
     rec: dict[str, Any] = {"profile_threads": profile.cpu.threads}
     try:
         torch = sys.modules.get("torch")  # only where the adapter imported it
         if torch is not None:
             rec["torch_threads"] = torch.get_num_threads()
-        if any(r.kind == "onnxruntime" and r.available for r in runtimes.values()):
-            so = next(r for r in runtimes.values() if r.kind == "onnxruntime" and r.available).make_session_options()
+        ort_rt = next((r for r in runtimes.values() if r.profiler == "onnxruntime" and r.available), None)
+        if ort_rt is not None:
+            so = ort_rt.make_session_options()
             rec["ort_intra_op_num_threads"] = so.intra_op_num_threads
             rec["ort_inter_op_num_threads"] = so.inter_op_num_threads
     except Exception as exc:  # noqa: BLE001 - a record, never a failure
@@ -219,12 +163,12 @@ def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dic
     min_time_s = 0.0
     budget_s = cfg.stop.max_duration_s
     make_np = _batch_maker(x, cfg.seed)
-    payload: dict[str, Any] = {"kind": kind, "primary_runtime": PRIMARY_RUNTIME[kind], "batch_sizes_requested": sizes,
+    payload: dict[str, Any] = {"kind": kind, "primary_runtime": adapter.name, "batch_sizes_requested": sizes,
                                "max_batch": cfg.max_batch, "repeats": repeats,
                                "budget_s": budget_s, "runtimes_requested": list(cfg.runtimes or []) or None}
-    primary = primary_runtime(adapter, profile)
-    runtimes: dict[str, RuntimeCandidate] = {primary.name: primary}
-    inputs: dict[str, Callable[[int], Any]] = {primary.name: make_np}
+    # The loaded adapter is the primary runtime: the submission exactly as the timed pass ran it.
+    runtimes: dict[str, ModelAdapter] = {adapter.name: adapter}
+    inputs: dict[str, Callable[[int], Any]] = {adapter.name: make_np}
     t_derive = time.perf_counter()
     derived, make_tensor = derived_runtimes(adapter, profile, cfg.runtimes, make_np,
                                             compile_budget_s=max(COMPILE_BUDGET_S, budget_s))
@@ -232,7 +176,7 @@ def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dic
     for name in sorted(derived, key=lambda r: RUNTIMES.index(r)):
         runtimes[name] = derived[name]
         inputs[name] = make_tensor
-    payload["runtimes"] = {name: {"primary": name == primary.name,
+    payload["runtimes"] = {name: {"primary": name == adapter.name,
                                   **_sweep_one(rt, inputs[name], sizes, repeats, min_time_s, budget_s)}
                            for name, rt in runtimes.items()}
     payload["threads"] = _thread_record(profile, runtimes)

@@ -215,7 +215,7 @@ def test_bad_sweep_options_are_rejected(examples, sqlite_url, args, message):
 
 def test_compile_budget_makes_torch_compile_unavailable():
     torch = pytest.importorskip("torch")
-    from heptathlon.runners.runtimes import derive_runtimes
+    from heptathlon.runners.adapters.derive import derive_runtimes
 
     module = torch.nn.Sequential(torch.nn.Linear(7, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     rts = derive_runtimes(module, torch.randn(4, 7), include=("eager", "torch.compile"), compile_budget_s=0.01)

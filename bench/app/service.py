@@ -31,6 +31,7 @@ from heptathlon.bench.tasks import resolve_task, task_data_files
 from heptathlon.bench.types import MeterSettings, WorkerJob
 from heptathlon.db import queries as Q
 from heptathlon.db.session import ensure_schema, home_dir, session_scope
+from heptathlon.runners.adapters.registry import validate_runtime_names, validate_runtime_sections
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
 from heptathlon.runners.executors.local import LocalExecutor
 from heptathlon.runners.metering import energy_values
@@ -92,9 +93,9 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
     ref = str(Path(folder))
     try:
         manifest, sha, store = store_submission(Path(folder))
-        resolved = [load_profile(p) for p in profiles]
+        resolved = [validate_runtime_sections(load_profile(p)) for p in profiles]
         for sc in scenarios:
-            sc.validate()
+            validate_runtime_names(sc.validate())
     except HeptathlonError as e:
         e.run_ids = record_rejected(ref, profiles, [sc.name for sc in scenarios], e, db, group_id=group_id,
                                     params=[sc.to_params() for sc in scenarios])
@@ -313,7 +314,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
     try:
-        profile = load_profile(info["profile"])
+        profile = validate_runtime_sections(load_profile(info["profile"]))
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
         cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})

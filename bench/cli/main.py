@@ -381,8 +381,9 @@ def fairness(submission: str = typer.Argument(..., help="Submission name (as in 
 def profiles_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the hardware profiles in hw_profiles/."""
     from heptathlon.bench.profile import list_profiles
+    from heptathlon.runners.adapters.registry import validate_runtime_sections
 
-    profs = list_profiles()
+    profs = [validate_runtime_sections(p) for p in list_profiles()]
     if as_json:
         print(json.dumps([p.model_dump(mode="json") for p in profs]))
         return
@@ -403,9 +404,10 @@ def profiles_check(name: str = typer.Argument(..., help="Profile name (see `hept
     from dataclasses import asdict
 
     from heptathlon.bench.profile import load_profile
+    from heptathlon.runners.adapters.registry import validate_runtime_sections
     from heptathlon.runners.probe import check_profile
 
-    prof = load_profile(name)
+    prof = validate_runtime_sections(load_profile(name))
     with _progress() as prog:
         prog.add_task(f"probing {name}", total=None)
         results = check_profile(prof, spin_s=spin_s)

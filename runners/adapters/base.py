@@ -3,27 +3,75 @@
 Scenarios, timing and stopping live on the harness side and never leak in here.
 ``prepare`` converts a batch to the runtime's native input *before* timing, so the timed
 ``predict`` call is the model call and nothing else.
+
+Every way of running a model is a ``ModelAdapter``: the four submission kinds (built from a
+manifest by ``registry.make_adapter``) and the runtimes the batch_sweep derives from a loaded
+torch module (built by ``derive.derive_runtimes``). The sweep and the profiler read the same
+few attributes from both: ``name``, ``profiler``, ``available``/``reason``, ``device``,
+``convert_s`` and ``details``. A runtime that cannot run here is an adapter with
+``available=False`` and the reason, never an exception.
+
+Each adapter module may declare a ``RuntimeConfig``: its section of the profile's ``runtime:``
+mapping, validated by ``RuntimeConfig.of(profile)`` where the section is used.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from heptathlon.bench.errors import ProfileError
 from heptathlon.bench.manifest import Manifest
-from heptathlon.bench.profile import Profile
+from heptathlon.bench.profile import Profile, format_validation_error
+
+
+class RuntimeConfig(BaseModel):
+    """One section of a profile's ``runtime:`` mapping; ``section`` is its key there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    section: ClassVar[str]
+
+    @classmethod
+    def of(cls, profile: Profile) -> "RuntimeConfig":
+        """The section, validated; a bad field is a ProfileError naming the profile file and field."""
+        try:
+            return cls.model_validate(profile.runtime.get(cls.section) or {})
+        except ValidationError as e:
+            where = profile.source or f"profile {profile.name!r}"
+            raise ProfileError(format_validation_error(where, e, prefix=("runtime", cls.section))) from None
 
 
 class ModelAdapter(ABC):
-    def __init__(self, manifest: Manifest, folder: Path, profile: Profile, context: dict[str, Any]) -> None:
+    name: ClassVar[str]  # the runtime's name in the registry and the sweep ("eager", "onnxruntime", ...)
+    # Which profiler decomposes a call ("torch", "onnxruntime"; "command" has none); recorded as the runtime's kind.
+    profiler: ClassVar[str]
+    config: ClassVar[type[RuntimeConfig] | None] = None  # its section of the profile's runtime: mapping
+    derivable: ClassVar[tuple[str, ...]] = ()  # derived runtimes (registry.RUNTIMES) the sweep converts this kind to
+
+    def __init__(self, manifest: Manifest | None, folder: Path | None, profile: Profile | None,
+                 context: dict[str, Any] | None = None) -> None:
         self.manifest = manifest
         self.folder = folder
         self.profile = profile
-        self.context = context
+        self.context = context or {}
         self.records: dict[str, Any] = {}  # controls/precision records the adapter applied
+        self.available = True
+        self.reason: str | None = None  # why the runtime is unavailable
+        self.device = "cpu"  # where the model runs, as torch names it
+        self.convert_s: float | None = 0.0  # conversion/compile time; not part of any latency
+        self.details: dict[str, Any] = {}  # how the runtime was made ("how"), for the sweep's record
+
+    @classmethod
+    def unavailable(cls, reason: str, device: str = "cpu") -> "ModelAdapter":
+        """This runtime, not runnable here, with the reason."""
+        self = cls.__new__(cls)
+        ModelAdapter.__init__(self, None, None, None)
+        self.available, self.reason, self.device, self.convert_s = False, reason, device, None
+        return self
 
     @abstractmethod
     def load(self) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from heptathlon.bench.errors import RunError
 from heptathlon.runners.adapters.base import ModelAdapter
 from heptathlon.runners.controls import thread_env
+from heptathlon.runners.stdio import write_all
 
 _PYTHONS = {"python", "python3", sys.executable}
 
@@ -32,7 +33,13 @@ def command_env(profile, workdir) -> dict[str, str]:
 
 
 class CommandAdapter(ModelAdapter):
+    """``kind: command``: a process speaking the stdio protocol. No profiler sees inside it."""
+
+    name = "command"
+    profiler = "command"
+
     def load(self) -> None:
+        self.details = {"how": "the submitted command, over the stdio protocol"}
         argv = list(self.manifest.model.command)
         if argv[0] in _PYTHONS:  # run Python submissions with the harness's interpreter and packages
             argv[0] = sys.executable
@@ -74,7 +81,7 @@ class CommandAdapter(ModelAdapter):
         try:
             sent = os.writev(self._wfd, (head, body))
             if sent < len(head) + len(body):  # a pipe may take a large request in pieces
-                _write_all(self._wfd, (head + body)[sent:])
+                write_all(self._wfd, (head + body)[sent:])
         except BrokenPipeError:
             raise RunError(f"submission {self.manifest.name!r}: command exited mid-run with code "
                            f"{self.proc.wait()} while answering request {rid}") from None
@@ -129,12 +136,6 @@ def _encode_inputs(batch: np.ndarray) -> bytes:
     if a.dtype == np.float32 and a.ndim == 2 and np.isfinite(a).all():
         return ("[" + ",".join("[" + ",".join(map(str, row)) + "]" for row in a) + "]").encode()
     return json.dumps(a.tolist(), separators=(",", ":")).encode()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class _LineReader:

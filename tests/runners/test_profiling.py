@@ -25,7 +25,9 @@ from heptathlon.runners.profiling import (
     profile_torch_cuda,
     union_seconds,
 )
-from heptathlon.runners.runtimes import derive_runtimes, export_onnx, onnxruntime_runtime, torch_runtime
+from heptathlon.runners.adapters.derive import derive_runtimes
+from heptathlon.runners.adapters.onnx import OnnxSessionRuntime, export_onnx
+from heptathlon.runners.adapters.torch_eager import EagerRuntime
 
 REPEATS = 15
 
@@ -51,7 +53,7 @@ def big():
 
 
 def _tax(model, batch_size):
-    rt = torch_runtime("eager", model)
+    rt = EagerRuntime(model)
     d = decompose_call(rt, make_input(model, batch_size), repeats=REPEATS, warmup=2)
     assert d.available, d.reason
     assert len(d.wall_s) == REPEATS and all(0 <= c <= w for w, c in zip(d.wall_s, d.compute_s))
@@ -78,7 +80,7 @@ def test_tiny_op_tax_falls_as_the_batch_grows(tiny):
 
 
 def test_profiled_compute_is_within_the_call(tiny):
-    d = profile_torch_cpu(torch_runtime("eager", tiny).predict, (make_input(tiny, 2),), repeats=5, warmup=1)
+    d = profile_torch_cpu(EagerRuntime(tiny).predict, (make_input(tiny, 2),), repeats=5, warmup=1)
     assert d.available and d.method == "profiler:torch"
     assert all(0 < c < w for w, c in zip(d.wall_s, d.compute_s))
 
@@ -230,7 +232,7 @@ def test_ort_decomposition_of_a_broken_model_is_unavailable():
 def test_sweep_stops_at_the_last_size_a_fixed_shape_onnx_model_accepts():
     model = TinyOpsModel(n_blocks=2).eval()
     onnx_bytes, _ = export_onnx(model, (make_input(model, 1),), dynamic_batch=False)
-    rt = onnxruntime_runtime(onnx_bytes)
+    rt = OnnxSessionRuntime.from_model(onnx_bytes)
     assert rt.available, rt.reason
     sweep = batch_sweep(rt.predict, lambda b: rt.prepare(make_input(model, b)), max_batch=8, repeats=3)
     assert sweep.batch_sizes == (1,)
@@ -266,7 +268,7 @@ def test_sweep_stops_when_the_time_budget_is_spent():
 
 
 def test_tiny_model_latency_grows_with_batch_in_a_sweep(tiny):
-    rt = torch_runtime("eager", tiny)
+    rt = EagerRuntime(tiny)
     sweep = batch_sweep(rt.predict, lambda b: rt.prepare(make_input(tiny, b)), batch_sizes=[1, 4096], repeats=7)
     med = sweep.median_latency_s()
     assert med[4096] > med[1]
@@ -287,8 +289,8 @@ def test_runtimes_agree_with_eager_and_run():
         got = rt.predict(rt.prepare(x))
         got = got[0] if isinstance(got, list) else got.numpy()
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    assert cands["onnxruntime"].kind == "onnxruntime" and cands["onnxruntime"].onnx_model
-    assert cands["torchscript"].kind == "torch"
+    assert cands["onnxruntime"].profiler == "onnxruntime" and cands["onnxruntime"].onnx_model
+    assert cands["torchscript"].profiler == "torch"
 
 
 @torch.library.custom_op("heptathlon_test::twice", mutates_args=())
