@@ -34,7 +34,7 @@ def result(run_id: str = "r-1", **over) -> WorkerResult:
 def test_worker_job_round_trips_through_json(examples, tmp_path):
     job = make_job(examples["arrests-mlp-onnx"], tmp_path / "run", run_id="job-1")
     again = WorkerJob.model_validate_json(job.model_dump_json())
-    assert again == job
+    assert again.model_dump() == job.model_dump()  # the wire carries the spec, not the profile's source path
     assert again.profile.name == "cpu-1core" and again.manifest.model.kind == "onnx"
     assert again.meters.enabled is False and again.inputs.exists() and again.folder == tmp_path / "run" / "work"
     assert again.result_path == tmp_path / "run" / "result.json"
