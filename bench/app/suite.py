@@ -35,6 +35,7 @@ from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.metrics import METRICS
 from heptathlon.bench.profile import load_profile
 from heptathlon.bench.scenarios import SCENARIOS, ScenarioConfig, make_scenario
+from heptathlon.runners.adapters.registry import validate_runtime_sections
 from heptathlon.bench.regression import (
     DEFAULT_MIN_WINDOW,
     DEFAULT_P_VALUE,
@@ -254,7 +255,7 @@ def find_suite_problems(raw: Any, base_dir: Path, *, profiles_dir: Path | None =
                 problems.append(f"{where}: {e}")
     for i, prof in enumerate(str_list("profiles")):
         try:
-            load_profile(prof, profiles_dir)
+            validate_runtime_sections(load_profile(prof, profiles_dir))  # each runtime's own section too
         except HeptathlonError as e:
             problems.append(f"field 'profiles.{i}': {e}")
     for i, scen in enumerate(str_list("scenarios")):
