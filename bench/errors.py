@@ -45,3 +45,7 @@ class RunError(HeptathlonError):
 
 class StorageError(HeptathlonError):
     """The results database cannot be opened or migrated."""
+
+
+class OptionsError(HeptathlonError):
+    """A command-line option has a value that does not fit (after the parser accepted its type)."""
