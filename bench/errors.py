@@ -49,3 +49,7 @@ class StorageError(HeptathlonError):
 
 class OptionsError(HeptathlonError):
     """A command-line option has a value that does not fit (after the parser accepted its type)."""
+
+
+class RegressionError(HeptathlonError):
+    """A nightly regression-detection setting (window, thresholds, p-value) is invalid."""

@@ -8,7 +8,7 @@ estimated value is never ranked against a measured one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from heptathlon.bench.errors import HeptathlonError
@@ -82,15 +82,6 @@ METHOD_KINDS = ("timer", "counter", "sampled", "profiler", "estimate", "artifact
 UNAVAILABLE = "unavailable"
 
 
-def register(spec: MetricSpec) -> MetricSpec:
-    """Add a metric to the registry (used by modules that define their own metrics)."""
-    existing = METRICS.get(spec.name)
-    if existing is not None and existing != spec:
-        raise HeptathlonError(f"metric {spec.name!r} is already registered with a different definition")
-    METRICS[spec.name] = spec
-    return spec
-
-
 def spec_for(name: str) -> MetricSpec:
     try:
         return METRICS[name]
@@ -153,6 +144,3 @@ class MetricValue:
         if self.params:
             out["params"] = dict(self.params)
         return out
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -70,12 +70,6 @@ class EnergyReading:
     def is_estimate(self) -> bool:
         return self.method.startswith("estimate:")
 
-    @property
-    def mean_power_w(self) -> float | None:
-        if self.energy_j is None or self.duration_s <= 0:
-            return None
-        return self.energy_j / self.duration_s
-
     @classmethod
     def unavailable(cls, domain: str, method: str, reason: str, duration_s: float = 0.0,
                     **extra: Any) -> "EnergyReading":
