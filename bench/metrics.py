@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import MetricError
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def spec_for(name: str) -> MetricSpec:
     try:
         return METRICS[name]
     except KeyError:
-        raise HeptathlonError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+        raise MetricError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
 
 
 def is_estimate(method: str) -> bool:
@@ -110,9 +110,9 @@ class MetricValue:
         spec_for(self.name)  # unknown names fail loudly
         kind = self.method.split(":", 1)[0]
         if self.method != UNAVAILABLE and kind not in METHOD_KINDS:
-            raise HeptathlonError(f"metric {self.name!r}: method {self.method!r} must start with one of {METHOD_KINDS}")
+            raise MetricError(f"metric {self.name!r}: method {self.method!r} must start with one of {METHOD_KINDS}")
         if self.value is not None and not math.isfinite(self.value):
-            raise HeptathlonError(f"metric {self.name!r}: value {self.value!r} is not finite")
+            raise MetricError(f"metric {self.name!r}: value {self.value!r} is not finite")
 
     @property
     def unit(self) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import RegressionError
 from heptathlon.bench.fingerprint import fingerprint_class
 from heptathlon.bench.metrics import METRICS, spec_for
 
@@ -156,18 +156,18 @@ class DetectionConfig:
 
     def __post_init__(self) -> None:
         if self.min_window < 2:
-            raise HeptathlonError(f"min_window must be at least 2 (a z-score needs a spread), got {self.min_window}")
+            raise RegressionError(f"min_window must be at least 2 (a z-score needs a spread), got {self.min_window}")
         if self.window < self.min_window:
-            raise HeptathlonError(f"baseline window {self.window} is smaller than min_window {self.min_window}")
+            raise RegressionError(f"baseline window {self.window} is smaller than min_window {self.min_window}")
         if not 0 < self.p_value < 1:
-            raise HeptathlonError(f"p_value must lie in (0, 1), got {self.p_value}")
+            raise RegressionError(f"p_value must lie in (0, 1), got {self.p_value}")
         if not self.z_threshold > 0:
-            raise HeptathlonError(f"z_threshold must be positive, got {self.z_threshold}")
+            raise RegressionError(f"z_threshold must be positive, got {self.z_threshold}")
         for name, thr in {**self.thresholds, "(default)": self.default_threshold}.items():
             if name != "(default)":
                 spec_for(name)
             if not thr > 0:
-                raise HeptathlonError(f"threshold for {name} must be positive, got {thr}")
+                raise RegressionError(f"threshold for {name} must be positive, got {thr}")
 
     def threshold_for(self, metric: str) -> float:
         return float(self.thresholds.get(metric, self.default_threshold))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from heptathlon.bench.errors import one_line
+from heptathlon.bench.errors import ModelError, UnknownRuntimeError, one_line
 
 RUNTIMES = ("eager", "torchscript", "torch.compile", "onnxruntime")
 
@@ -154,7 +154,7 @@ def onnxruntime_runtime(model: bytes | str | Path, *, name: str = "onnxruntime",
     def prepare(batch: Any) -> dict:
         arrays = _as_tuple(batch)
         if len(arrays) != len(input_names):
-            raise ValueError(f"model takes {len(input_names)} inputs {input_names}, batch has {len(arrays)}")
+            raise ModelError(f"model takes {len(input_names)} inputs {input_names}, batch has {len(arrays)}")
         out = {}
         for n, a in zip(input_names, arrays):
             if hasattr(a, "detach"):
@@ -293,7 +293,7 @@ def _convert(name: str, module: Any, example: tuple, device: str, make_session_o
         cand = onnxruntime_runtime(model_bytes, device=device, providers=providers,
                                    make_session_options=make_session_options, convert_s=time.perf_counter() - t0)
         return replace(cand, details={**(cand.details or {}), "how": how}) if cand.available else cand
-    raise ValueError(f"unknown runtime {name!r}; known runtimes: {', '.join(RUNTIMES)}")
+    raise UnknownRuntimeError(f"unknown runtime {name!r}; --runtimes takes some of: {', '.join(RUNTIMES)}")
 
 
 def derive_runtimes(module: Any, example_input: Any, *, device: str = "cpu", include: Sequence[str] = RUNTIMES,
@@ -314,7 +314,7 @@ def derive_runtimes(module: Any, example_input: Any, *, device: str = "cpu", inc
 
     unknown = [n for n in include if n not in RUNTIMES]
     if unknown:
-        raise ValueError(f"unknown runtimes {unknown}; known runtimes: {', '.join(RUNTIMES)}")
+        raise UnknownRuntimeError(f"unknown runtimes {unknown}; --runtimes takes some of: {', '.join(RUNTIMES)}")
     module = module.eval().to(device)
     example = _move(_as_tuple(example_input), device)
     kind = {"onnxruntime": "onnxruntime"}

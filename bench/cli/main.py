@@ -30,6 +30,9 @@ db_app = typer.Typer(help="The results database.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(db_app, name="db")
 STATE: dict[str, Any] = {"debug": False}
+# Usage errors (a flag value of the wrong type, an unknown option). Typer >= 0.2x vendors click, so
+# `click.ClickException` is not their base there; typer.BadParameter derives from the right one.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 @app.callback()
@@ -72,7 +75,7 @@ def main() -> None:
     except HeptathlonError as e:
         if STATE["debug"]:
             raise
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long, for logs and scripts
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -80,9 +83,7 @@ def main() -> None:
         err.print("aborted")
         sys.exit(130)
     except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
+        if isinstance(e, _CLICK_EXCEPTION):
             e.show()
             sys.exit(e.exit_code)
         if STATE["debug"]:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from heptathlon.bench.cli.options import Db
 from heptathlon.bench.cli.render import err, out
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import HeptathlonError, OptionsError
 
 
 alerts_app = typer.Typer(help="Nightly regression alerts: list them, acknowledge them, mark them expected.",
@@ -50,7 +50,7 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
     if schedule is None:
         raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed))
     if night is not None:
-        raise HeptathlonError("--date and --schedule exclude each other: a scheduled night is dated by the day it fires")
+        raise OptionsError("--date and --schedule exclude each other: a scheduled night is dated by the day it fires")
     validate_cron(schedule)
     _serve_schedule(schedule, suite, report_dir, db, retry_failed)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from heptathlon.bench.errors import SubmissionError
 from heptathlon.bench.manifest import Manifest
 from heptathlon.bench.profile import Profile
 from heptathlon.runners.adapters.base import ModelAdapter
@@ -22,5 +23,5 @@ def make_adapter(manifest: Manifest, folder: Path, profile: Profile, context: di
     elif kind == "command":
         from heptathlon.runners.adapters.command import CommandAdapter as cls
     else:  # the manifest schema makes this unreachable
-        raise ValueError(f"unknown model kind {kind!r}")
+        raise SubmissionError(f"submission.yaml: field 'model.kind': unknown model kind {kind!r}; use onnx, torchscript, torch or command")
     return cls(manifest, Path(folder), profile, context or {})

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from heptathlon.bench.errors import ModelError
 from heptathlon.bench.manifest import Manifest
 from heptathlon.bench.profile import Profile
 
@@ -44,7 +45,7 @@ class ModelAdapter(ABC):
             return arr.argmax(axis=1), arr.astype(np.float32)
         if arr.ndim == 1:
             return arr.astype(np.int64), None
-        raise ValueError(f"model output has shape {arr.shape}; expected (batch, classes) scores or (batch,) labels")
+        raise ModelError(f"model output has shape {arr.shape}; expected (batch, classes) scores or (batch,) labels; make predict() return one row or label per input")
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
