@@ -45,3 +45,62 @@ class RunError(HeptathlonError):
 
 class StorageError(HeptathlonError):
     """The results database cannot be opened or migrated."""
+
+
+
+class OptionsError(HeptathlonError):
+    """A command-line option has a value that does not fit (after the parser accepted its type)."""
+
+
+class MetricError(HeptathlonError):
+    """A metric name is unknown, or a measured value breaks the registry's rules (method, finiteness)."""
+
+
+class ModelError(HeptathlonError):
+    """A submitted model misbehaved while running: wrong inputs, outputs or prediction count."""
+
+
+class UnknownRuntimeError(ScenarioError, ValueError):
+    """A runtime named for a batch sweep (--runtimes) does not exist. Also a ValueError, as the
+    runtime helpers raised before the hierarchy covered them."""
+
+
+class SandboxError(ProfileError, ValueError):
+    """A sandbox cannot be set up as asked (unknown mechanism, secret-looking variables). Also a
+    ValueError, as the sandbox raised before the hierarchy covered it."""
+
+
+class MeterError(HeptathlonError):
+    """An energy reading or a sampler is inconsistent (method prefix, non-finite energy, interval)."""
+
+
+class FairnessError(HeptathlonError):
+    """Fairness inputs do not fit together, or a submission lacks the runs a disparity needs."""
+
+
+class FrameworkTaxError(HeptathlonError, ValueError):
+    """Framework-tax or batch-sweep arithmetic got samples it cannot use. Also a ValueError: the
+    sweep summary turns any ValueError from malformed samples into a reason, never a failed run."""
+
+
+class RegressionError(HeptathlonError):
+    """A nightly regression-detection setting (window, thresholds, p-value) is invalid."""
+
+
+class SuiteError(HeptathlonError):
+    """A suite file is invalid; ``problems`` lists every problem found, each naming file and field."""
+
+    def __init__(self, path: object, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = tuple(problems)
+        n = len(problems)
+        head = f"{path}: {n} problem{'s' if n != 1 else ''} in suite file"
+        super().__init__(head + "".join(f"\n  - {p}" for p in problems))
+
+
+class ScheduleError(HeptathlonError):
+    """A nightly schedule (--schedule CRON) cannot be parsed."""
+
+
+class AlertError(HeptathlonError):
+    """An alert id is unknown, or the status change asked for is not allowed."""

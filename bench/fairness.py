@@ -38,7 +38,7 @@ from scipy.special import softmax
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import FairnessError
 from heptathlon.bench.metrics import MetricValue
 
 UNKNOWN_GROUP = "unknown"
@@ -57,7 +57,7 @@ _MAX_RESAMPLE_CELLS = 1 << 19
 _PROBABILITY_SUM_ATOL = 1e-3
 
 
-class NoGroupsError(HeptathlonError):
+class NoGroupsError(FairnessError):
     """The task has no group labels, so it has no fairness numbers.
 
     Raised by every public function here when ``groups``/``group_labels`` is None or has no
@@ -268,7 +268,7 @@ def compare_to_reference(
     _, pred_h = _check_pair(y_true, pred_h, "y_true", "pred_h")
     _check_length(labels, len(y_true), "group_labels")
     if (scores_ref is None) != (scores_h is None):
-        raise HeptathlonError("give both scores_ref and scores_h, or neither; per-group loss needs both profiles")
+        raise FairnessError("give both scores_ref and scores_h, or neither; per-group loss needs both profiles")
 
     names, codes = np.unique(labels, return_inverse=True)
     k = len(names)
@@ -430,7 +430,7 @@ def _as_group_frame(groups: Any, task: str | None) -> pd.DataFrame:
     else:
         arr = np.asarray(groups, dtype=object)
         if arr.ndim != 1:
-            raise HeptathlonError(f"group labels must be one label per example or a DataFrame; got shape {arr.shape}")
+            raise FairnessError(f"group labels must be one label per example or a DataFrame; got shape {arr.shape}")
         frame = pd.DataFrame({"group": arr})
     if frame.shape[1] == 0:
         raise NoGroupsError(task)
@@ -443,7 +443,7 @@ def _pick_attributes(frame: pd.DataFrame, attributes: Sequence[str] | None) -> l
     cols = list(attributes)
     missing = [c for c in cols if c not in frame.columns]
     if missing or not cols:
-        raise HeptathlonError(
+        raise FairnessError(
             f"group attributes {missing or cols!r} not found; the group columns are {list(frame.columns)!r}"
         )
     return cols
@@ -458,22 +458,22 @@ def _clean_labels(col: pd.Series) -> np.ndarray:
 def _as_1d(x: Any, name: str) -> np.ndarray:
     arr = x.to_numpy() if isinstance(x, (pd.Series, pd.Index)) else np.asarray(x)
     if arr.ndim != 1:
-        raise HeptathlonError(f"{name} must be one value per example; got shape {arr.shape}")
+        raise FairnessError(f"{name} must be one value per example; got shape {arr.shape}")
     if len(arr) == 0:
-        raise HeptathlonError(f"{name} is empty; fairness needs at least one example")
+        raise FairnessError(f"{name} is empty; fairness needs at least one example")
     return arr
 
 
 def _check_pair(a: Any, b: Any, name_a: str, name_b: str) -> tuple[np.ndarray, np.ndarray]:
     a, b = _as_1d(a, name_a), _as_1d(b, name_b)
     if len(a) != len(b):
-        raise HeptathlonError(f"{name_a} has {len(a)} examples but {name_b} has {len(b)}")
+        raise FairnessError(f"{name_a} has {len(a)} examples but {name_b} has {len(b)}")
     return a, b
 
 
 def _check_length(labels: Any, n: int, name: str) -> None:
     if len(labels) != n:
-        raise HeptathlonError(f"{name} has {len(labels)} rows but there are {n} examples")
+        raise FairnessError(f"{name} has {len(labels)} rows but there are {n} examples")
 
 
 def _by_group(metric: Callable[..., float], y_true: np.ndarray, y_pred: np.ndarray,
@@ -496,12 +496,12 @@ def _per_example_log_loss(y_true: np.ndarray, scores: Any, classes: Sequence[Any
     """
     s = np.asarray(scores, dtype=float)
     if s.ndim != 2 or s.shape[0] != len(y_true):
-        raise HeptathlonError(
+        raise FairnessError(
             f"scores must be an (n, C) array of per-class probabilities or logits with n = {len(y_true)}; "
             f"got shape {s.shape}"
         )
     if not np.all(np.isfinite(s)):
-        raise HeptathlonError("scores contain NaN or infinite values")
+        raise FairnessError("scores contain NaN or infinite values")
     sums = s.sum(axis=1)
     if np.all((s >= 0) & (s <= 1)) and np.allclose(sums, 1.0, rtol=0, atol=_PROBABILITY_SUM_ATOL):
         p = s / sums[:, None]
@@ -518,18 +518,18 @@ def _class_columns(y_true: np.ndarray, n_classes: int, classes: Sequence[Any] | 
             return y_true.astype(int)
         classes = np.unique(y_true)
         if len(classes) != n_classes:
-            raise HeptathlonError(
+            raise FairnessError(
                 f"scores have {n_classes} columns but y_true has {len(classes)} distinct labels; "
                 "pass classes= to name the class of each score column"
             )
     classes = list(classes)
     if len(classes) != n_classes:
-        raise HeptathlonError(f"classes names {len(classes)} classes but scores have {n_classes} columns")
+        raise FairnessError(f"classes names {len(classes)} classes but scores have {n_classes} columns")
     index = {c: i for i, c in enumerate(classes)}
     try:
         return np.array([index[v] for v in y_true.tolist()], dtype=int)
     except KeyError as err:
-        raise HeptathlonError(f"y_true label {err.args[0]!r} is not among the classes {classes!r}") from None
+        raise FairnessError(f"y_true label {err.args[0]!r} is not among the classes {classes!r}") from None
 
 
 def _stratified_replicates(columns: np.ndarray, codes: np.ndarray, n_groups: int, n_resamples: int,
@@ -545,7 +545,7 @@ def _stratified_replicates(columns: np.ndarray, codes: np.ndarray, n_groups: int
     columns are: fairness_gap and compare_to_reference agree on a profile's gap CI.
     """
     if n_resamples < 1:
-        raise HeptathlonError(f"n_resamples must be at least 1; got {n_resamples}")
+        raise FairnessError(f"n_resamples must be at least 1; got {n_resamples}")
     out = np.empty((n_groups, columns.shape[0], n_resamples))
     for g in range(n_groups):
         vals = columns[:, codes == g]

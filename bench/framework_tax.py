@@ -15,8 +15,8 @@ What lives here (see docs/framework-tax.md for the method):
   ``estimate:intercept``.
 - ``relative_to_best``: each runtime's latency over the best runtime's, per batch size.
 
-Bad arguments raise ValueError: they are programming errors of the caller, not user-facing
-conditions (the runners turn measurement failures into "unavailable" values before this point).
+Bad arguments raise FrameworkTaxError, also a ValueError: they are programming errors of the caller,
+not user-facing conditions (the runners turn measurement failures into "unavailable" values first).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from heptathlon.bench.errors import FrameworkTaxError
 from heptathlon.bench.metrics import MetricValue, spec_for
 from heptathlon.bench.stats import CONFIDENCE, bootstrap_ci
 
@@ -46,14 +47,14 @@ def framework_tax(t_wall_s: float, t_compute_s: float) -> float:
     """FT = (T_wall - T_compute) / T_wall for one call; both in seconds, 0 <= T_compute <= T_wall."""
     t_wall_s, t_compute_s = float(t_wall_s), float(t_compute_s)
     if not (math.isfinite(t_wall_s) and math.isfinite(t_compute_s)):
-        raise ValueError(f"framework_tax: times must be finite, got wall={t_wall_s!r}, compute={t_compute_s!r}")
+        raise FrameworkTaxError(f"framework_tax: times must be finite, got wall={t_wall_s!r}, compute={t_compute_s!r}")
     if t_wall_s <= 0:
-        raise ValueError(f"framework_tax: wall time must be > 0 s, got {t_wall_s!r}")
+        raise FrameworkTaxError(f"framework_tax: wall time must be > 0 s, got {t_wall_s!r}")
     if t_compute_s < 0:
-        raise ValueError(f"framework_tax: compute time must be >= 0 s, got {t_compute_s!r}")
+        raise FrameworkTaxError(f"framework_tax: compute time must be >= 0 s, got {t_compute_s!r}")
     if t_compute_s > t_wall_s:
-        raise ValueError(f"framework_tax: compute time {t_compute_s!r} s exceeds wall time {t_wall_s!r} s; "
-                         "compute must be measured inside the same call")
+        raise FrameworkTaxError(f"framework_tax: compute time {t_compute_s!r} s exceeds wall time {t_wall_s!r} s; "
+                                "compute must be measured inside the same call")
     return (t_wall_s - t_compute_s) / t_wall_s
 
 
@@ -62,10 +63,10 @@ def per_call_tax(wall_samples_s: Sequence[float], compute_samples_s: Sequence[fl
     wall = np.asarray(wall_samples_s, dtype=float).ravel()
     compute = np.asarray(compute_samples_s, dtype=float).ravel()
     if wall.shape != compute.shape:
-        raise ValueError(f"per_call_tax: {wall.size} wall samples but {compute.size} compute samples; "
-                         "samples must be paired per call")
+        raise FrameworkTaxError(f"per_call_tax: {wall.size} wall samples but {compute.size} compute samples; "
+                                "samples must be paired per call")
     if wall.size == 0:
-        raise ValueError("per_call_tax: no samples")
+        raise FrameworkTaxError("per_call_tax: no samples")
     return np.array([framework_tax(w, c) for w, c in zip(wall, compute)])
 
 
@@ -244,17 +245,17 @@ def _fit_hinge(b: np.ndarray, y: np.ndarray) -> _Hinge:
 def _validate_sweep(batch_sizes: Sequence[int], latencies_per_batch: Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
     b = np.asarray(batch_sizes, dtype=float).ravel()
     if len(latencies_per_batch) != b.size:
-        raise ValueError(f"{b.size} batch sizes but {len(latencies_per_batch)} latency entries")
+        raise FrameworkTaxError(f"{b.size} batch sizes but {len(latencies_per_batch)} latency entries")
     samples = [np.atleast_1d(np.asarray(s, dtype=float)).ravel() for s in latencies_per_batch]
     if np.any(b <= 0) or not np.all(np.isfinite(b)):
-        raise ValueError(f"batch sizes must be positive, got {list(batch_sizes)}")
+        raise FrameworkTaxError(f"batch sizes must be positive, got {list(batch_sizes)}")
     if np.any(np.diff(b) <= 0):
-        raise ValueError(f"batch sizes must be strictly increasing, got {list(batch_sizes)}")
+        raise FrameworkTaxError(f"batch sizes must be strictly increasing, got {list(batch_sizes)}")
     for bi, s in zip(b, samples):
         if s.size == 0:
-            raise ValueError(f"batch size {int(bi)}: no latency samples")
+            raise FrameworkTaxError(f"batch size {int(bi)}: no latency samples")
         if not np.all(np.isfinite(s)) or np.any(s <= 0):
-            raise ValueError(f"batch size {int(bi)}: latencies must be finite and > 0 s")
+            raise FrameworkTaxError(f"batch size {int(bi)}: latencies must be finite and > 0 s")
     return b, samples
 
 
@@ -284,7 +285,7 @@ def fit_batch_knee(batch_sizes: Sequence[int], latencies_per_batch: Sequence, *,
     """
     b, samples = _validate_sweep(batch_sizes, latencies_per_batch)
     if b.size < _MIN_POINTS_FOR_KNEE:
-        raise ValueError(f"fit_batch_knee: needs at least {_MIN_POINTS_FOR_KNEE} batch sizes, got {b.size}")
+        raise FrameworkTaxError(f"fit_batch_knee: needs at least {_MIN_POINTS_FOR_KNEE} batch sizes, got {b.size}")
     fit = _knee_from_samples(b, samples)
     crossover = _crossover(fit)
     # One bootstrap for both; a crossover CI is None (NaN) where some resamples have no
@@ -359,7 +360,7 @@ def estimate_fixed_overhead(batch_sizes: Sequence[int], latencies_per_batch: Seq
     """
     b, samples = _validate_sweep(batch_sizes, latencies_per_batch)
     if b.size < 2:
-        raise ValueError("estimate_fixed_overhead: needs at least 2 batch sizes")
+        raise FrameworkTaxError("estimate_fixed_overhead: needs at least 2 batch sizes")
     point = _intercept_and_taxes(b, samples)
     ci = _percentile_ci(tuple(samples), lambda *s: _intercept_and_taxes(b, s)[0], n_resamples, seed)
     note = None
@@ -380,7 +381,7 @@ def estimate_framework_tax(batch_sizes: Sequence[int], latencies_per_batch: Sequ
     """
     b, samples = _validate_sweep(batch_sizes, latencies_per_batch)
     if b.size < 2:
-        raise ValueError("estimate_framework_tax: needs at least 2 batch sizes")
+        raise FrameworkTaxError("estimate_framework_tax: needs at least 2 batch sizes")
     point = _intercept_and_taxes(b, samples)
     ci = _percentile_ci(tuple(samples), lambda *s: _intercept_and_taxes(b, s), n_resamples, seed)
     out: dict[int, MetricValue] = {}
@@ -408,7 +409,7 @@ def relative_to_best(latency_by_runtime: Mapping[str, Mapping[int, float]]) -> d
         for bsz, lat in by_batch.items():
             lat = float(lat)
             if not math.isfinite(lat) or lat <= 0:
-                raise ValueError(f"relative_to_best: runtime {runtime!r}, batch {bsz}: latency must be > 0, got {lat!r}")
+                raise FrameworkTaxError(f"relative_to_best: runtime {runtime!r}, batch {bsz}: latency must be > 0, got {lat!r}")
             best[bsz] = min(best.get(bsz, math.inf), lat)
     return {runtime: {bsz: float(lat) / best[bsz] for bsz, lat in sorted(by_batch.items())}
             for runtime, by_batch in latency_by_runtime.items()}

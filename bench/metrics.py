@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import MetricError
 
 
 class SampleKind(StrEnum):
@@ -118,20 +118,11 @@ METHOD_KINDS = ("timer", "counter", "sampled", "profiler", "estimate", "artifact
 UNAVAILABLE = "unavailable"
 
 
-def register(spec: MetricSpec) -> MetricSpec:
-    """Add a metric to the registry (used by modules that define their own metrics)."""
-    existing = METRICS.get(spec.name)
-    if existing is not None and existing != spec:
-        raise HeptathlonError(f"metric {spec.name!r} is already registered with a different definition")
-    METRICS[spec.name] = spec
-    return spec
-
-
 def spec_for(name: str) -> MetricSpec:
     try:
         return METRICS[name]
     except KeyError:
-        raise HeptathlonError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+        raise MetricError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
 
 
 def is_estimate(method: str) -> bool:
@@ -155,9 +146,9 @@ class MetricValue:
         spec_for(self.name)  # unknown names fail loudly
         kind = self.method.split(":", 1)[0]
         if self.method != UNAVAILABLE and kind not in METHOD_KINDS:
-            raise HeptathlonError(f"metric {self.name!r}: method {self.method!r} must start with one of {METHOD_KINDS}")
+            raise MetricError(f"metric {self.name!r}: method {self.method!r} must start with one of {METHOD_KINDS}")
         if self.value is not None and not math.isfinite(self.value):
-            raise HeptathlonError(f"metric {self.name!r}: value {self.value!r} is not finite")
+            raise MetricError(f"metric {self.name!r}: value {self.value!r} is not finite")
 
     @property
     def unit(self) -> str:
@@ -189,6 +180,3 @@ class MetricValue:
         if self.params:
             out["params"] = dict(self.params)
         return out
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import binomtest, mannwhitneyu
+from scipy.stats import mannwhitneyu
 
-from heptathlon.bench.errors import HeptathlonError
-from heptathlon.bench.metrics import METRICS, SampleKind, spec_for
+from heptathlon.bench.errors import RegressionError
+from heptathlon.bench.metrics import METRICS, spec_for
 from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.series import SeriesKey, canonical_json, series_fingerprint_class, series_key
 
@@ -95,18 +95,18 @@ class DetectionConfig:
 
     def __post_init__(self) -> None:
         if self.min_window < 2:
-            raise HeptathlonError(f"min_window must be at least 2 (a z-score needs a spread), got {self.min_window}")
+            raise RegressionError(f"min_window must be at least 2 (a z-score needs a spread), got {self.min_window}")
         if self.window < self.min_window:
-            raise HeptathlonError(f"baseline window {self.window} is smaller than min_window {self.min_window}")
+            raise RegressionError(f"baseline window {self.window} is smaller than min_window {self.min_window}")
         if not 0 < self.p_value < 1:
-            raise HeptathlonError(f"p_value must lie in (0, 1), got {self.p_value}")
+            raise RegressionError(f"p_value must lie in (0, 1), got {self.p_value}")
         if not self.z_threshold > 0:
-            raise HeptathlonError(f"z_threshold must be positive, got {self.z_threshold}")
+            raise RegressionError(f"z_threshold must be positive, got {self.z_threshold}")
         for name, thr in {**self.thresholds, "(default)": self.default_threshold}.items():
             if name != "(default)":
                 spec_for(name)
             if not thr > 0:
-                raise HeptathlonError(f"threshold for {name} must be positive, got {thr}")
+                raise RegressionError(f"threshold for {name} must be positive, got {thr}")
 
     def threshold_for(self, metric: str) -> float:
         return float(self.thresholds.get(metric, self.default_threshold))
@@ -467,113 +467,3 @@ def unacknowledged(alerts: Iterable[Alert], acknowledged: Collection[str] = ()) 
     """Blocking alerts whose key is not in ``acknowledged``."""
     ack = set(acknowledged)
     return [a for a in alerts if a.blocking and a.key not in ack]
-
-
-# --------------------------------------------------------------------------- simulation
-
-
-@dataclass(frozen=True)
-class SimulationSpec:
-    """A simulated nightly series: lognormal per-query latencies with lognormal between-night drift."""
-
-    nights: int = 20
-    n_queries: int = 1000
-    base_latency_ms: float = 2.0
-    within_sigma: float = 0.25  # per-query lognormal spread
-    drift_sd: float = 0.01  # between-night drift (sd of the log factor)
-    slowdown: float = 0.0  # e.g. 0.08 for an 8% slowdown
-    slowdown_from: int | None = None  # first slowed night, 1-based
-    metrics: tuple[str, ...] = ("latency_p50_ms", "latency_p99_ms", "latency_mean_ms")
-
-
-_SIM_SERIES = SeriesKey("sim-model", "sim-task", "cpu-1core", "single_stream", "{}", "sim")
-_SIM_STATS = {"latency_p50_ms": lambda x: np.percentile(x, 50), "latency_p90_ms": lambda x: np.percentile(x, 90),
-              "latency_p99_ms": lambda x: np.percentile(x, 99), "latency_mean_ms": np.mean}
-
-
-def simulate_series(rng: np.random.Generator, spec: SimulationSpec = SimulationSpec()) -> list[NightlyRun]:
-    """Nights 1..N of one simulated series."""
-    t0 = datetime(2025, 1, 1, 2, 30, tzinfo=timezone.utc)
-    runs = []
-    for night in range(1, spec.nights + 1):
-        factor = math.exp(rng.normal(0.0, spec.drift_sd))
-        if spec.slowdown_from is not None and night >= spec.slowdown_from:
-            factor *= 1.0 + spec.slowdown
-        lat = spec.base_latency_ms * factor * rng.lognormal(0.0, spec.within_sigma, spec.n_queries)
-        runs.append(NightlyRun(
-            run_id=f"night-{night}", series=_SIM_SERIES, started_at=t0 + timedelta(days=night),
-            metrics={m: float(_SIM_STATS[m](lat)) for m in spec.metrics}, samples={SampleKind.LATENCY_NS: lat * 1e6},
-        ))
-    return runs
-
-
-def replay_series(runs: Sequence[NightlyRun], config: DetectionConfig = DetectionConfig()) -> list[SeriesResult]:
-    """Check each night against the nights before it, as production would.
-
-    A regressed night is excluded from later windows, as an unacknowledged alert is in production.
-    """
-    seen: list[NightlyRun] = []
-    out = []
-    for run in runs:
-        res = check_series(run, seen, config)
-        out.append(res)
-        seen.append(replace(run, excluded_from_baseline=res.status == "regressed"))
-    return out
-
-
-@dataclass(frozen=True)
-class RateEstimate:
-    """A proportion over simulated series with its 95% Clopper-Pearson interval."""
-
-    hits: int
-    trials: int
-    rate: float
-    ci_low: float
-    ci_high: float
-
-
-def _rate(hits: int, trials: int) -> RateEstimate:
-    ci = binomtest(hits, trials).proportion_ci(confidence_level=0.95, method="exact")
-    return RateEstimate(hits, trials, hits / trials, float(ci.low), float(ci.high))
-
-
-@dataclass(frozen=True)
-class FalsePositiveEstimate:
-    """False alarms on noise-only series: per series (any night) and per night checked."""
-
-    per_series: RateEstimate
-    per_night: RateEstimate
-    spec: SimulationSpec
-    config: DetectionConfig
-
-
-def estimate_false_positive_rate(n_series: int = 500, spec: SimulationSpec = SimulationSpec(),
-                                 config: DetectionConfig = DetectionConfig(), seed: int = 0) -> FalsePositiveEstimate:
-    """Replay ``n_series`` noise-only series and count nights flagged as regressions."""
-    if spec.slowdown:
-        raise HeptathlonError("a false-positive estimate needs a noise-only simulation (slowdown=0)")
-    rng = np.random.default_rng(seed)
-    series_hits = night_hits = nights_checked = 0
-    for _ in range(n_series):
-        results = replay_series(simulate_series(rng, spec), config)
-        checked = [r for r in results if r.status != "no_baseline"]
-        flagged = sum(r.status == "regressed" for r in checked)
-        nights_checked += len(checked)
-        night_hits += flagged
-        series_hits += flagged > 0
-    return FalsePositiveEstimate(_rate(series_hits, n_series), _rate(night_hits, max(nights_checked, 1)), spec, config)
-
-
-def estimate_detection_rate(n_series: int = 500, spec: SimulationSpec = SimulationSpec(slowdown=0.08, slowdown_from=6),
-                            config: DetectionConfig = DetectionConfig(), seed: int = 0) -> RateEstimate:
-    """Share of series flagged exactly at ``slowdown_from`` with no alarm on the nights before."""
-    if not spec.slowdown or spec.slowdown_from is None:
-        raise HeptathlonError("a detection-rate estimate needs slowdown and slowdown_from")
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for _ in range(n_series):
-        results = replay_series(simulate_series(rng, spec), config)
-        before = results[: spec.slowdown_from - 1]
-        hits += (results[spec.slowdown_from - 1].status == "regressed"
-                 and not any(r.status == "regressed" for r in before))
-    return _rate(hits, n_series)

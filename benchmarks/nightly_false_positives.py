@@ -2,7 +2,8 @@
 
 Each series is N nights of lognormal per-query latencies whose scale drifts from night to night
 (sd of the log factor = --drift). Every night is checked against the nights before it with the
-production code path (heptathlon.bench.regression.replay_series, default DetectionConfig unless overridden).
+production code path (heptathlon.bench.regression.check_series, replayed by tests/regression_sim.py;
+default DetectionConfig unless overridden).
 
     python benchmarks/nightly_false_positives.py                  # 500 series at the default noise
     python benchmarks/nightly_false_positives.py --drift 0.01 0.02 0.03 --z 3 4
@@ -14,14 +15,14 @@ the share of series with an 8% slowdown from night 6 that are flagged at night 6
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from heptathlon.bench.regression import (
-    DetectionConfig,
-    SimulationSpec,
-    estimate_detection_rate,
-    estimate_false_positive_rate,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the simulation lives in tests/
+
+from heptathlon.bench.regression import DetectionConfig  # noqa: E402
+from tests.regression_sim import SimulationSpec, estimate_detection_rate, estimate_false_positive_rate  # noqa: E402
 
 
 def _ci(r) -> str:

@@ -387,10 +387,6 @@ class CgroupHandle:
         except (OSError, ValueError):
             return None
 
-    def cpu_throttled_count(self) -> int | None:
-        """CFS periods in which the quota stopped the cgroup (cpu.stat nr_throttled)."""
-        return (self.cpu_stat() or {}).get("nr_throttled")
-
     def cleanup(self) -> None:
         """Kill anything left inside, then remove the directories. Idempotent."""
         for pid in self.pids():
@@ -628,17 +624,6 @@ def cleanup_stale_run_cgroups() -> list[Path]:
             except OSError:
                 pass
     return removed
-
-
-def current_cgroup_peak_memory_bytes() -> int | None:
-    """Peak of the memory cgroup the calling process is in (a worker reporting on itself)."""
-    h = _pick_hierarchy("memory")
-    if h is None:
-        return None
-    v1, v2 = _own_cgroups()
-    own = v2 if h.version == 2 else v1.get("memory")
-    d = None if own is None else _dir_of(h, own)
-    return None if d is None else cgroup_peak_bytes(d).peak_bytes
 
 
 # -- the worker's side -----------------------------------------------------------------------

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from heptathlon.bench.errors import ProfileError
+from heptathlon.bench.errors import ProfileError, SandboxError
 
 MECHANISMS = ("bwrap", "unshare")
 # Passed through when set: locale, thread pools, GPU selection and the run's cgroup.
@@ -163,7 +163,7 @@ def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[s
       ``None`` gives an empty one. Remove it afterwards with ``cleanup_sandbox(record)``.
     - env: ``base_env`` (default os.environ) scrubbed to DEFAULT_ENV_ALLOW + ``env_allow``,
       then ``extra_env`` (e.g. control_env(profile), a CgroupHandle's env()). Secret-looking
-      names are refused even when allowed; asking for one raises ValueError.
+      names are refused even when allowed; asking for one raises SandboxError (a ValueError).
     - ``writable``: more directories the process may write (the run directory with its
       result files); ``hide``: more directories to hide (bwrap only), such as the one holding
       a SQLite results database.
@@ -172,7 +172,7 @@ def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[s
     """
     asked = [n for n in [*env_allow, *(extra_env or {})] if is_secret_name(n)]
     if asked:
-        raise ValueError(f"refusing to pass secret-looking variables into a sandbox: {asked}")
+        raise SandboxError(f"refusing to pass secret-looking variables into a sandbox: {asked}; drop them from the allowed env")
     env, dropped = scrub_env(os.environ if base_env is None else base_env, env_allow)
     if copy_workdir or workdir is None:
         root = Path(tempfile.mkdtemp(prefix="heptathlon-sbx-"))
@@ -196,7 +196,7 @@ def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[s
     elif mechanism == "none":
         chosen = None
     else:
-        raise ValueError(f"unknown sandbox mechanism {mechanism!r}; expected auto, none or one of {MECHANISMS}")
+        raise SandboxError(f"unknown sandbox mechanism {mechanism!r}; expected auto, none or one of {MECHANISMS}")
     record: dict[str, Any] = {"active": chosen is not None, "mechanism": chosen, "workdir": str(work),
                               "owned_dir": owned, "env_kept": sorted(env), "env_dropped": dropped}
     if chosen is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from heptathlon.bench.errors import one_line
+from heptathlon.bench.errors import ModelError, one_line
 from heptathlon.bench.types import RunArrays, WorkerFailure, WorkerJob, WorkerResult
 
 
@@ -37,7 +37,7 @@ def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.nda
         chunk = x[i:i + batch]
         p, s = adapter.postprocess(adapter.predict(adapter.prepare(chunk)), len(chunk))
         if len(p) != len(chunk):
-            raise ValueError(f"model returned {len(p)} predictions for a batch of {len(chunk)}")
+            raise ModelError(f"model returned {len(p)} predictions for a batch of {len(chunk)}; it must return one per input")
         preds.append(p)
         scores.append(s)
     sc = None if any(s is None for s in scores) else np.concatenate(scores)

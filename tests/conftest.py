@@ -64,7 +64,7 @@ def sqlite_url(tmp_path):
 @pytest.fixture(scope="session")
 def examples():
     """The bundled example submissions, with their artifacts built (seconds each, once)."""
-    from heptathlon.bench.app.service import EXAMPLES_DIR, build_examples
+    from heptathlon.bench.app.demo import EXAMPLES_DIR, build_examples
 
     folders = sorted(p.parent for p in EXAMPLES_DIR.glob("*/submission.yaml"))  # calibrated ones included
     build_examples(folders)

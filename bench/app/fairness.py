@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, select
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import FairnessError
 from heptathlon.bench.fairness import DisparityReport, NoGroupsError, compare_to_reference, fairness_gap, per_group_metrics
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.run_status import RunStatus
@@ -75,14 +75,14 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
     with session_scope(db) as s:
         latest = _latest_runs(s, submission)
         if not latest:
-            raise HeptathlonError(f"submission {submission!r} has no succeeded runs; "
-                                  f"run it first: heptathlon run <folder> --profile {reference or DEFAULT_REFERENCE}")
+            raise FairnessError(f"submission {submission!r} has no succeeded runs; "
+                                f"run it first: heptathlon run <folder> --profile {reference or DEFAULT_REFERENCE}")
         task_name = next(iter(latest.values())).task_name
         reference = reference or DEFAULT_REFERENCE
         if reference not in latest:
-            raise HeptathlonError(f"submission {submission!r} has no succeeded run on the reference profile "
-                                  f"{reference!r}; make it with: heptathlon run <folder> --profile {reference} "
-                                  f"(profiles with runs: {', '.join(sorted(latest))})")
+            raise FairnessError(f"submission {submission!r} has no succeeded run on the reference profile "
+                                f"{reference!r}; make it with: heptathlon run <folder> --profile {reference} "
+                                f"(profiles with runs: {', '.join(sorted(latest))})")
         preds = {p: Q.load_samples(s, r.id, SampleKind.PREDICTIONS) for p, r in latest.items()}
         scores = {p: Q.load_samples(s, r.id, SampleKind.SCORES) for p, r in latest.items()}
         ids = {p: r.id for p, r in latest.items()}

@@ -37,7 +37,7 @@ import numpy as np
 import psutil
 from sqlalchemy.exc import IntegrityError
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import AlertError, HeptathlonError, OptionsError
 from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
 from heptathlon.bench.manifest import load_manifest
 from heptathlon.bench.metrics import SampleKind
@@ -91,7 +91,7 @@ def parse_night(value: str | date | None) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise HeptathlonError(f"--date {value!r}: expected a date as YYYY-MM-DD, e.g. 2026-11-22") from None
+        raise OptionsError(f"--date {value!r}: expected a date as YYYY-MM-DD, e.g. 2026-11-22") from None
 
 
 def this_host() -> str:
@@ -507,18 +507,18 @@ def acknowledged_keys(db: str | None, run_ids: Sequence[str]) -> frozenset[str]:
 def set_alert_status(db: str | None, alert_ids: Sequence[int], status: str, *, by: str | None = None) -> list[dict]:
     """Acknowledge alerts or mark them expected; every id is checked before any is changed."""
     if status not in (NQ.ACKNOWLEDGED, NQ.EXPECTED, NQ.OPEN):
-        raise HeptathlonError(f"alert status {status!r}: expected acknowledged, expected or open")
+        raise AlertError(f"alert status {status!r}: expected acknowledged, expected or open")
     by = by or getpass.getuser()
     with session_scope(db) as s:
         rows = [(i, NQ.get_alert(s, i)) for i in alert_ids]
         missing = [str(i) for i, a in rows if a is None]
         if missing:
-            raise HeptathlonError(f"alert {', '.join(missing)}: no such alert; list them with: heptathlon alerts --all")
+            raise AlertError(f"alert {', '.join(missing)}: no such alert; list them with: heptathlon alerts --all")
         if status == NQ.EXPECTED:
             broke = [str(i) for i, a in rows if a.kind == "broke"]
             if broke:
-                raise HeptathlonError(f"alert {', '.join(broke)}: a failed run cannot start a new baseline; "
-                                      "acknowledge it instead (heptathlon alerts ack ID)")
+                raise AlertError(f"alert {', '.join(broke)}: a failed run cannot start a new baseline; "
+                                 "acknowledge it instead (heptathlon alerts ack ID)")
         for _, a in rows:
             if a.status != status:
                 NQ.set_alert_status(s, a, status, by=by)

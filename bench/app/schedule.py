@@ -15,7 +15,7 @@ from typing import Protocol
 
 from croniter import croniter
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import ScheduleError
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ def _local_now() -> datetime:
 
 
 def validate_cron(cron_expr: str) -> None:
-    """Raise HeptathlonError naming the expression when croniter cannot parse it."""
+    """Raise ScheduleError naming the expression when croniter cannot parse it."""
     if not isinstance(cron_expr, str) or not croniter.is_valid(cron_expr):
-        raise HeptathlonError(f"schedule {cron_expr!r} is not a valid cron expression "
-                              "(five fields: minute hour day-of-month month day-of-week, e.g. '30 2 * * *')")
+        raise ScheduleError(f"schedule {cron_expr!r} is not a valid cron expression "
+                            "(five fields: minute hour day-of-month month day-of-week, e.g. '30 2 * * *')")
 
 
 def next_fire_times(cron_expr: str, start: datetime, count: int = 1) -> list[datetime]:

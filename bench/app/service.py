@@ -21,7 +21,7 @@ import numpy as np
 from heptathlon.bench.errors import HeptathlonError, RunError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.fingerprint import fingerprint_hash
-from heptathlon.bench.manifest import BUILD_STAMP, IGNORED, Manifest, artifact_files, hash_folder, load_manifest
+from heptathlon.bench.manifest import IGNORED, Manifest, artifact_files, hash_folder, load_manifest
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.run_status import RunStatus
@@ -142,47 +142,6 @@ def queued_run_ids(db: str | None = None) -> list[str]:
     ensure_schema(db)
     with session_scope(db) as s:
         return [r.id for r in Q.queued_runs(s)]
-
-
-# ---- examples -------------------------------------------------------------------------------------
-# The examples are not in the wheel: they live in a checkout (or a copy of its submissions/).
-_CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "submissions"
-EXAMPLES_DIR = Path(os.environ.get("HEPTATHLON_EXAMPLES_DIR") or
-                    (_CHECKOUT_EXAMPLES if _CHECKOUT_EXAMPLES.is_dir() else Path.cwd() / "submissions"))
-
-
-def example_folders() -> list[Path]:
-    """The bundled model examples. The calibrated busy-wait submissions are harness ground
-    truth (benchmarks/harness_overhead.py), not models, so the demo leaves them out."""
-    return sorted(p.parent for p in EXAMPLES_DIR.glob("*/submission.yaml") if not p.parent.name.startswith("calibrated-"))
-
-
-def build_examples(folders: list[Path], rebuild: bool = False) -> None:
-    """Run each example's build.py unless its artifacts are there (they are not committed).
-
-    A ``.built`` stamp records a successful build: a ``command`` submission's manifest names
-    no artifact, so a valid manifest alone does not prove that the build ran.
-    """
-    import subprocess
-    import sys
-
-    for f in folders:
-        build = f / "build.py"
-        if not build.exists():
-            continue
-        stamp = f / BUILD_STAMP
-        try:
-            load_manifest(f)
-            fresh = stamp.exists() and stamp.stat().st_mtime >= build.stat().st_mtime
-        except HeptathlonError:
-            fresh = False
-        if fresh and not rebuild:
-            continue
-        proc = subprocess.run([sys.executable, str(build)], cwd=f, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise HeptathlonError(f"{build}: build failed with code {proc.returncode}: "
-                                  f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-        stamp.write_text(proc.stdout)
 
 
 # ---- reading ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import HeptathlonError, SuiteError
 from heptathlon.bench.metrics import METRICS
 from heptathlon.bench.profile import load_profile
 from heptathlon.bench.scenarios import SCENARIOS, ScenarioConfig, make_scenario
@@ -46,17 +46,6 @@ from heptathlon.bench.regression import (
 )
 
 SUBMISSION_MANIFEST = "submission.yaml"
-
-
-class SuiteError(HeptathlonError):
-    """A suite file is invalid; ``problems`` lists every problem found, each naming file and field."""
-
-    def __init__(self, path: Path | str, problems: list[str]) -> None:
-        self.path = str(path)
-        self.problems = tuple(problems)
-        n = len(problems)
-        head = f"{path}: {n} problem{'s' if n != 1 else ''} in suite file"
-        super().__init__(head + "".join(f"\n  - {p}" for p in problems))
 
 
 class _Strict(BaseModel):

@@ -10,24 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.cli.options import Db
+from heptathlon.bench.cli.render import err, out
+from heptathlon.bench.errors import HeptathlonError, OptionsError
 
-out = Console(width=None if sys.stdout.isatty() else 200)  # the night's summary, or JSON
-err = Console(stderr=True)  # progress and messages
-
-DbOpt = typer.Option(None, "--db", envvar="HEPTATHLON_DB",
-                     help="SQLAlchemy URL of the results database (default: SQLite in $HEPTATHLON_HOME or ./.heptathlon).")
 
 alerts_app = typer.Typer(help="Nightly regression alerts: list them, acknowledge them, mark them expected.",
                          invoke_without_command=True)
@@ -46,7 +41,7 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
             retry_failed: bool = typer.Option(False, "--retry-failed",
                                               help="Run again the entries that failed earlier on this night "
                                                    "(default: a failed run is the night's result)."),
-            db: Optional[str] = DbOpt) -> None:
+            db: Db = None) -> None:
     """Run a nightly regression suite: run what the night still lacks, detect changes, store alerts, write reports."""
     from heptathlon.bench.app.nightly import load_nightly_suite, parse_night
     from heptathlon.bench.app.schedule import validate_cron
@@ -55,7 +50,7 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
     if schedule is None:
         raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed))
     if night is not None:
-        raise HeptathlonError("--date and --schedule exclude each other: a scheduled night is dated by the day it fires")
+        raise OptionsError("--date and --schedule exclude each other: a scheduled night is dated by the day it fires")
     validate_cron(schedule)
     _serve_schedule(schedule, suite, report_dir, db, retry_failed)
 
@@ -150,7 +145,7 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON list and nothing el
 
 @alerts_app.callback()
 def alerts_main(ctx: typer.Context, include_closed: bool = AllOpt, as_json: bool = JsonOpt,
-                db: Optional[str] = DbOpt) -> None:
+                db: Db = None) -> None:
     """Without a sub-command: list the open alerts (as `alerts list`)."""
     ctx.obj = {"db": db}  # `alerts --db URL ack ID` as well as `alerts ack ID --db URL`
     if ctx.invoked_subcommand is None:
@@ -159,7 +154,7 @@ def alerts_main(ctx: typer.Context, include_closed: bool = AllOpt, as_json: bool
 
 @alerts_app.command("list")
 def alerts_list(ctx: typer.Context, include_closed: bool = AllOpt, as_json: bool = JsonOpt,
-                db: Optional[str] = DbOpt) -> None:
+                db: Db = None) -> None:
     """List alerts, newest first: open ones, or every one with --all."""
     _list(include_closed, as_json, _db(ctx, db))
 
@@ -179,7 +174,7 @@ def _set_status(ids: list[int], status: str, db: Optional[str]) -> list[dict[str
 @alerts_app.command("ack")
 def alerts_ack(ctx: typer.Context,
                alert_ids: list[int] = typer.Argument(..., metavar="ID...", help="Alert id(s), as listed."),
-               db: Optional[str] = DbOpt) -> None:
+               db: Db = None) -> None:
     """Acknowledge alerts: the night no longer fails on them, and their runs rejoin the baseline."""
     for a in _set_status(alert_ids, "acknowledged", _db(ctx, db)):
         err.print(f"alert {a['id']} acknowledged: {a['kind']} {escape(a['series'] or '')} {a['metric']} "
@@ -189,7 +184,7 @@ def alerts_ack(ctx: typer.Context,
 @alerts_app.command("expected")
 def alerts_expected(ctx: typer.Context,
                     alert_ids: list[int] = typer.Argument(..., metavar="ID...", help="Alert id(s), as listed."),
-                    db: Optional[str] = DbOpt) -> None:
+                    db: Db = None) -> None:
     """Mark alerts as expected changes: their run starts a new baseline segment of its series."""
     from heptathlon.bench.app.nightly import EXCLUDING_KINDS, list_alerts
 

@@ -24,10 +24,6 @@ class TaskData:
     n_classes: int
     feature_names: list[str] = field(default_factory=list)
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_test.shape[1:])
-
 
 @dataclass(frozen=True)
 class Task:
@@ -91,11 +87,6 @@ def task_data_files(ref: str, folder) -> list[str]:
         return []
     raw = yaml.safe_load((Path(folder) / ref).read_text()) or {}
     return [ref] + ([raw["data"]] if isinstance(raw, dict) and isinstance(raw.get("data"), str) else [])
-
-
-def list_tasks() -> list[Task]:
-    _ensure_builtin()
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def _ensure_builtin() -> None:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from heptathlon.bench.errors import ProfileError
+from heptathlon.bench.errors import ModelError, ProfileError
 from heptathlon.bench.manifest import Manifest
 from heptathlon.bench.profile import Profile, format_validation_error
 
@@ -92,7 +92,7 @@ class ModelAdapter(ABC):
             return arr.argmax(axis=1), arr.astype(np.float32)
         if arr.ndim == 1:
             return arr.astype(np.int64), None
-        raise ValueError(f"model output has shape {arr.shape}; expected (batch, classes) scores or (batch,) labels")
+        raise ModelError(f"model output has shape {arr.shape}; expected (batch, classes) scores or (batch,) labels; make predict() return one row or label per input")
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from heptathlon.bench.errors import one_line
+from heptathlon.bench.errors import ModelError, one_line
 from heptathlon.runners.adapters.base import ModelAdapter, RuntimeConfig
 
 
@@ -169,7 +169,7 @@ class OnnxSessionRuntime(OrtRuntime):
     def prepare(self, batch: Any) -> dict:
         arrays = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
         if len(arrays) != len(self.input_names):
-            raise ValueError(f"model takes {len(self.input_names)} inputs {self.input_names}, batch has {len(arrays)}")
+            raise ModelError(f"model takes {len(self.input_names)} inputs {self.input_names}, batch has {len(arrays)}")
         out = {}
         for n, a in zip(self.input_names, arrays):
             if hasattr(a, "detach"):

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from heptathlon.bench.errors import ProfileError, ScenarioError, SubmissionError
+from heptathlon.bench.errors import ProfileError, ScenarioError, SubmissionError, UnknownRuntimeError
 from heptathlon.bench.manifest import MANIFEST, Manifest
 from heptathlon.bench.profile import Profile
 from heptathlon.bench.scenarios import ScenarioConfig
@@ -57,7 +57,7 @@ def adapter_class(kind: str):
 def runtime_class(name: str):
     """The derived-runtime adapter class for a runtime name; an unknown name is a caller error."""
     if name not in DERIVED:
-        raise ValueError(f"unknown runtimes [{name!r}]; known runtimes: {', '.join(RUNTIMES)}")
+        raise UnknownRuntimeError(f"unknown runtimes [{name!r}]; known runtimes: {', '.join(RUNTIMES)}")
     return _load(DERIVED[name])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+from heptathlon.bench.errors import SubmissionError
 from heptathlon.runners.adapters.torch_common import TorchAdapterBase, TorchModuleRuntime
 
 
@@ -23,7 +24,7 @@ class TorchEagerAdapter(TorchAdapterBase):
         sys.path.insert(0, str(self.folder))
         spec.loader.exec_module(mod)
         if not hasattr(mod, "build"):
-            raise RuntimeError(f"{path}: field 'model.module': the module defines no build() function")
+            raise SubmissionError(f"{path}: field 'model.module': the module defines no build() function; add one that returns the nn.Module")
         module = mod.build()
         state = self.torch.load(str(self.folder / self.manifest.model.weights), map_location="cpu", weights_only=True)
         module.load_state_dict(state)

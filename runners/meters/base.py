@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from heptathlon.bench.errors import HeptathlonError, RunError
+from heptathlon.bench.errors import HeptathlonError, MeterError, RunError
 from heptathlon.bench.metrics import METHOD_KINDS
 
 
@@ -53,14 +53,14 @@ class EnergyReading:
     def __post_init__(self) -> None:
         kind = self.method.split(":", 1)[0]
         if kind not in METHOD_KINDS:
-            raise HeptathlonError(f"energy reading for {self.domain!r}: method {self.method!r} "
-                                  f"must start with one of {METHOD_KINDS}")
+            raise MeterError(f"energy reading for {self.domain!r}: method {self.method!r} "
+                             f"must start with one of {METHOD_KINDS}")
         if self.energy_j is not None and not (math.isfinite(self.energy_j) and self.energy_j >= 0):
-            raise HeptathlonError(f"energy reading for {self.domain!r} ({self.method}): "
-                                  f"energy {self.energy_j!r} J is not a finite non-negative number")
+            raise MeterError(f"energy reading for {self.domain!r} ({self.method}): "
+                             f"energy {self.energy_j!r} J is not a finite non-negative number")
         if self.energy_j is None and not self.note:
-            raise HeptathlonError(f"energy reading for {self.domain!r} ({self.method}) is unavailable "
-                                  "and must say why in 'note'")
+            raise MeterError(f"energy reading for {self.domain!r} ({self.method}) is unavailable "
+                             "and must say why in 'note'")
 
     @property
     def available(self) -> bool:
@@ -69,12 +69,6 @@ class EnergyReading:
     @property
     def is_estimate(self) -> bool:
         return self.method.startswith("estimate:")
-
-    @property
-    def mean_power_w(self) -> float | None:
-        if self.energy_j is None or self.duration_s <= 0:
-            return None
-        return self.energy_j / self.duration_s
 
     @classmethod
     def unavailable(cls, domain: str, method: str, reason: str, duration_s: float = 0.0,
@@ -192,7 +186,7 @@ class PeriodicSampler:
 
     def __init__(self, read: Callable[[], float], interval_s: float, name: str = "heptathlon-sampler") -> None:
         if not interval_s > 0:
-            raise HeptathlonError(f"sampler {name!r}: interval_s must be > 0, got {interval_s!r}")
+            raise MeterError(f"sampler {name!r}: interval_s must be > 0, got {interval_s!r}")
         self.read = read
         self.interval_s = interval_s
         self.name = name

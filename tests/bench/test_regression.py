@@ -14,21 +14,23 @@ from heptathlon.bench.regression import (
     ContextChange,
     DetectionConfig,
     NightlyRun,
-    SimulationSpec,
     alerts_from,
     check_night,
     check_series,
     detect_change,
     detect_drift,
     diff_context,
-    estimate_detection_rate,
-    estimate_false_positive_rate,
     flip_rate,
-    replay_series,
     select_baseline,
     series_key,
-    simulate_series,
     unacknowledged,
+)
+from tests.regression_sim import (
+    SimulationSpec,
+    estimate_detection_rate,
+    estimate_false_positive_rate,
+    replay_series,
+    simulate_series,
 )
 
 FP = {"cpu_model": "Xeon", "cpu_flags_sha256": "abc", "logical_cores": 8, "physical_cores": 4,

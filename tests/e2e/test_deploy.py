@@ -18,7 +18,7 @@ from croniter import croniter
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.app.schedule import NIGHTLY_CRON, next_fire_times, run_on_schedule, validate_cron
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SERVICE = DEPLOY / "heptathlon-nightly.service"
 TIMER = DEPLOY / "heptathlon-nightly.timer"
 CRONTAB = DEPLOY / "crontab.txt"

@@ -1,0 +1,145 @@
+"""``heptathlon demo``: build the bundled examples, queue their runs (the default profiles, a batch
+sweep, fairness runs under other numerics) and execute them. The CLI passes in a progress object
+and prints the tables; nothing here prints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Protocol
+
+from heptathlon.bench.app.options import EnergyOptions, RunOptions, ScenarioOptions
+from heptathlon.bench.app.service import RunOutcome, execute_queued, queue_runs
+from heptathlon.bench.errors import HeptathlonError, SubmissionError
+from heptathlon.bench.manifest import BUILD_STAMP, load_manifest
+
+# The examples are not in the wheel: they live in a checkout (or a copy of its submissions/).
+_CHECKOUT_EXAMPLES = Path(__file__).resolve().parents[2] / "submissions"
+EXAMPLES_DIR = Path(os.environ.get("HEPTATHLON_EXAMPLES_DIR") or
+                    (_CHECKOUT_EXAMPLES if _CHECKOUT_EXAMPLES.is_dir() else Path.cwd() / "submissions"))
+
+# Fairness: torch models of group tasks also run under int8 and bf16 numerics, so that
+# hardware-induced disparity against the fp32 reference is in the database after the demo.
+FAIRNESS_PROFILES = ["cpu-1core-bf16", "cpu-1core-int8"]
+SWEEP_TIMEOUT_S = 300.0  # b = 1..64 on every runtime that applies takes minutes on 2 cores
+
+
+class DemoProgress(Protocol):
+    """What the demo reports while it works (the CLI draws it as Rich progress bars)."""
+
+    def phase(self, label: str, total: int | None) -> None:
+        """A new phase of ``total`` steps begins."""
+
+    def step(self, description: str, completed: int | None = None, total: int | None = None) -> None:
+        """The current phase moved on; ``completed`` steps are done."""
+
+    def on_run(self, done: int, outcome: RunOutcome | None, run_id: str) -> None:
+        """``execute_queued``'s callback: a run starts (outcome None) or has finished."""
+
+
+@dataclass
+class DemoOutcome:
+    outcomes: list[RunOutcome]
+    fairness_submissions: list[str] = field(default_factory=list)  # names, for the disparity summary
+
+
+@dataclass(frozen=True)
+class FairnessSummaryRow:
+    submission: str
+    grouping: str
+    profile: str
+    disparity: str  # "+0.012 [-0.003, +0.027]"
+    largest_flip: str  # "group: 0.031"
+    small_groups: str
+
+
+def example_folders() -> list[Path]:
+    """The bundled model examples. The calibrated busy-wait submissions are harness ground
+    truth (benchmarks/harness_overhead.py), not models, so the demo leaves them out."""
+    return sorted(p.parent for p in EXAMPLES_DIR.glob("*/submission.yaml") if not p.parent.name.startswith("calibrated-"))
+
+
+def build_examples(folders: list[Path], rebuild: bool = False) -> None:
+    """Run each example's build.py unless its artifacts are there (they are not committed).
+
+    A ``.built`` stamp records a successful build: a ``command`` submission's manifest names
+    no artifact, so a valid manifest alone does not prove that the build ran.
+    """
+    for f in folders:
+        build = f / "build.py"
+        if not build.exists():
+            continue
+        stamp = f / BUILD_STAMP
+        try:
+            load_manifest(f)
+            fresh = stamp.exists() and stamp.stat().st_mtime >= build.stat().st_mtime
+        except HeptathlonError:
+            fresh = False
+        if fresh and not rebuild:
+            continue
+        proc = subprocess.run([sys.executable, str(build)], cwd=f, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+            raise SubmissionError(f"{build}: build failed with code {proc.returncode}: {last}; "
+                                  f"run `python {build.name}` in {f} to see the whole output")
+        stamp.write_text(proc.stdout)
+
+
+def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = False,
+             db: Optional[str] = None) -> DemoOutcome:
+    """Build the examples, queue every demo run, execute them; a failing run never stops the others."""
+    from heptathlon.bench.profile import default_profiles
+    from heptathlon.bench.tasks import resolve_task
+
+    folders = example_folders()
+    progress.phase("building example models", len(folders))
+    for i, f in enumerate(folders):
+        progress.step(f"building {f.name}")
+        build_examples([f], rebuild=rebuild)
+        progress.step(f"building {f.name}", completed=i + 1)
+    profiles = [p.name for p in default_profiles()]
+    main = RunOptions(profiles=profiles, scenarios=["single_stream", "offline"], scenario=ScenarioOptions(full=full))
+    # Framework tax: one batch sweep per submission (b = 1..64, every runtime that applies) on the first
+    # profile. No energy meters there: the single_stream run measures that pass's energy already.
+    sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"], scenario=ScenarioOptions(full=full),
+                       timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False))
+    fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False))
+    fair_subs, ids = [], []
+    for f in folders:
+        ids += _queue(f, main, db)
+        ids += _queue(f, sweep, db)
+        m = load_manifest(f)
+        if m.model.kind == "torch" and resolve_task(m.task, f).group_attributes:
+            ids += _queue(f, fair, db)
+            fair_subs.append(m.name)
+    progress.phase("benchmarking", len(ids))
+    return DemoOutcome(execute_queued(ids, db=db, on_progress=progress.on_run), fair_subs)
+
+
+def _queue(folder: Path, opts: RunOptions, db: Optional[str]) -> list[str]:
+    return queue_runs(folder, opts.profiles, opts.scenario_configs(), db=db, **opts.queue_kwargs())
+
+
+def fairness_summary(submissions: list[str], db: Optional[str]) -> tuple[list[FairnessSummaryRow], list[str]]:
+    """Each submission's disparity against the fp32 reference at its finest grouping, and a note for
+    each submission whose disparity cannot be computed."""
+    from heptathlon.bench.app.fairness import compute_disparity
+
+    rows, notes = [], []
+    for name in submissions:
+        try:
+            ft = compute_disparity(name, db=db)
+        except HeptathlonError as e:
+            notes.append(f"fairness for {name}: {e}")
+            continue
+        attr = list(ft.reports)[-1]
+        for prof, _, rep in ft.reports[attr]:
+            hd = rep.hw_disparity
+            worst = max(rep.groups, key=lambda g: g.flip.value)
+            rows.append(FairnessSummaryRow(name, attr, prof, f"{hd.value:+.3f} [{hd.ci_low:+.3f}, {hd.ci_high:+.3f}]",
+                                           f"{worst.group}: {worst.flip.value:.3f}",
+                                           ", ".join(g.group for g in rep.groups if g.small) or "—"))
+    return rows, notes

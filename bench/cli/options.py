@@ -1,0 +1,42 @@
+"""Options shared by several commands, declared once as annotated types.
+
+``run`` and ``submit`` name their scenario parameters as the fields of
+``heptathlon.bench.app.options.ScenarioOptions``, so both build the same ``RunOptions`` from
+``ctx.params`` for the same flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Db = Annotated[Optional[str], typer.Option(
+    "--db", envvar="HEPTATHLON_DB",
+    help="SQLAlchemy URL of the results database (default: SQLite in $HEPTATHLON_HOME or ./.heptathlon).")]
+Folder = Annotated[Path, typer.Argument(help="A submission folder with a submission.yaml.")]
+Json = Annotated[bool, typer.Option("--json")]
+
+# Scenario options shared by `run` and `submit`.
+PoissonLambda = Annotated[Optional[float], typer.Option(
+    "--lambda", help="poisson_batch: mean of the Poisson batch sizes (default 8).")]
+Qps = Annotated[Optional[float], typer.Option(
+    "--qps", help="server: target queries/s of the Poisson arrivals (default 100; with --slo-ms, where the search starts).")]
+MaxBatch = Annotated[Optional[int], typer.Option(
+    "--max-batch", help="server: dynamic batching, at most this many queries per call; "
+                        "batch_sweep: the largest batch size swept (default 64).")]
+MaxWaitMs = Annotated[Optional[float], typer.Option(
+    "--max-wait-ms", help="server: how long a queued query may wait for a batch to fill.")]
+SloMs = Annotated[Optional[float], typer.Option(
+    "--slo-ms", help="server: find the largest QPS whose p99 latency stays within this SLO.")]
+Adaptive = Annotated[bool, typer.Option(
+    "--adaptive", help="After the minimums, go on until the 95% CI half-width of the median is within "
+                       "--ci-target (or the cap).")]
+CiTarget = Annotated[Optional[float], typer.Option(
+    "--ci-target", help="Adaptive stopping: relative CI half-width (default 0.01).")]
+Repeats = Annotated[Optional[int], typer.Option(
+    "--repeats", help="batch_sweep: timed (and profiled) calls per batch size (default 10).")]
+Runtimes = Annotated[Optional[str], typer.Option(
+    "--runtimes", help="batch_sweep, torch models: comma-separated runtimes to derive and compare "
+                       "(eager,torchscript,torch.compile,onnxruntime; default: all that apply).")]

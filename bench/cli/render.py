@@ -1,0 +1,91 @@
+"""Output of the CLI: the two consoles, cell formatting, and the Rich progress bars."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from heptathlon.bench.run_status import RunStatus
+
+out = Console(width=None if sys.stdout.isatty() else 200)  # stdout: tables, or JSON and nothing else
+err = Console(stderr=True)  # progress and messages
+
+SHORT = {"latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms", "throughput_sps": "samples/s",
+         "accuracy": "accuracy", "peak_rss_mb": "peak RSS MB", "load_s": "load s",
+         "energy_per_sample_j": "J/sample", "params": "params",
+         "framework_tax": "framework tax", "batch_knee": "knee b*", "fairness_gap": "fairness gap",
+         "max_qps_within_slo": "max QPS @SLO"}
+OPTIONAL_COLUMNS = ["framework_tax", "batch_knee", "fairness_gap", "max_qps_within_slo"]
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def cell(m) -> str:
+    """Value [CI], with the method marked when it is not a plain measurement."""
+    if m is None:
+        return "[dim]not measured[/]"
+    if m.value is None:
+        return "[dim]n/a[/]"
+    s = fmt(m.value)
+    if m.ci_low is not None and m.ci_high is not None and m.ci_high != m.ci_low and m.value:
+        half = max(m.value - m.ci_low, m.ci_high - m.value) / abs(m.value) * 100
+        s += f" [dim]±{half:.2g}%[/]"
+    if m.method.startswith("estimate:"):
+        s += " [yellow](est.)[/]"
+    return s
+
+
+def progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal and False)
+
+
+class RichProgress:
+    """Progress bars for long commands: a bar per phase, one line per finished run. Implements the
+    demo's ``DemoProgress`` and is the ``on_progress`` of ``execute_queued``."""
+
+    def __init__(self) -> None:
+        self._prog = progress()
+        self._task = None
+
+    def __enter__(self) -> "RichProgress":
+        self._prog.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._prog.__exit__(*exc)
+
+    def phase(self, label: str, total: int | None) -> None:
+        self._task = self._prog.add_task(label, total=total)
+
+    def step(self, description: str, completed: int | None = None, total: int | None = None) -> None:
+        given = {"completed": completed, "total": total}
+        self._prog.update(self._task, description=description, **{k: v for k, v in given.items() if v is not None})
+
+    def on_run(self, done: int, outcome, run_id: str) -> None:
+        if outcome is None:
+            self.step(f"run {run_id[:8]}")
+            return
+        mark = "[green]ok[/]" if outcome.status == RunStatus.SUCCEEDED else "[red]failed[/]"
+        self.step(f"{outcome.submission} on {outcome.profile}/{outcome.scenario}: {mark}", completed=done)
+        if outcome.error:
+            self._prog.console.print(f"[red]✗[/] {outcome.error}")
+
+
+def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs"):
+    from heptathlon.bench.app.service import execute_queued
+
+    with RichProgress() as prog:
+        prog.phase(label, len(run_ids))
+        return execute_queued(run_ids, db=db, on_progress=prog.on_run)

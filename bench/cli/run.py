@@ -1,0 +1,198 @@
+"""``submit``, ``execute``, ``run`` and ``demo``: queue and execute runs, print their outcomes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from heptathlon.bench.cli.options import (Adaptive, CiTarget, Db, Folder, MaxBatch, MaxWaitMs, PoissonLambda, Qps,
+                                          Repeats, Runtimes, SloMs)
+from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out
+from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.run_status import RunStatus
+
+
+def submit(ctx: typer.Context, folder: Folder,
+           profile: Annotated[Optional[list[str]], typer.Option(
+               "--profile", "-p", help="Profile(s); default: the default profiles.")] = None,
+           scenario: Annotated[list[str], typer.Option("--scenario", "-s")] = ["single_stream"],  # noqa: B006
+           trials: Annotated[int, typer.Option(
+               "--trials", min=1, help="Independent trials, each in a fresh worker; pooled.")] = 1,
+           run_now: Annotated[bool, typer.Option("--run", help="Execute the queued runs now.")] = False,
+           poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
+           max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
+           ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+           db: Db = None) -> None:
+    """Validate, hash and store a submission, and queue its runs."""
+    from heptathlon.bench.app.options import RunOptions
+    from heptathlon.bench.app.service import pool_groups_of, queue_runs
+    from heptathlon.bench.profile import default_profiles
+
+    opts = RunOptions.from_cli(ctx.params, profiles=profile or [p.name for p in default_profiles()],
+                               scenarios=scenario, trials=trials)
+    ids = queue_runs(folder, opts.profiles, opts.scenario_configs(), db=db, **opts.queue_kwargs())
+    err.print(f"queued {len(ids)} run(s) for {folder}")
+    if run_now:
+        outcomes = execute_with_progress(ids, db)
+        pool_groups_of(ids, db=db)
+        if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
+            raise typer.Exit(1)
+    else:
+        err.print("execute them with: heptathlon execute")
+
+
+def execute(db: Db = None) -> None:
+    """Execute every queued run."""
+    from heptathlon.bench.app.service import pool_groups_of, queued_run_ids
+
+    ids = queued_run_ids(db)
+    if not ids:
+        err.print("no queued runs; queue some with: heptathlon submit DIR")
+        return
+    outcomes = execute_with_progress(ids, db)
+    pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
+    if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
+        raise typer.Exit(1)
+
+
+def run(ctx: typer.Context, folder: Folder,
+        profile: Annotated[str, typer.Option("--profile", "-p")] = "cpu-1core",
+        scenario: Annotated[str, typer.Option("--scenario", "-s")] = "single_stream",
+        batch_size: Annotated[Optional[int], typer.Option(
+            "--batch-size", "-b", help="fixed_batch: the batch size.")] = None,
+        full: Annotated[bool, typer.Option(
+            "--full", help="Serious durations (60 s minimum, 1024 queries) instead of demo ones.")] = False,
+        min_queries: Annotated[Optional[int], typer.Option("--min-queries")] = None,
+        min_duration_s: Annotated[Optional[float], typer.Option("--min-duration", help="Seconds.")] = None,
+        max_duration_s: Annotated[Optional[float], typer.Option("--max-duration", help="Seconds.")] = None,
+        warmup_queries: Annotated[Optional[int], typer.Option("--warmup", help="Warm-up queries before timing.")] = None,
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        timeout: Annotated[float, typer.Option("--timeout", help="Per-run timeout in seconds.")] = 120.0,
+        no_meters: Annotated[bool, typer.Option(
+            "--no-meters", help="Run latency without energy meters (to compare).")] = False,
+        idle_seconds: Annotated[float, typer.Option(
+            "--idle-seconds", help="Idle-power baseline before the window.")] = 1.0,
+        country: Annotated[str, typer.Option("--country", help="ISO code of the grid region for CO2.")] = "USA",
+        trials: Annotated[int, typer.Option(
+            "--trials", min=1, help="Independent trials, each in a fresh worker; "
+                                    "per-trial and pooled statistics are stored.")] = 1,
+        poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
+        max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
+        ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON object and nothing else on stdout.")] = False,
+        db: Db = None) -> None:
+    """Benchmark one submission on one profile and scenario, now."""
+    import uuid
+
+    from heptathlon.bench.app.options import EnergyOptions, RunOptions
+    from heptathlon.bench.app.service import RunOutcome, execute_run, pool_trials, queue_runs, record_rejected
+
+    cfgs = None
+    group_id = str(uuid.uuid4())
+    try:
+        opts = RunOptions.from_cli(ctx.params, profiles=[profile], scenarios=[scenario], trials=trials,
+                                   timeout_s=timeout,
+                                   energy=EnergyOptions(enabled=not no_meters, idle_s=idle_seconds, country_iso=country))
+        cfgs = opts.scenario_configs()
+        ids = queue_runs(folder, opts.profiles, cfgs, db=db, group_id=group_id, **opts.queue_kwargs())
+    except HeptathlonError as e:
+        rid = (record_rejected(folder, [profile], [scenario], e, db) if cfgs is None else getattr(e, "run_ids", [None]))[0]
+        _fail_json(e, folder, profile, scenario, as_json, rid)
+    outcomes: list[RunOutcome] = []
+    with RichProgress() as prog:
+        for k, rid in enumerate(ids):
+            label = f" (trial {k + 1}/{len(ids)})" if len(ids) > 1 else ""
+            prog.phase(f"{folder.name} on {profile}/{scenario}{label}", total=None)
+            outcomes.append(execute_run(rid, db=db))
+            prog.step(f"{folder.name} on {profile}/{scenario}{label}", completed=1, total=1)
+    o = outcomes[-1] if len(outcomes) == 1 else _pooled_outcome(outcomes, pool_trials(group_id, db=db), group_id)
+    if as_json:
+        print(json.dumps(o.to_json() | ({"trials": o.trials} if getattr(o, "trials", None) else {})))
+    else:
+        _print_outcome(o)
+    if o.status != RunStatus.SUCCEEDED:
+        if not as_json:
+            err.print(f"[red]error:[/] {o.error}")
+            if o.stderr_tail:
+                err.print("[dim]stderr tail:[/]\n" + o.stderr_tail[-1500:])
+        raise typer.Exit(1)
+
+
+def _pooled_outcome(outcomes, pooled: dict, group_id: str):
+    """One outcome for k trials: the pooled values (stored on the last trial) over its own, and a
+    failed status if any trial failed."""
+    ok = [o for o in outcomes if o.status == RunStatus.SUCCEEDED]
+    base = ok[-1] if ok else outcomes[-1]
+    values = next((v for rid, v in pooled.items() if rid in {o.run_id for o in ok}), [])
+    failed = [o for o in outcomes if o.status != RunStatus.SUCCEEDED]
+    o = type(base)(base.run_id, RunStatus.FAILED if failed else base.status, failed[0].error if failed else base.error,
+                   base.submission, base.profile, base.scenario, {**base.metrics, **{v.name: v for v in values}},
+                   base.stderr_tail)
+    o.trials = {"k": len(outcomes), "group_id": group_id, "pooled": bool(values),
+                "runs": [{"run_id": t.run_id, "status": t.status, "error": t.error} for t in outcomes]}
+    return o
+
+
+def _fail_json(e: HeptathlonError, folder: Path, profile: str, scenario: str, as_json: bool, run_id) -> None:
+    if as_json:
+        print(json.dumps({"run_id": run_id, "status": RunStatus.FAILED, "error": str(e),
+                          "submission": str(folder), "profile": profile, "scenario": scenario, "metrics": {}}))
+        raise typer.Exit(e.exit_code)
+    raise e
+
+
+def _print_outcome(o) -> None:
+    t = Table(title=f"{o.submission} on {o.profile} / {o.scenario}  (run {o.run_id[:8]}, {o.status})")
+    t.add_column("metric")
+    t.add_column("value [95% CI]", justify="right")
+    t.add_column("unit")
+    t.add_column("n", justify="right")
+    t.add_column("method")
+    for name, m in o.metrics.items():
+        t.add_row(name, cell(m), m.unit, str(m.n or ""), m.method)
+    out.print(t)
+    if getattr(o, "sweep", None):  # batch_sweep: latency and FT(b) per runtime, knees (bench/sweep_stats.py)
+        from heptathlon.bench.sweep_stats import sweep_tables
+
+        for title, columns, rows in sweep_tables(o.sweep):
+            out.print(f"[bold]{title}[/]")
+            st = Table()
+            for c in columns:
+                st.add_column(c, justify="left" if c in ("runtime", "reason", "sweep stop", "FT method") else "right")
+            for r in rows:
+                st.add_row(*r)
+            out.print(st)
+
+
+def demo(full: Annotated[bool, typer.Option("--full", help="Serious durations instead of demo ones.")] = False,
+         rebuild: Annotated[bool, typer.Option(
+             "--rebuild", help="Rebuild the example models even if present.")] = False,
+         db: Db = None) -> None:
+    """Build the example models, benchmark every bundled submission on the default profiles, print the leaderboard."""
+    from heptathlon.bench.app.demo import run_demo
+    from heptathlon.bench.cli.results import print_fairness_summary, print_leaderboard
+
+    with RichProgress() as prog:
+        o = run_demo(prog, full=full, rebuild=rebuild, db=db)
+    print_leaderboard(db, rank_by="latency_p50_ms")
+    print_fairness_summary(o.fairness_submissions, db)
+    failed = [r for r in o.outcomes if r.status != RunStatus.SUCCEEDED]
+    if failed:
+        err.print(f"[red]{len(failed)} run(s) failed[/]")
+        raise typer.Exit(1)
+    err.print("next: heptathlon dashboard   (the web leaderboard)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(submit)
+    app.command()(execute)
+    app.command()(run)
+
+
+def register_demo(app: typer.Typer) -> None:
+    app.command()(demo)
