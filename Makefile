@@ -1,10 +1,12 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
+# `make test` is the fast tier; `make test-slow` drives the CLI end to end (tests/e2e, the
+# browser, the wheel install); `make test-all` runs both. CI runs both tiers as separate steps.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install dashboard clean
+.PHONY: demo test test-slow test-all install dashboard clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,12 @@ demo: $(STAMP)
 	$(BIN)/heptathlon demo
 
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 dashboard: $(STAMP)

@@ -75,3 +75,15 @@ def examples():
 def quick():
     """Short scenario settings for tests: a few queries, no minimum duration."""
     return {"min_queries": 20, "min_duration_s": 0.0, "max_duration_s": 5.0, "warmup_queries": 2}
+
+
+SLOW_DIRS = ("e2e",)  # tests/e2e/: the CLI end to end, with real workers on every example
+SLOW_FILES = ("test_browser.py", "test_packaging.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tier (`make test-slow`, its own CI step) is marked here, by place, not by hand."""
+    for item in items:
+        rel = Path(str(item.fspath)).relative_to(REPO / "tests")
+        if rel.parts[0] in SLOW_DIRS or rel.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

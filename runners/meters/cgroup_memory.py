@@ -2,7 +2,7 @@
 
 ``memory.peak`` in v2, ``memory.max_usage_in_bytes`` in v1. Exact, and it covers every
 process in the cgroup, children included; it also counts page cache. This is the one place
-the counter is read: the run cgroup (``runners.controls.CgroupHandle``), the executor and a
+the counter is read: the run cgroup (``runners.controls.cgroups.CgroupHandle``), the executor and a
 worker reporting on itself all call :func:`cgroup_peak_bytes`.
 """
 
