@@ -101,3 +101,9 @@ def test_db_upgrade_and_a_run_of_a_copied_example(installed, examples, tmp_path)
     doc = json.loads(p.stdout)
     assert doc["status"] == "succeeded", doc["error"]
     assert doc["metrics"]["latency_p50_ms"]["n"] >= 20 and doc["metrics"]["accuracy"]["value"] > 0.75
+
+
+def test_demo_outside_a_checkout_says_where_the_examples_are(installed, tmp_path):
+    p = _run(installed, installed["cli"], "demo", "--db", f"sqlite:///{tmp_path / 'results.db'}")
+    assert p.returncode == 2
+    assert "no example submissions in" in p.stderr and "HEPTATHLON_EXAMPLES_DIR" in p.stderr

@@ -95,6 +95,9 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
     from heptathlon.bench.tasks import resolve_task
 
     folders = example_folders()
+    if not folders:  # a wheel install has no examples: they live in a checkout's submissions/
+        raise SubmissionError(f"no example submissions in {EXAMPLES_DIR}; run the demo from a checkout of "
+                              "heptathlon, or point HEPTATHLON_EXAMPLES_DIR at a copy of its submissions/ folder")
     progress.phase("building example models", len(folders))
     for i, f in enumerate(folders):
         progress.step(f"building {f.name}")
