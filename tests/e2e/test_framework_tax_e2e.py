@@ -220,4 +220,4 @@ def test_compile_budget_makes_torch_compile_unavailable():
     module = torch.nn.Sequential(torch.nn.Linear(7, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     rts = derive_runtimes(module, torch.randn(4, 7), include=("eager", "torch.compile"), compile_budget_s=0.01)
     assert rts["eager"].available
-    assert not rts["torch.compile"].available and "exceeded its budget of 0.01 s" in rts["torch.compile"].reason
+    assert not rts["torch.compile"].available and "budget of 0.01 s" in rts["torch.compile"].reason  # by the signal or after it

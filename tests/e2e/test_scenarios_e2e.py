@@ -159,7 +159,7 @@ def test_adaptive_stopping_reports_the_width_reached(examples, tmp_path, sqlite_
     assert p50["n"] >= 16
 
 
-def test_trials_store_per_trial_and_pooled_statistics(examples, sqlite_url):
+def test_trials_store_per_trial_and_pooled_statistics(examples, sqlite_url, monkeypatch):
     p, doc = run_json(str(examples["arrests-mlp-onnx"]), "--trials", "2", *QUICK, db=sqlite_url)
     assert p.returncode == 0 and doc["status"] == "succeeded", doc["error"]
     assert doc["trials"]["k"] == 2 and doc["trials"]["pooled"] is True
@@ -180,6 +180,7 @@ def test_trials_store_per_trial_and_pooled_statistics(examples, sqlite_url):
     rows = json.loads(cli("results", "--json", db=sqlite_url).stdout)
     assert len(rows) == 1 and rows[0]["trials"] == 2
     assert rows[0]["metrics"]["latency_p50_ms"]["n"] == per_trial_n
+    monkeypatch.setenv("COLUMNS", "400")  # a wide console: Rich must not wrap the cell being checked
     assert "pooled, 2 trials" in cli("results", db=sqlite_url).stdout
 
 
