@@ -87,8 +87,8 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
         scores = {p: Q.load_samples(s, r.id, SampleKind.SCORES) for p, r in latest.items()}
         ids = {p: r.id for p, r in latest.items()}
         sub = next(iter(latest.values())).submission
-        task_ref, store = sub.manifest["task"], sub.store_path
-    data = resolve_task(task_ref, store).load()
+        task_ref, store_path = sub.manifest["task"], sub.store_path  # not `store`: that is the caller's flag
+    data = resolve_task(task_ref, store_path).load()
     if data.groups.shape[1] == 0:
         raise NoGroupsError(task_name)
     n_classes = data.n_classes

@@ -40,6 +40,11 @@ def test_disparity_against_reference_is_stored_and_printed(examples, sqlite_url,
         gap = [m for m in s.scalars(select(Measurement).where(Measurement.run_id == ref,
                                                                Measurement.metric == "fairness_gap"))]
         assert {m.params["attribute"] for m in gap} == {"colour", "sex", "colour×sex"}
+    dry = compute_disparity("arrests-mlp-torch", db=sqlite_url, store=False)  # computes, writes nothing
+    assert [p for p, _, _ in dry.reports["colour"]] == ["cpu-1core-int8"]
+    with session_scope(sqlite_url) as s:
+        assert not list(s.scalars(select(Measurement).where(Measurement.metric == "hw_disparity")))
+        assert not list(s.scalars(select(GroupMetric).where(GroupMetric.metric == "flip_rate")))
     ft = compute_disparity("arrests-mlp-torch", db=sqlite_url)
     assert ft.reference == "cpu-1core" and ft.reference_run == ref
     assert [p for p, _, _ in ft.reports["colour"]] == ["cpu-1core-int8"]
