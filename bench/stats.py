@@ -315,8 +315,21 @@ def _with_reached_width(m: MetricValue, adaptive: dict) -> MetricValue:
     reached = None
     if m.value and m.ci_low is not None and m.ci_high is not None:
         reached = max(m.value - m.ci_low, m.ci_high - m.value) / abs(m.value)
-    return replace(m, params={**m.params, "adaptive": True, "ci_target_rel": adaptive.get("ci_target_rel"),
+    target = adaptive.get("ci_target_rel")
+    met = None if reached is None or target is None else bool(reached <= target)
+    return replace(m, params={**m.params, "adaptive": True, "ci_target_rel": target, "ci_target_met": met,
                               "ci_half_width_rel": reached, "loop_ci_half_width_rel": adaptive.get("ci_half_width_rel")})
+
+
+def stop_reason(stopped_by: str, values) -> str:
+    """The run's stop reason as stored: "ci_target" only when the STORED p50 interval meets the
+    target; "ci_target_missed" when the loop's cheap estimate met it but the stored interval did not."""
+    if stopped_by != "ci_target":
+        return stopped_by
+    p50 = next((v for v in values if v.name == "latency_p50_ms"), None)
+    if p50 is not None and p50.params.get("ci_target_met") is False:
+        return "ci_target_missed"
+    return stopped_by
 
 
 def _slo_value(search: dict, final: dict) -> MetricValue:

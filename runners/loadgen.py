@@ -29,6 +29,11 @@ from heptathlon.bench.scenarios import (ScenarioConfig, StopRule, batch_pool_sch
                              server_query_count)
 
 Z95 = 1.959963984540054
+# The loop's check is a cheap normal approximation; the stored interval (heptathlon.bench.stats) is
+# computed afterwards by another method and comes out a little wider. The loop therefore stops only
+# once its own estimate is within this share of the target, so that the stored interval meets the
+# target too; the parent checks that it does and says so when it does not (``ci_target_missed``).
+LOOP_TARGET_MARGIN = 0.85
 SLO_PERCENTILE = 99.0
 SEARCH_MAX_PROBES = 10
 SEARCH_REL_TOL = 0.05  # stop bisecting once the bracket's ratio is within 5%
@@ -122,7 +127,7 @@ def run_closed_loop(predict: Callable[[Any], Any], prepared: Sequence[Any], size
                 break
             checks += 1
             width = median_ci_half_width_rel(np.subtract(done, issue))
-            if width <= target:
+            if width <= target * LOOP_TARGET_MARGIN:
                 stopped_by = "ci_target"
                 break
             gate_n, gate_t = _next_power_of_two(n), 0
@@ -139,6 +144,7 @@ def run_closed_loop(predict: Callable[[Any], Any], prepared: Sequence[Any], size
     }
     if adaptive:
         summary["adaptive"] = {"ci_target_rel": target, "ci_half_width_rel": width, "checks": checks,
+                               "loop_margin": LOOP_TARGET_MARGIN,
                                "method": "order statistics around the median (normal approximation)"}
     return LoopResult(issue_a, done_a, samples, stopped_by, summary)
 
@@ -244,7 +250,7 @@ def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], ar
             checks += 1
             done_so_far = np.repeat(b_end, np.diff(np.append(b_first, j)))
             width = median_ci_half_width_rel(done_so_far - arrivals[:j])
-            if width <= stop.ci_target:
+            if width <= stop.ci_target * LOOP_TARGET_MARGIN:
                 stopped_by = "ci_target"
                 break
             next_check = _next_power_of_two(j)
@@ -278,6 +284,7 @@ def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], ar
         if stopped_by != "ci_target" and served:
             width = median_ci_half_width_rel(done - scheduled)
         summary["adaptive"] = {"ci_target_rel": stop.ci_target, "ci_half_width_rel": width, "checks": checks,
+                               "loop_margin": LOOP_TARGET_MARGIN,
                                "method": "order statistics around the median (normal approximation)"}
     return LoopResult(scheduled, done, np.ones(served, dtype=np.int32), stopped_by, summary)
 

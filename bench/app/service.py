@@ -26,7 +26,7 @@ from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.scenarios import ScenarioConfig
-from heptathlon.bench.stats import summarize_accuracy, summarize_loop
+from heptathlon.bench.stats import stop_reason, summarize_accuracy, summarize_loop
 from heptathlon.bench.tasks import resolve_task, task_data_files
 from heptathlon.bench.types import MeterSettings, WorkerJob
 from heptathlon.db import queries as Q
@@ -306,7 +306,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
                             **({"precision": precision_record} if precision_record else {})}
             run.software = result.machine["software"]  # software_context() on the worker's machine
             run.extra = {**(run.extra or {}), "describe": result.describe,
-                         "n_queries": result.n_queries, "stopped_by": result.stopped_by,
+                         "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
                          "loop": result.loop, "executor": executor.name,
                          **({"sweep": sweep.extra} if sweep is not None else {})}
             Q.add_measurements(s, run_id, values)

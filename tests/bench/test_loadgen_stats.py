@@ -191,3 +191,17 @@ def test_tie_ranks_are_consistent_and_order_free(items, rnd):
                 assert rk[k1].best <= rk[k2].worst and rk[k2].best <= rk[k1].worst
             elif hi1 < lo2:  # strictly better: ranked strictly ahead
                 assert rk[k1].worst < rk[k2].best or rk[k1].best < rk[k2].best
+
+
+def test_stop_reason_agrees_with_the_stored_interval():
+    """'stopped by ci_target' is stored only when the stored p50 interval meets the target."""
+    from heptathlon.bench.metrics import MetricValue
+    from heptathlon.bench.stats import _with_reached_width, stop_reason
+
+    adaptive = {"ci_target_rel": 0.01, "ci_half_width_rel": 0.008}
+    wide = _with_reached_width(MetricValue("latency_p50_ms", 1.0, "timer", n=100, ci_low=0.9893, ci_high=1.0107), adaptive)
+    narrow = _with_reached_width(MetricValue("latency_p50_ms", 1.0, "timer", n=100, ci_low=0.995, ci_high=1.004), adaptive)
+    assert wide.params["ci_target_met"] is False and narrow.params["ci_target_met"] is True
+    assert stop_reason("ci_target", [wide]) == "ci_target_missed"
+    assert stop_reason("ci_target", [narrow]) == "ci_target"
+    assert stop_reason("max_duration", [wide]) == "max_duration"
