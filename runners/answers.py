@@ -36,7 +36,7 @@ class AnswerError(ModelError):
 
 
 def _show(v: Any) -> str:
-    s = repr(v)
+    s = repr(v.item() if isinstance(v, np.generic) else v)
     return s if len(s) <= _SHOW else s[:_SHOW - 3] + "..."
 
 
@@ -99,7 +99,7 @@ def check_scores(scores: Any, *, n: int, classes: int, where: str, field: str = 
     if bad.any():
         i, j = (int(k) for k in np.argwhere(bad)[0])
         what = "is not finite" if not np.isfinite(a64[i, j]) else "is outside the float32 range"
-        raise AnswerError(f"{where}: field {field!r}: row {i}, class {j}: {a64[i, j]!r} {what}")
+        raise AnswerError(f"{where}: field {field!r}: row {i}, class {j}: {_show(a64[i, j])} {what}")
     return a
 
 
