@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,20 +64,18 @@ def test_an_answer_written_with_the_previous_one_fails_the_run(tmp_path):
     assert _run_until_error(a) == "submission 'evil': answer to request 2 arrived before the request was sent"
 
 
-def test_a_slow_model_answering_ahead_is_caught_before_it_can_look_fast(tmp_path):
-    # 20 ms per request, but each answer to the next (guessed) request goes out at once, in a
-    # write of its own, so the harness would time ~0 for it. The pre-answer is waiting in the
-    # pipe when the next request is about to be written.
+def test_answers_waiting_in_the_pipe_before_a_request_fail_the_run(tmp_path):
+    # 20 ms per request, but answers to requests not yet sent are written ahead, in a write of
+    # their own after the ready line: the harness's line buffer is empty, the pipe is not.
     a = _adapter(tmp_path, """
-        send(b'{"id":1,"outputs":[0]}\\n')  # answers request 1 before it is sent
+        time.sleep(0.05)
+        send(b''.join(b'{"id":%d,"outputs":[0]}\\n' % i for i in range(1, 50)))
         for line in sys.stdin:
-            rid = json.loads(line)["id"]
-            send(b'{"id":%d,"outputs":[0]}\\n' % (rid + 1))
             time.sleep(0.02)
     """)
-    msg = _run_until_error(a, 50)
-    assert msg.startswith("submission 'evil': answer to request ") and msg.endswith(
-        " arrived before the request was sent")
+    time.sleep(0.5)  # the answers are surely in the pipe by now
+    assert a._r.buf == b""  # so it is the zero-timeout poll that finds them
+    assert _run_until_error(a) == "submission 'evil': answer to request 1 arrived before the request was sent"
 
 
 def test_log_lines_after_an_answer_are_ignored_and_counted_not_mistaken_for_answers(tmp_path):
