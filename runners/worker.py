@@ -66,7 +66,7 @@ def quality_pass(adapter, x: np.ndarray, batch: int, *, classes: int,
         preds.append(labels)
         scores.append(sc)
     sc = None if any(s is None for s in scores) else np.concatenate(scores)
-    record["answers"] = len(preds)
+    record["requests"] = len(preds)
     return np.concatenate(preds), sc, record
 
 

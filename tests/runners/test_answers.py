@@ -214,7 +214,7 @@ def test_a_fixed_batch_onnx_model_runs_at_its_batch_size_and_the_record_says_so(
     assert a.fixed_batch == 1
     x = np.random.default_rng(0).normal(size=(10, 7)).astype(np.float32)
     preds, scores, record = quality_pass(a, x, 64, classes=2, submission="fixed")
-    assert record == {"batch": 1, "requested_batch": 64, "answers": 10,
+    assert record == {"batch": 1, "requested_batch": 64, "requests": 10,
                       "why": "the model's input shape fixes the batch dimension to 1"}
     assert preds.tolist() == (x @ np.linspace(-1, 1, 14, dtype=np.float32).reshape(7, 2)).argmax(axis=1).tolist()
     assert scores.shape == (10, 2)
