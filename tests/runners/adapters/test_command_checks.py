@@ -21,6 +21,7 @@ from heptathlon.runners.adapters import make_adapter
 from heptathlon.runners.adapters.command import MAX_IGNORED_BYTES, MAX_IGNORED_LINES, MAX_LINE_BYTES
 
 X = np.zeros((1, 7), dtype=np.float32)
+YAML = "name: evil\ntask: arrests\nmodel: {kind: command, command: [python, serve.py]}\n"
 HEAD = textwrap.dedent("""
     import json, os, sys, time
     out = sys.stdout.fileno()
@@ -33,7 +34,7 @@ HEAD = textwrap.dedent("""
 
 def _adapter(tmp_path: Path, body: str):
     (tmp_path / "serve.py").write_text(HEAD + textwrap.dedent(body))
-    (tmp_path / "submission.yaml").write_text("name: evil\ntask: arrests\nmodel: {kind: command, command: [python, serve.py]}\n")
+    (tmp_path / "submission.yaml").write_text(YAML)
     a = make_adapter(load_manifest(tmp_path), tmp_path, load_profile("cpu-1core"),
                      {"command_env": {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}})
     a.load()
@@ -111,8 +112,8 @@ def test_ignored_stdout_past_the_cap_fails_the_run(tmp_path, flood):
 
 
 def test_a_flood_before_ready_fails_the_load(tmp_path):
-    (tmp_path / "serve.py").write_text("import sys\nfor i in range(10**6): print('loading', i)\nprint('{\"ready\": true}')\n")
-    (tmp_path / "submission.yaml").write_text("name: evil\ntask: arrests\nmodel: {kind: command, command: [python, serve.py]}\n")
+    (tmp_path / "serve.py").write_text("for i in range(10**6): print('loading', i)\nprint('{\"ready\": true}')\n")
+    (tmp_path / "submission.yaml").write_text(YAML)
     a = make_adapter(load_manifest(tmp_path), tmp_path, load_profile("cpu-1core"),
                      {"command_env": {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}})
     with pytest.raises(RunError, match="more than 1000 lines or 1 MiB of ignored"):
@@ -152,7 +153,7 @@ def test_a_line_that_never_ends_fails_with_the_harness_memory_bounded(tmp_path):
         for _ in range(400):
             send(chunk)
     """))
-    (tmp_path / "submission.yaml").write_text("name: evil\ntask: arrests\nmodel: {kind: command, command: [python, serve.py]}\n")
+    (tmp_path / "submission.yaml").write_text(YAML)
     (tmp_path / "harness.py").write_text(HARNESS)
     out = subprocess.run([sys.executable, str(tmp_path / "harness.py"), str(tmp_path)], capture_output=True, text=True,
                          timeout=300)
