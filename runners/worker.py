@@ -32,6 +32,16 @@ def _answer_to(adapter, raw, submission: str, fallback: str) -> str:
     return f"submission {submission!r}: answer to " + (f"request {rid} ({fallback})" if rid is not None else fallback)
 
 
+def _read(adapter, raw, n: int, where: str):
+    """The adapter's postprocess of one raw answer; an answer it cannot read is one named line."""
+    try:
+        return adapter.postprocess(raw, n)
+    except HeptathlonError:
+        raise
+    except Exception as e:  # noqa: BLE001  e.g. a runtime's output of an unexpected type
+        raise AnswerError(f"{where}: cannot be read: {one_line(e)}") from None
+
+
 def quality_pass(adapter, x: np.ndarray, batch: int, *, classes: int,
                  submission: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Every test instance once, in batches of ``batch``: (labels, scores or None, record).
@@ -52,7 +62,6 @@ def quality_pass(adapter, x: np.ndarray, batch: int, *, classes: int,
         chunk = x[i:i + batch]
         try:
             raw = adapter.predict(adapter.prepare(chunk))
-            labels, sc = adapter.postprocess(raw, len(chunk))
         except HeptathlonError:
             raise  # already names the submission and request
         except Exception as e:
@@ -62,7 +71,7 @@ def quality_pass(adapter, x: np.ndarray, batch: int, *, classes: int,
                                  f"{len(chunk)} (there is no fallback to batch size 1)") from None
             raise
         where = _answer_to(adapter, raw, submission, f"quality-pass batch {k + 1}, instances {i}-{i + len(chunk) - 1}")
-        labels, sc = check_answer(labels, sc, n=len(chunk), classes=classes, where=where)
+        labels, sc = check_answer(*_read(adapter, raw, len(chunk), where), n=len(chunk), classes=classes, where=where)
         preds.append(labels)
         scores.append(sc)
     sc = None if any(s is None for s in scores) else np.concatenate(scores)
@@ -80,13 +89,7 @@ def check_timed_pass(adapter, plan, sampler: AnswerSampler, preds: np.ndarray, s
         if idx is None:
             continue
         where = _answer_to(adapter, raw, submission, f"timed-pass query {n}")
-        try:
-            labels, sc = adapter.postprocess(raw, len(idx))
-        except HeptathlonError:
-            raise
-        except Exception as e:  # noqa: BLE001  a raw answer the adapter cannot read: named, one line
-            raise AnswerError(f"{where}: cannot be read: {one_line(e)}") from None
-        labels, sc = check_answer(labels, sc, n=len(idx), classes=classes, where=where)
+        labels, sc = check_answer(*_read(adapter, raw, len(idx), where), n=len(idx), classes=classes, where=where)
         sampled.append(Sampled(n, idx, labels, sc))
     return compare_timed(sampled, preds, scores, precision=precision, submission=submission)
 
