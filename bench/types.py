@@ -69,6 +69,7 @@ class WorkerJob(_Contract):
     inputs: Path  # .npy of the test inputs, no labels
     out_dir: Path  # where the worker writes result.json or error.json
     quality_batch: int = Field(default=64, gt=0)
+    n_classes: int = Field(ge=2)  # the task's classes: answers are validated against it (runners.answers)
     context: dict[str, Any] = Field(default_factory=dict)  # e.g. model_path_override for a derived precision
     meters: MeterSettings = Field(default_factory=MeterSettings)
 
@@ -134,6 +135,7 @@ class WorkerResult(_Contract):
     loop: JsonDict  # the loop summary: drift, adaptive width, server stats
     energy: JsonDict | None = None  # meter payload (runners.metering); None when meters were off
     sweep: JsonDict | None = None  # batch_sweep's raw per-batch samples
+    answers: JsonDict | None = None  # the quality pass's batch and the consistency check (run.extra["answers"])
     machine: JsonDict  # collect_fingerprint() on the machine that ran the model
     arrays_npz: bytes  # RunArrays.pack()
 

@@ -9,7 +9,10 @@
   is no cap on outstanding queries. Latency counts from the *scheduled* arrival.
 - ``search_max_qps``: the largest QPS whose p99 stays within an SLO, by short probe runs.
 
-Only timestamps are taken inside the loops; everything else happens before or after. This
+Only timestamps are taken inside the loops; everything else happens before or after. A loop
+given an ``AnswerSampler`` (runners/answers.py) also keeps the raw answers of a few queries,
+after their done timestamp, at the cost of one integer comparison per query; they are
+postprocessed and checked against the quality pass after the loop. This
 module imports numpy only: scipy would add ~60 MB to the worker whose memory is measured.
 """
 
@@ -90,14 +93,18 @@ def _next_power_of_two(n: int) -> int:
 
 # ---- closed loop -------------------------------------------------------------------------------------
 def run_closed_loop(predict: Callable[[Any], Any], prepared: Sequence[Any], sizes: Sequence[int],
-                    stop: StopRule, *, clock: Callable[[], int] = time.perf_counter_ns) -> LoopResult:
+                    stop: StopRule, *, clock: Callable[[], int] = time.perf_counter_ns,
+                    sampler: Any = None) -> LoopResult:
     """Closed loop over prepared queries until the stop rule holds.
 
     The rare branch (stop checks, the adaptive CI at power-of-two counts) runs between queries,
     never inside a timed call; its cost shows in the issue drift of the query after it.
     ``clock`` is there for tests (a simulated clock); the harness uses perf_counter_ns.
+    ``sampler`` (an AnswerSampler) keeps the raw answers of the queries it picks.
     """
     pc = clock
+    keep_at = sampler.next if sampler is not None else sys.maxsize
+    keep = sampler.keep if sampler is not None else None
     k = len(prepared)
     issue: list[int] = []
     done: list[int] = []
@@ -113,10 +120,12 @@ def run_closed_loop(predict: Callable[[Any], Any], prepared: Sequence[Any], size
     while True:
         p = prepared[n % k]
         t0 = pc()
-        predict(p)
+        r = predict(p)
         t1 = pc()
         push_issue(t0)
         push_done(t1)
+        if n >= keep_at:  # a sampled query: its answer is kept, after its done timestamp
+            keep_at = keep(n, p, r)
         n += 1
         if (n >= gate_n and t1 >= gate_t) or t1 >= max_end:
             if t1 >= max_end:
@@ -182,7 +191,7 @@ def spin_margin_ns(overshoot_ns: np.ndarray) -> int:
 def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], arrivals_ns: np.ndarray, *,
                n_queries: int, stop: StopRule, max_batch: int = 1, max_wait_ns: int = 0,
                spin_ns: int = 200_000, clock: Callable[[], int] = time.perf_counter_ns,
-               sleep: Callable[[float], None] = time.sleep) -> LoopResult:
+               sleep: Callable[[float], None] = time.sleep, sampler: Any = None) -> LoopResult:
     """Serve pre-scheduled arrivals through an unbounded queue, in arrival order, in this thread.
 
     A batch opens at its oldest query's arrival and closes when ``max_batch`` queries have
@@ -191,8 +200,11 @@ def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], ar
     prepared batches of b instances, used in turn. At the cap the loop stops even with a backlog:
     queries that arrived and were not served are counted as unfinished, not as a crash.
     ``clock`` and ``sleep`` are there for tests (a simulated queue); the harness uses the real ones.
+    ``sampler`` keeps the raw answers of the batches it picks (numbered by their first query).
     """
     pc = clock
+    keep_at = sampler.next if sampler is not None else sys.maxsize
+    keep = sampler.keep if sampler is not None else None
     nexts = {b: itertools.cycle(v).__next__ for b, v in pool.items()}
     next1 = nexts[1]
     adaptive = stop.adaptive
@@ -236,12 +248,14 @@ def run_server(predict: Callable[[Any], Any], pool: dict[int, Sequence[Any]], ar
         else:
             p = next1()
         ts = pc()
-        predict(p)
+        r = predict(p)
         te = pc()
         b_first.append(j)
         b_close.append(close)
         b_start.append(ts)
         b_end.append(te)
+        if j >= keep_at:
+            keep_at = keep(j, p, r)
         j = m
         if te >= max_end and j < n_stop:
             stopped_by = "max_duration"
@@ -357,15 +371,31 @@ class ScenarioPlan:
         self.adapter = adapter
         self.cfg = cfg
         self.summary: dict[str, Any] = {}
+        self._instances: dict[int, np.ndarray | None] = {}  # id(prepared query) -> its test-set indices
         if cfg.name == "server":
             self._plan_server(x)
         else:
             self._plan_closed(x)
 
+    def _index(self, pairs) -> None:
+        """Which instances each prepared query holds (by object identity), for the sampled answers."""
+        seen = self._instances
+        for p, idx in pairs:
+            idx = np.asarray(idx, dtype=np.int64)
+            if id(p) in seen and not np.array_equal(seen[id(p)], idx):
+                seen[id(p)] = None  # one object for two batches (an adapter's cache): not checkable
+            else:
+                seen.setdefault(id(p), idx)
+
+    def instances_of(self, prepared: Any) -> np.ndarray | None:
+        """The test-set indices of a prepared query of this plan (None when unknown)."""
+        return self._instances.get(id(prepared))
+
     # closed loop
     def _plan_closed(self, x: np.ndarray) -> None:
         schedule = build_schedule(self.cfg, len(x))
         self.prepared = [self.adapter.prepare(x[idx]) for idx in schedule]
+        self._index(zip(self.prepared, schedule))
         self.sizes = [len(idx) for idx in schedule]
         predict = self.adapter.predict
         for i in range(self.cfg.warmup_queries):
@@ -375,8 +405,11 @@ class ScenarioPlan:
     def _plan_server(self, x: np.ndarray) -> None:
         cfg = self.cfg
         prepare = self.adapter.prepare
-        self.pool = {b: [prepare(x[idx]) for idx in batch_pool_schedule(cfg, len(x), b)]
-                     for b in range(1, cfg.max_batch + 1)}
+        self.pool = {}
+        for b in range(1, cfg.max_batch + 1):
+            idxs = batch_pool_schedule(cfg, len(x), b)
+            self.pool[b] = [prepare(x[idx]) for idx in idxs]
+            self._index(zip(self.pool[b], idxs))
         predict = self.adapter.predict
         for i in range(cfg.warmup_queries):
             predict(self.pool[1][i % len(self.pool[1])])
@@ -391,12 +424,12 @@ class ScenarioPlan:
         if cfg.slo_ms is not None:
             self._search()
 
-    def _server_loop(self, qps: float, stop: StopRule) -> LoopResult:
+    def _server_loop(self, qps: float, stop: StopRule, sampler: Any = None) -> LoopResult:
         need, most = server_query_count(qps, stop)
         arrivals = poisson_arrivals_ns(qps, most, self.cfg.seed)
         return run_server(self.adapter.predict, self.pool, arrivals, n_queries=need, stop=stop,
                           max_batch=self.cfg.max_batch, max_wait_ns=int(self.cfg.max_wait_ms * 1e6),
-                          spin_ns=self.spin_ns)
+                          spin_ns=self.spin_ns, sampler=sampler)
 
     def _search(self) -> None:
         """Short probe runs: a QPS passes when its p99 is within the SLO and nothing was left unserved."""
@@ -427,14 +460,15 @@ class ScenarioPlan:
         # Measure at the best QPS found; if none passed, at the lowest probed, to record how far off it is.
         self.qps = best if best is not None else min(t["qps"] for t in trace)
 
-    def run(self, stop: StopRule | None = None) -> LoopResult:
-        """The measured loop, under the scenario's stop rule or ``stop`` (e.g. a window widened for a meter)."""
+    def run(self, stop: StopRule | None = None, sampler: Any = None) -> LoopResult:
+        """The measured loop, under the scenario's stop rule or ``stop`` (e.g. a window widened for a
+        meter); ``sampler`` keeps a few raw answers for the consistency check."""
         stop = stop or self.cfg.stop
         if self.cfg.name != "server":
-            r = run_closed_loop(self.adapter.predict, self.prepared, self.sizes, stop)
+            r = run_closed_loop(self.adapter.predict, self.prepared, self.sizes, stop, sampler=sampler)
             r.summary.update(self.summary)
             return r
-        r = self._server_loop(self.qps, stop)
+        r = self._server_loop(self.qps, stop, sampler)
         r.summary.update(self.summary)
         r.summary["target_qps"] = self.qps
         if self.cfg.slo_ms is not None:

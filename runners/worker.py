@@ -18,30 +18,80 @@ from pathlib import Path
 
 import numpy as np
 
-from heptathlon.bench.errors import ModelError, one_line
+from heptathlon.bench.errors import HeptathlonError, ModelError, one_line
 from heptathlon.bench.types import RunArrays, WorkerFailure, WorkerJob, WorkerResult
+from heptathlon.runners.answers import AnswerError, AnswerSampler, Sampled, check_answer, compare_timed
 
 
-def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
-    if batch > 1 and len(x) > 1:
-        try:
-            adapter.predict(adapter.prepare(x[:batch]))
-        except Exception as batched:  # e.g. an ONNX model exported with a fixed batch of 1
-            try:
-                adapter.predict(adapter.prepare(x[:1]))
-            except Exception:
-                raise batched from None  # not a batching problem: the original error is the reason
-            batch = 1  # a model that takes one instance at a time still gets its quality pass
+def _answer_to(adapter, raw, submission: str, fallback: str) -> str:
+    """The start of an answer's error line: the submission and the request (its protocol id where it has one)."""
+    try:
+        rid = adapter.answer_id(raw)
+    except Exception:  # noqa: BLE001  a malformed raw answer: name it by position instead
+        rid = None
+    return f"submission {submission!r}: answer to " + (f"request {rid} ({fallback})" if rid is not None else fallback)
+
+
+def _read(adapter, raw, n: int, where: str):
+    """The adapter's postprocess of one raw answer; an answer it cannot read is one named line."""
+    try:
+        return adapter.postprocess(raw, n)
+    except HeptathlonError:
+        raise
+    except Exception as e:  # noqa: BLE001  e.g. a runtime's output of an unexpected type
+        raise AnswerError(f"{where}: cannot be read: {one_line(e)}") from None
+
+
+def quality_pass(adapter, x: np.ndarray, batch: int, *, classes: int,
+                 submission: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Every test instance once, in batches of ``batch``: (labels, scores or None, record).
+
+    Each answer is validated at the boundary (runners.answers.check_answer). A first batch
+    that fails is the run's reason: there is no silent fallback to batch size 1. A model
+    whose artifact fixes the batch size (an ONNX input shape) runs at that size, and the
+    record says so (run.extra["answers"]["quality_pass"]).
+    """
+    record: dict = {"batch": batch}
+    fixed = getattr(adapter, "fixed_batch", None)
+    if fixed is not None and fixed < batch:
+        batch = fixed
+        record = {"batch": fixed, "requested_batch": record["batch"],
+                  "why": f"the model's input shape fixes the batch dimension to {fixed}"}
     preds, scores = [], []
-    for i in range(0, len(x), batch):
+    for k, i in enumerate(range(0, len(x), batch)):
         chunk = x[i:i + batch]
-        p, s = adapter.postprocess(adapter.predict(adapter.prepare(chunk)), len(chunk))
-        if len(p) != len(chunk):
-            raise ModelError(f"model returned {len(p)} predictions for a batch of {len(chunk)}; it must return one per input")
-        preds.append(p)
-        scores.append(s)
+        try:
+            raw = adapter.predict(adapter.prepare(chunk))
+        except HeptathlonError:
+            raise  # already names the submission and request
+        except Exception as e:
+            if k == 0 and len(chunk) > 1:
+                raise ModelError(f"submission {submission!r}: the quality pass's first batch, of {len(chunk)} "
+                                 f"instances, failed: {one_line(e)}; a model must take any batch size up to "
+                                 f"{len(chunk)} (there is no fallback to batch size 1)") from None
+            raise
+        where = _answer_to(adapter, raw, submission, f"quality-pass batch {k + 1}, instances {i}-{i + len(chunk) - 1}")
+        labels, sc = check_answer(*_read(adapter, raw, len(chunk), where), n=len(chunk), classes=classes, where=where)
+        preds.append(labels)
+        scores.append(sc)
     sc = None if any(s is None for s in scores) else np.concatenate(scores)
-    return np.concatenate(preds), sc
+    record["requests"] = len(preds)
+    return np.concatenate(preds), sc, record
+
+
+def check_timed_pass(adapter, plan, sampler: AnswerSampler, preds: np.ndarray, scores: np.ndarray | None, *,
+                     classes: int, submission: str, precision: str) -> dict:
+    """The sampled timed-pass answers, postprocessed and validated only now (after the loop),
+    compared with the quality pass's for the same instances (runners.answers.compare_timed)."""
+    sampled = []
+    for n, prepared, raw in sampler.samples():
+        idx = plan.instances_of(prepared)
+        if idx is None:
+            continue
+        where = _answer_to(adapter, raw, submission, f"timed-pass query {n}")
+        labels, sc = check_answer(*_read(adapter, raw, len(idx), where), n=len(idx), classes=classes, where=where)
+        sampled.append(Sampled(n, idx, labels, sc))
+    return compare_timed(sampled, preds, scores, precision=precision, submission=submission)
 
 
 def run_job(job: WorkerJob) -> WorkerResult:
@@ -59,7 +109,8 @@ def run_job(job: WorkerJob) -> WorkerResult:
     t_ready = time.time()
 
     x = np.load(job.inputs)
-    preds, scores = quality_pass(adapter, x, job.quality_batch)
+    name = job.manifest.name
+    preds, scores, quality = quality_pass(adapter, x, job.quality_batch, classes=job.n_classes, submission=name)
 
     cfg = ScenarioConfig.from_params(job.scenario)
     plan = plan_scenario(adapter, cfg, x)  # schedule, prepared inputs, warm-up (and a server's SLO search)
@@ -68,11 +119,14 @@ def run_job(job: WorkerJob) -> WorkerResult:
 
     meters = open_meters(job.meters, profile)  # measures the idle baseline too, before the window opens
     min_duration_s = max(cfg.stop.min_duration_s, meters.min_window_s if meters else 0.0)  # counter-aware window
+    sampler = AnswerSampler()
     if meters:
         meters.start()
     loop = plan.run(replace(cfg.stop, min_duration_s=min_duration_s,
-                            max_duration_s=max(cfg.stop.max_duration_s, min_duration_s)))
+                            max_duration_s=max(cfg.stop.max_duration_s, min_duration_s)), sampler=sampler)
     energy = meters.stop() if meters else None
+    consistency = check_timed_pass(adapter, plan, sampler, preds, scores, classes=job.n_classes, submission=name,
+                                   precision=profile.precision)
     sweep = None
     if cfg.name == "batch_sweep":  # after the timed pass, outside the meter window: raw samples for the parent
         from heptathlon.runners.sweep import run_sweep_phase
@@ -87,7 +141,8 @@ def run_job(job: WorkerJob) -> WorkerResult:
     arrays = RunArrays(issue_ns=loop.issue_ns, done_ns=loop.done_ns, batch=loop.samples, preds=preds, scores=scores)
     return WorkerResult.build(arrays, run_id=job.run_id, ready_time=t_ready, n_queries=loop.n, energy=energy,
                               describe=describe, controls=controls, stopped_by=loop.stopped_by, loop=loop.summary,
-                              sweep=sweep, machine=machine)
+                              sweep=sweep, machine=machine,
+                              answers={"quality_pass": quality, "consistency": consistency})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,7 +198,7 @@ def prepare_job(run_id: str, manifest: Manifest, store: Path, profile: Profile, 
     np.save(inputs, data.x_test)  # inputs only: labels stay in this process
     context, precision_record = derive_precision(manifest, workdir, profile)
     job = WorkerJob(run_id=run_id, folder=workdir, manifest=manifest, profile=profile, scenario=cfg.to_params(),
-                    inputs=inputs, out_dir=run_dir, context=context,
+                    inputs=inputs, out_dir=run_dir, context=context, n_classes=data.n_classes,
                     meters=MeterSettings.model_validate(params.get("energy") or {}))
     return job, precision_record
 
@@ -308,6 +308,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             run.extra = {**(run.extra or {}), "describe": result.describe,
                          "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
                          "loop": result.loop, "executor": executor.name,
+                         **({"answers": result.answers} if result.answers is not None else {}),
                          **({"sweep": sweep.extra} if sweep is not None else {})}
             Q.add_measurements(s, run_id, values)
             if sweep is not None:

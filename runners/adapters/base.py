@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from heptathlon.bench.errors import ModelError, ProfileError
+from heptathlon.bench.errors import ProfileError
 from heptathlon.bench.manifest import Manifest
 from heptathlon.bench.profile import Profile, format_validation_error
 
@@ -85,14 +85,23 @@ class ModelAdapter(ABC):
     def predict(self, prepared: Any) -> Any:
         """Run the model on one prepared batch; the timed call."""
 
-    def postprocess(self, raw: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """(predicted labels, per-class scores or None) from a raw output. Outside timing."""
+    def postprocess(self, raw: Any, n: int) -> tuple[Any, Any]:
+        """(predicted labels, per-class scores or None) from a raw output. Outside timing.
+
+        Nothing is coerced here (a float label is not truncated): the worker validates the pair
+        at the boundary with ``heptathlon.runners.answers.check_answer``, which also names the
+        submission, the request and the field of any violation."""
         arr = np.asarray(raw)
-        if arr.ndim == 2:
-            return arr.argmax(axis=1), arr.astype(np.float32)
-        if arr.ndim == 1:
-            return arr.astype(np.int64), None
-        raise ModelError(f"model output has shape {arr.shape}; expected (batch, classes) scores or (batch,) labels; make predict() return one row or label per input")
+        if arr.ndim == 2 and arr.dtype.kind in "iuf":
+            with np.errstate(over="ignore"):
+                return arr.argmax(axis=1), arr.astype(np.float32)
+        return arr, None
+
+    def answer_id(self, raw: Any) -> int | None:
+        """The request id a raw answer carries, where the protocol has one (stdio); for messages."""
+        return None
+
+    fixed_batch: int | None = None  # a batch size the artifact is fixed to (an ONNX input shape), else None
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

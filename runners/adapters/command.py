@@ -4,12 +4,23 @@ The round trip is on the timed path, so it is kept to what the protocol needs: t
 payload is encoded once before timing, the envelope's id is written with it in one
 ``os.writev`` on the raw pipe, and answers are read with ``os.read`` into a small line buffer
 of our own (no Python buffering layer). Answers are still parsed and checked as JSON.
+
+What a submission writes is bounded and checked (DESIGN.md, "Stdio protocol"):
+- answer bytes already waiting before request N is written fail the run ("answer to request
+  N arrived before the request was sent"): one zero-timeout ``poll`` on the pipe just before
+  each write, and a look at our own line buffer;
+- ignored (non-protocol) stdout lines are capped per run, in lines and in bytes, and so is
+  the length of any one line, so a flood can neither grow the harness's memory nor go on
+  for ever;
+- ``postprocess`` hands the answer on as the model wrote it (lists, not coerced): the worker
+  validates it at the boundary (``heptathlon.runners.answers``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from typing import Any
@@ -22,6 +33,13 @@ from heptathlon.runners.controls import thread_env
 from heptathlon.runners.stdio import write_all
 
 _PYTHONS = {"python", "python3", sys.executable}
+MAX_IGNORED_LINES = 1000  # ignored (non-protocol) stdout lines per run, load included
+MAX_IGNORED_BYTES = 1 << 20  # and their bytes (1 MiB)
+MAX_LINE_BYTES = 16 << 20  # any one stdout line, an answer included (16 MiB)
+
+
+class _LineTooLong(Exception):
+    pass
 
 
 def command_env(profile, workdir) -> dict[str, str]:
@@ -45,6 +63,7 @@ class CommandAdapter(ModelAdapter):
             argv[0] = sys.executable
         self.argv = argv
         self.ignored_lines = 0
+        self.ignored_bytes = 0
         self._next_id = 0
         try:
             self.proc = subprocess.Popen(argv, cwd=self.folder, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -54,8 +73,14 @@ class CommandAdapter(ModelAdapter):
         self._w = self.proc.stdin
         self._wfd = self._w.fileno()
         self._r = _LineReader(self.proc.stdout.fileno())
+        poller = select.poll()
+        poller.register(self._r.fd, select.POLLIN)
+        self._poll = poller.poll
         while True:
-            line = self._r.readline()
+            try:
+                line = self._r.readline()
+            except _LineTooLong:
+                raise RunError(self._too_long("before printing {\"ready\": true}")) from None
             if not line:
                 code = self.proc.wait()
                 raise RunError(f"submission {self.manifest.name!r}: command exited with code {code} "
@@ -63,11 +88,44 @@ class CommandAdapter(ModelAdapter):
             try:
                 msg = json.loads(line)
             except ValueError:
-                self.ignored_lines += 1
+                self._ignore(line)
                 continue
             if isinstance(msg, dict) and msg.get("ready") is True:
                 return
-            self.ignored_lines += 1
+            self._ignore(line)
+
+    def _ignore(self, line: bytes) -> None:
+        """Count an ignored stdout line; past the caps the run fails."""
+        self.ignored_lines += 1
+        self.ignored_bytes += len(line)
+        if self.ignored_lines > MAX_IGNORED_LINES or self.ignored_bytes > MAX_IGNORED_BYTES:
+            raise RunError(f"submission {self.manifest.name!r}: more than {MAX_IGNORED_LINES} lines or "
+                           f"{MAX_IGNORED_BYTES >> 20} MiB of ignored (non-protocol) stdout; that is the cap per run "
+                           "(write logs to stderr)")
+
+    def _too_long(self, when: str) -> str:
+        return (f"submission {self.manifest.name!r}: a stdout line longer than {MAX_LINE_BYTES >> 20} MiB {when}; "
+                "that is the cap on one line")
+
+    def _before_request(self, rid: int) -> None:
+        """Bytes were waiting before request ``rid`` was written (the rare path): a protocol line
+        (one starting with '{') is an answer to a request not yet sent and fails the run; other
+        whole lines are ignored and counted, a partial one is left for the next read."""
+        r = self._r
+        if self._poll(0):
+            chunk = os.read(r.fd, r.size)  # does not block: poll said readable (or hung up: b"")
+            r.buf += chunk
+        while r.buf:
+            if r.buf[:1] == b"{":
+                raise RunError(f"submission {self.manifest.name!r}: answer to request {rid} arrived before "
+                               "the request was sent")
+            i = r.buf.find(b"\n")
+            if i < 0:
+                if len(r.buf) > MAX_LINE_BYTES:
+                    raise RunError(self._too_long(f"before request {rid}"))
+                return
+            line, r.buf = r.buf[:i + 1], r.buf[i + 1:]
+            self._ignore(line)
 
     def prepare(self, batch: np.ndarray) -> Any:
         # Everything after the id, encoded once, outside timing.
@@ -78,6 +136,8 @@ class CommandAdapter(ModelAdapter):
         self._next_id += 1
         rid = self._next_id
         head = b'{"id":%d' % rid
+        if self._r.buf or self._poll(0):  # an answer must not be there before its request
+            self._before_request(rid)
         try:
             sent = os.writev(self._wfd, (head, body))
             if sent < len(head) + len(body):  # a pipe may take a large request in pieces
@@ -86,12 +146,15 @@ class CommandAdapter(ModelAdapter):
             raise RunError(f"submission {self.manifest.name!r}: command exited mid-run with code "
                            f"{self.proc.wait()} while answering request {rid}") from None
         while True:
-            line = self._r.readline()
+            try:
+                line = self._r.readline()
+            except _LineTooLong:
+                raise RunError(self._too_long(f"in the answer to request {rid}")) from None
             if not line:
                 raise RunError(f"submission {self.manifest.name!r}: command exited mid-run with code "
                                f"{self.proc.wait()} while answering request {rid}")
             if line[:1] != b"{":  # not a protocol line: ignored but counted
-                self.ignored_lines += 1
+                self._ignore(line)
                 continue
             try:
                 msg = json.loads(line)
@@ -109,16 +172,17 @@ class CommandAdapter(ModelAdapter):
             return msg
 
     def postprocess(self, raw: Any, n: int):
-        preds = np.asarray(raw["outputs"])
-        if preds.ndim == 2:  # scores given as outputs
-            return preds.argmax(axis=1), preds.astype(np.float32)
-        scores = raw.get("scores")
-        return preds.astype(np.int64), None if scores is None else np.asarray(scores, dtype=np.float32)
+        # As the model wrote them: coercing here would truncate 3.9 or turn [true, 1] into ints.
+        # The worker validates both (runners.answers.check_answer); 2-D outputs are scores.
+        return raw["outputs"], raw.get("scores")
+
+    def answer_id(self, raw: Any) -> int | None:
+        return raw.get("id") if isinstance(raw, dict) else None
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": "command", "runtime_version": None, "params": None,
                 "params_note": "a command submission's parameters are not visible to the harness",
-                "ignored_stdout_lines": self.ignored_lines}
+                "ignored_stdout_lines": self.ignored_lines, "ignored_stdout_bytes": self.ignored_bytes}
 
     def close(self) -> None:
         try:
@@ -142,13 +206,15 @@ class _LineReader:
     """Lines from a pipe via ``os.read``. The usual answer arrives whole in one read and is
     returned as is; longer ones are put together from several reads."""
 
-    def __init__(self, fd: int, size: int = 1 << 16) -> None:
+    def __init__(self, fd: int, size: int = 1 << 16, max_line: int = MAX_LINE_BYTES) -> None:
         self.fd = fd
         self.size = size
+        self.max_line = max_line
         self.buf = b""
 
     def readline(self) -> bytes:
-        """The next line with its newline; at EOF what is left (b"" when nothing is)."""
+        """The next line with its newline; at EOF what is left (b"" when nothing is).
+        Raises _LineTooLong once a line passes ``max_line`` bytes without its newline."""
         buf = self.buf
         if not buf:
             buf = os.read(self.fd, self.size)
@@ -158,13 +224,18 @@ class _LineReader:
                 return b""
         i = buf.find(b"\n")
         parts = [buf]
+        total = len(buf)
         while i < 0:
+            if total > self.max_line:
+                self.buf = b""
+                raise _LineTooLong
             chunk = os.read(self.fd, self.size)
             if not chunk:  # EOF: return the partial line, then b"" next time
                 self.buf = b""
                 return b"".join(parts)
             j = chunk.find(b"\n")
             parts.append(chunk)
+            total += len(chunk)
             if j >= 0:
                 buf = b"".join(parts)
                 i = len(buf) - len(chunk) + j

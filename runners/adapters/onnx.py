@@ -87,6 +87,10 @@ class OnnxAdapter(OrtRuntime):
         so.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.model_path), sess_options=so, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
+        dim0 = (self.session.get_inputs()[0].shape or [None])[0]
+        # A graph exported with a fixed batch (an int, not a symbolic name) takes only that many
+        # rows; the quality pass then runs at that batch size, and the run records why.
+        self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
         self.records["onnxruntime"] = {**record, "providers_effective": self.session.get_providers()}
         self.providers = tuple(self.session.get_providers())
         self.make_session_options = session_options_factory(self.profile)

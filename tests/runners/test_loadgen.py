@@ -252,7 +252,8 @@ def test_command_adapter_round_trips_large_batches_exactly(tmp_path):
     try:
         x = np.random.default_rng(0).normal(size=(3000, 7)).astype(np.float32)  # ~100 KB: many pipe reads
         for batch in (x[:1], x[:64], x):
-            preds, scores = a.postprocess(a.predict(a.prepare(batch)), len(batch))
+            raw_labels, raw_scores = a.postprocess(a.predict(a.prepare(batch)), len(batch))
+            preds, scores = np.asarray(raw_labels), np.asarray(raw_scores, dtype=np.float32)
             assert preds.tolist() == list(range(len(batch)))
             assert np.array_equal(scores, batch[:, :2])  # float32 inputs survive the short encoding exactly
         assert a.describe()["ignored_stdout_lines"] == 1

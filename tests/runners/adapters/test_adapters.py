@@ -11,6 +11,7 @@ from heptathlon.bench.profile import load_profile
 from heptathlon.runners.adapters import make_adapter
 from heptathlon.runners.adapters.derive import derive_runtimes
 from heptathlon.runners.adapters.registry import RUNTIMES, runtime_class
+from heptathlon.runners.answers import check_answer
 
 N_FEATURES = 7  # the arrests task
 BATCH = np.random.default_rng(0).normal(size=(5, N_FEATURES)).astype(np.float32)
@@ -38,7 +39,8 @@ def test_submission_adapter_loads_predicts_and_describes(examples, profile, exam
     a = _loaded(examples, example, profile)
     try:
         assert (a.name, a.profiler, a.available, a.device) == (name, profiler, True, "cpu")
-        labels, scores = a.postprocess(a.predict(a.prepare(BATCH)), len(BATCH))
+        labels, scores = check_answer(*a.postprocess(a.predict(a.prepare(BATCH)), len(BATCH)), n=len(BATCH),
+                                      classes=2, where="test")  # what the worker does with every answer
         assert labels.shape == (5,) and set(labels.tolist()) <= {0, 1}
         if scores is not None:
             assert scores.shape == (5, 2) and scores.dtype == np.float32
