@@ -79,8 +79,13 @@ def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, 
         for p in (tmp / "copy").rglob("*"):
             if p.is_file():
                 p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        os.replace(tmp / "copy", dest)
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            os.replace(tmp / "copy", dest)
+        except OSError:  # another process stored the same content first: its copy is ours
+            if not dest.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return manifest, sha, dest
 
 
