@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from heptathlon.bench.app import service
 from heptathlon.bench.scenarios import make_scenario
@@ -80,7 +80,7 @@ def wait_until_mid_run(url: str, harness: subprocess.Popen, marker: str = "serve
         assert harness.poll() is None, harness.communicate()
         try:
             running = [r for r in runs_of(url) if r.status == "running"]
-        except OperationalError:  # the harness has not created the tables yet
+        except (OperationalError, ProgrammingError):  # the harness has not created the tables yet
             running = []
         try:
             kids = psutil.Process(harness.pid).children(recursive=True)
