@@ -125,7 +125,7 @@ def test_two_executors_on_one_queue_run_each_run_exactly_once(tmp_path, db_url, 
                                                                            Samples.kind == "latency_ns"))
             assert (p50, lat) == (1, 1), rid
     assert counts(db_url)["run"] == 4
-    for p, (_, err) in zip(procs, outs):  # a run one of them skipped is one the other one owns
+    for p, (_, err) in zip(procs, outs, strict=True):  # a run one of them skipped is one the other one owns
         for r in runs:
             if f"run {r.id[:8]}: not executed" in err:
                 assert r.owner_pid != p.pid
