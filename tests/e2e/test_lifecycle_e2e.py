@@ -39,6 +39,7 @@ print(json.dumps({{"ready": True}}), flush=True)
 for k, line in enumerate(sys.stdin):
     req = json.loads(line)
     if MODE == "hang" and k == 3:
+        print("the model hangs on request 3", file=sys.stderr, flush=True)
         time.sleep(3600)
     if MODE == "slow":
         time.sleep(0.05)
@@ -170,6 +171,7 @@ def test_sigint_and_sigterm_fail_the_run_clean_up_and_exit_128_plus_the_signal(t
     assert glob.glob(os.path.join(tempfile.gettempdir(), f"heptathlon-run-{run.id[:8]}-*")) == []  # run dir removed
     (r,) = runs_of(db_url)
     assert (r.status, r.error, r.interruption) == ("failed", reason, name)
+    assert "the model hangs on request 3" in r.stderr_tail  # the worker log's tail, kept before the dir went
     assert "\n" not in r.error and r.finished_at is not None and r.lease_expires_at is None
     assert counts(db_url) == before
 
