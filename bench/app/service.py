@@ -475,6 +475,9 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
 
     pooled_sets: dict[str, list[MetricValue]] = {}
     with session_scope(db) as s:
+        # Two executors that shared a group's trials both pool it when they finish: lock the group
+        # first (SQLite's write lock, PostgreSQL's row locks) so that one pooled set replaces the other.
+        L.lock_group(s, group_id)
         # A query on the group's runs; heptathlon.db.queries has no group-level reader yet.
         runs = list(s.scalars(select(Run).where(Run.group_id == group_id, Run.status == RunStatus.SUCCEEDED)
                               .order_by(Run.trial, Run.finished_at)))

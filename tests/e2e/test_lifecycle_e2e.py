@@ -125,6 +125,10 @@ def test_two_executors_on_one_queue_run_each_run_exactly_once(tmp_path, db_url, 
             lat = s.scalar(select(func.count()).select_from(Samples).where(Samples.run_id == rid,
                                                                            Samples.kind == "latency_ns"))
             assert (p50, lat) == (1, 1), rid
+        pooled = [m for m in s.scalars(select(Measurement).where(Measurement.run_id.in_(ids),
+                                                                 Measurement.metric == "latency_p50_ms"))
+                  if m.params.get("pooled")]
+        assert len(pooled) == 1  # both pooled the shared group; one pooled set replaced the other
     assert counts(db_url)["run"] == 4
     for p, (_, err) in zip(procs, outs, strict=True):  # a run one of them skipped is one the other one owns
         for r in runs:
