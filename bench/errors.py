@@ -104,3 +104,15 @@ class ScheduleError(HeptathlonError):
 
 class AlertError(HeptathlonError):
     """An alert id is unknown, or the status change asked for is not allowed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived (the CLI turns both into this). A KeyboardInterrupt, so that no
+    ``except Exception`` swallows it; the run that was executing is recorded as failed
+    ("interrupted by SIGINT") and the command exits 128 + the signal number (130, 143)."""
+
+    def __init__(self, signame: str = "SIGINT", signum: int = 2) -> None:
+        super().__init__(f"interrupted by {signame}")
+        self.signame, self.signum = signame, signum
+        self.exit_code = 128 + signum
+        self.run_errors: list[str] = []  # the failed-run lines of the runs it interrupted

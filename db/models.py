@@ -91,6 +91,15 @@ class Run(Base):
     # heptathlon.bench.series.SeriesKey.id, set by heptathlon.db.series once the run has a
     # submission and a machine (None before: a queued run, a request rejected before it ran).
     series_key: Mapped[str | None] = mapped_column(String(SERIES_KEY_LENGTH))
+    # migration 0004, the run lifecycle (heptathlon.db.lifecycle): the harness that claimed the run
+    # (host, pid, process start time, so a reused pid is told apart), the lease it renews while
+    # the run is running, and how a run ended that its harness did not finish (SIGINT, SIGTERM,
+    # harness_died, lease_expired); None for a run its harness finished.
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_started: Mapped[float | None] = mapped_column(Float)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    interruption: Mapped[str | None] = mapped_column(String(32))
 
     submission: Mapped[Submission | None] = relationship()
     profile: Mapped[Profile | None] = relationship()

@@ -9,6 +9,9 @@ from typing import Any, Iterable
 import numpy as np
 import yaml
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from heptathlon.bench.metrics import MetricValue, SampleKind
@@ -30,44 +33,47 @@ def decode_array(data: bytes, dtype: str) -> np.ndarray:
 
 
 # ---- registration -----------------------------------------------------------------------------
+def _get_or_insert(s: Session, model: type, keys: dict[str, Any], values: dict[str, Any]) -> Any:
+    """The row of ``model`` with ``keys`` (its unique columns), inserted with ``values`` if missing.
+
+    Race-free: two processes registering the same machine, profile, task or submission at once
+    both end with the one row. INSERT ... ON CONFLICT DO NOTHING, then SELECT, on SQLite and
+    PostgreSQL; a savepoint and a retry elsewhere. Never a raw UNIQUE-constraint error.
+    """
+    where = [getattr(model, k) == v for k, v in keys.items()]
+    row = s.scalar(select(model).where(*where))
+    if row is not None:
+        return row
+    dialect = s.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        s.execute(insert(model).values(**keys, **values).on_conflict_do_nothing(index_elements=list(keys)))
+    else:
+        try:
+            with s.begin_nested():
+                s.add(model(**keys, **values))
+        except IntegrityError:
+            pass
+    return s.scalars(select(model).where(*where)).one()
+
+
 def get_or_create_machine(s: Session, fingerprint_hash: str, specs: dict[str, Any]) -> Machine:
-    m = s.scalar(select(Machine).where(Machine.fingerprint_hash == fingerprint_hash))
-    if m is None:
-        m = Machine(fingerprint_hash=fingerprint_hash, specs=specs)
-        s.add(m)
-        s.flush()
-    return m
+    return _get_or_insert(s, Machine, {"fingerprint_hash": fingerprint_hash}, {"specs": specs})
 
 
 def get_or_create_profile(s: Session, profile) -> Profile:
-    p = s.scalar(select(Profile).where(Profile.name == profile.name, Profile.spec_hash == profile.spec_hash))
-    if p is None:
-        p = Profile(name=profile.name, spec_hash=profile.spec_hash,
-                    yaml=yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
-        s.add(p)
-        s.flush()
-    return p
+    return _get_or_insert(s, Profile, {"name": profile.name, "spec_hash": profile.spec_hash},
+                          {"yaml": yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)})
 
 
 def get_or_create_task(s: Session, name: str, spec: dict[str, Any]) -> Task:
-    t = s.scalar(select(Task).where(Task.name == name))
-    if t is None:
-        t = Task(name=name, spec=spec)
-        s.add(t)
-        s.flush()
-    return t
+    return _get_or_insert(s, Task, {"name": name}, {"spec": spec})
 
 
 def get_or_create_submission(s: Session, *, name: str, version: str, task: str, kind: str, sha256: str,
                              manifest: dict[str, Any], store_path: str) -> Submission:
-    sub = s.scalar(select(Submission).where(Submission.name == name, Submission.version == version,
-                                            Submission.artifact_sha256 == sha256))
-    if sub is None:
-        sub = Submission(name=name, version=version, task=task, kind=kind, artifact_sha256=sha256,
-                         manifest=manifest, store_path=store_path)
-        s.add(sub)
-        s.flush()
-    return sub
+    return _get_or_insert(s, Submission, {"name": name, "version": version, "artifact_sha256": sha256},
+                          {"task": task, "kind": kind, "manifest": manifest, "store_path": store_path})
 
 
 # ---- runs --------------------------------------------------------------------------------------
@@ -87,12 +93,6 @@ def queued_runs(s: Session, group_id: str | None = None) -> list[Run]:
     if group_id:
         q = q.where(Run.group_id == group_id)
     return list(s.scalars(q))
-
-
-def mark_running(s: Session, run_id: str) -> None:
-    run = s.get(Run, run_id)
-    run.status = RunStatus.RUNNING
-    run.started_at = utcnow()
 
 
 def record_failure(s: Session, run_id: str, error: str, stderr_tail: str | None = None, **extra: Any) -> None:

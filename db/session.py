@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 from contextlib import contextmanager
 from importlib import resources
@@ -12,8 +14,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,13 +68,39 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+# pg_advisory_xact_lock key that serialises migrations of one PostgreSQL database.
+_PG_MIGRATION_LOCK = 0x4865707461  # "Hepta"
+
+
+@contextmanager
+def _file_lock(url: str) -> Iterator[None]:
+    """An exclusive flock on ``<database file>.migrate.lock`` (SQLite files); nothing otherwise."""
+    u = make_url(url)
+    path = u.database if u.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    lock = Path(f"{path}.migrate.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def upgrade(url: str | None = None) -> str:
-    """Apply all Alembic migrations; returns the head revision."""
+    """Apply all Alembic migrations; returns the head revision.
+
+    Serialised across processes: two commands opening a fresh database at once would otherwise
+    both create its tables ("table ... already exists"). SQLite: a file lock beside the database
+    file; PostgreSQL: a transaction-level advisory lock taken before Alembic reads the version.
+    """
     url = url or default_url()
     engine = get_engine(url)
     cfg = alembic_config(url)
     try:
-        with engine.begin() as conn:
+        with _file_lock(url), engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except SQLAlchemyError as e:
@@ -94,8 +122,19 @@ def is_current(url: str | None = None) -> bool:
 
 
 def ensure_schema(url: str | None = None) -> None:
+    """Migrate the database if it is behind, then reap the runs whose harness is gone
+    (heptathlon.db.lifecycle.reap_stale_runs: one indexed query when there are none). Every
+    command that opens the database comes through here."""
     if not is_current(url):
         upgrade(url)
+    from heptathlon.db.lifecycle import reap_stale_runs
+
+    try:
+        reap_stale_runs(url)
+    except SQLAlchemyError as e:  # e.g. a read-only role (a dashboard): the next writer reaps them
+        logging.getLogger(__name__).warning("database %s: could not mark stuck runs failed (%s)",
+                                            get_engine(url).url.render_as_string(hide_password=True),
+                                            str(e).splitlines()[0])
 
 
 # Every session of ours stores each run's series key as it writes the run (heptathlon.db.series).

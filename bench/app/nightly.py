@@ -55,6 +55,7 @@ from heptathlon.bench.regression import (
 )
 from heptathlon.bench.app.schedule import StopEvent, run_on_schedule
 from heptathlon.bench.app.suite import Suite, SuiteEntry, SuiteError, load_suite
+from heptathlon.db import lifecycle as L
 from heptathlon.db import nightly_queries as NQ
 from heptathlon.db import queries as Q
 from heptathlon.db.models import Run
@@ -255,8 +256,11 @@ def _execute(run_id: str, db: str | None) -> None:
     try:
         execute_run(run_id, db=db)
     except Exception as e:  # noqa: BLE001  one entry's failure never stops the night
-        with session_scope(db) as s:
-            Q.record_failure(s, run_id, f"run {run_id[:8]}: {type(e).__name__}: {e}")
+        with session_scope(db) as s:  # only a run this night left queued or running, never a finished one
+            run = Q.get_run(s, run_id)
+            if run is not None and run.status in (RunStatus.QUEUED, RunStatus.RUNNING) and (
+                    run.status == RunStatus.QUEUED or L.owner_of(run) == L.Owner.current()):
+                Q.record_failure(s, run_id, f"run {run_id[:8]}: {type(e).__name__}: {e}")
 
 
 def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerprint: Mapping[str, Any],
@@ -273,10 +277,19 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
     for i, entry in enumerate(entries):
         marker = nightly_marker(suite.name, entry, night, host, fingerprint)
         with session_scope(db) as s:
-            runs = [(r.id, r.status) for r in NQ.runs_of_night(s, group)
-                    if (m := NQ.nightly_marker(r)) and m.get("entry") == marker["entry"] and not m.get("superseded")]
+            night_runs = [r for r in NQ.runs_of_night(s, group)
+                          if (m := NQ.nightly_marker(r)) and m.get("entry") == marker["entry"] and not m.get("superseded")]
+            # A run a crash or a signal interrupted (reaped as "harness died", "lease expired", or
+            # "interrupted by SIGTERM") is queued again under its own id: we hold the night's lock.
+            for r in night_runs:
+                if r.status == RunStatus.FAILED and r.interruption:
+                    L.requeue_run(s, r)
+            runs = [(r.id, RunStatus.QUEUED if r.status == RunStatus.FAILED and r.interruption else r.status)
+                    for r in night_runs]
         failed = [rid for rid, st in runs if st == RunStatus.FAILED]
-        pending = [rid for rid, st in runs if st in (RunStatus.QUEUED, RunStatus.RUNNING)]  # left by a crash: we hold the lock
+        # Left queued by a crash; a run still 'running' has a live owner (a dead one's was reaped
+        # when the database was opened) and execute_run's claim leaves it to that owner.
+        pending = [rid for rid, st in runs if st in (RunStatus.QUEUED, RunStatus.RUNNING)]
         action = "reused"
         if retry_failed and failed:
             with session_scope(db) as s:

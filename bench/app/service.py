@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from heptathlon.bench.errors import HeptathlonError, RunError
+from heptathlon.bench.errors import HeptathlonError, Interrupted, RunError
 from heptathlon.bench.app.fairness import run_fairness
+from heptathlon.bench.app.signals import deferred
 from heptathlon.bench.fingerprint import fingerprint_hash
 from heptathlon.bench.manifest import IGNORED, Manifest, artifact_files, hash_folder, load_manifest
 from heptathlon.bench.metrics import MetricValue, SampleKind
@@ -29,6 +30,7 @@ from heptathlon.bench.scenarios import ScenarioConfig
 from heptathlon.bench.stats import stop_reason, summarize_accuracy, summarize_loop
 from heptathlon.bench.tasks import resolve_task, task_data_files
 from heptathlon.bench.types import MeterSettings, WorkerJob
+from heptathlon.db import lifecycle as L
 from heptathlon.db import queries as Q
 from heptathlon.db.session import ensure_schema, home_dir, session_scope
 from heptathlon.runners.adapters.registry import validate_runtime_names, validate_runtime_sections
@@ -51,6 +53,8 @@ class RunOutcome:
     metrics: dict[str, MetricValue]
     stderr_tail: str | None = None
     sweep: dict[str, Any] | None = None  # batch_sweep: run.extra["sweep"]
+    claimed: bool = True  # False: another executor had claimed it (or it was not queued); not executed
+    note: str | None = None  # why an unclaimed run was not executed
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "error": self.error, "submission": self.submission,
@@ -75,8 +79,13 @@ def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, 
         for p in (tmp / "copy").rglob("*"):
             if p.is_file():
                 p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        os.replace(tmp / "copy", dest)
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            os.replace(tmp / "copy", dest)
+        except OSError:  # another process stored the same content first: its copy is ours
+            if not dest.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return manifest, sha, dest
 
 
@@ -259,88 +268,183 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
 
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
-                keep_dir: bool = False) -> RunOutcome:
-    """Execute one queued run and store its results (or its failure) in one transaction."""
+                keep_dir: bool = False, lease_s: float | None = None) -> RunOutcome:
+    """Claim one queued run, execute it and store its results (or its failure) in one transaction.
+
+    The claim is a compare-and-set (heptathlon.db.lifecycle.claim_run): a run that another
+    executor claimed first is left alone and comes back with ``claimed=False``. While it runs,
+    this process renews the run's lease (``lease_s``, default $HEPTATHLON_LEASE_S or 60 s) from a
+    thread, and it writes the outcome only while it still owns the run. SIGINT/SIGTERM (as
+    Interrupted, see heptathlon.bench.app.signals) record the run failed "interrupted by SIGINT",
+    then propagate.
+    """
     executor = executor or LocalExecutor()
+    lease_s = L.lease_seconds(lease_s)
+    owner = L.Owner.current()
     with session_scope(db) as s:
+        claimed = L.claim_run(s, run_id, owner, lease_s)  # the write comes first: it takes SQLite's lock
         run = Q.get_run(s, run_id)
         if run is None:
             raise RunError(f"run {run_id}: no such run")
+        if not claimed:
+            return _unclaimed(run)
         sub = run.submission
-        Q.mark_running(s, run_id)
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
                     store=Path(sub.store_path), manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
-    run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
+    label = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']})"
+    run_dir: Path | None = None
     try:
-        profile = validate_runtime_sections(load_profile(info["profile"]))
-        task = resolve_task(info["manifest"].task, info["store"])
-        data = task.load()
-        cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
-        job, precision_record = prepare_job(run_id, info["manifest"], info["store"], profile, cfg, info["params"],
-                                            run_dir, data)
-        outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
-                                   hide=[str(home_dir())])
-        out.stderr_tail = outcome.stderr_tail
-        if not outcome.ok:
-            raise RunError(outcome.error)
-        result, arrays = outcome.result, outcome.result.arrays
-        values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], job.meters)
-        group_rows, fair_values = run_fairness(data, arrays.preds, arrays.scores)
-        values += fair_values
-        sweep = None
-        if cfg.name == "batch_sweep":  # per-batch-size rows, knee and cross-runtime table (docs/framework-tax.md)
-            from heptathlon.bench.sweep_stats import summarize_sweep
-
-            sweep = summarize_sweep(result.sweep)
-            values += sweep.values
-        with session_scope(db) as s:
-            # the fingerprint the worker took: a remote worker's machine, not this one
-            machine = Q.get_or_create_machine(s, fingerprint_hash(result.machine), result.machine)
-            run = Q.get_run(s, run_id)
-            run.machine_id = machine.id
-            run.status = RunStatus.SUCCEEDED
-            run.finished_at = Q.utcnow()
-            run.stderr_tail = outcome.stderr_tail[-2000:] or None
-            run.controls = {**result.controls, "sandbox": outcome.sandbox,
-                            **({"precision": precision_record} if precision_record else {})}
-            run.software = result.machine["software"]  # software_context() on the worker's machine
-            run.extra = {**(run.extra or {}), "describe": result.describe,
-                         "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
-                         "loop": result.loop, "executor": executor.name,
-                         **({"answers": result.answers} if result.answers is not None else {}),
-                         **({"sweep": sweep.extra} if sweep is not None else {})}
-            Q.add_measurements(s, run_id, values)
-            if sweep is not None:
-                Q.add_measurements(s, run_id, sweep.details)  # params {"sweep": true, ...}: detail rows
-            Q.add_samples(s, run_id, SampleKind.LATENCY_NS, arrays.done_ns - arrays.issue_ns)
-            Q.add_samples(s, run_id, SampleKind.PREDICTIONS, arrays.preds)
-            if arrays.scores is not None:
-                Q.add_samples(s, run_id, SampleKind.SCORES, arrays.scores.astype(np.float32))
-            Q.add_group_metrics(s, run_id, group_rows)
-        out.status = RunStatus.SUCCEEDED
-        out.metrics = {v.name: v for v in values}
-        out.sweep = sweep.extra if sweep is not None else None
+        with L.LeaseKeeper(db, run_id, owner, lease_s):
+            run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
+            _execute_claimed(run_id, owner, info, run_dir, executor, db, out)
+    except KeyboardInterrupt as e:  # Interrupted (SIGINT, SIGTERM) or a plain Ctrl-C
+        if out.status == RunStatus.SUCCEEDED:
+            raise  # it arrived as the results were committed: this run is done, the command stops
+        signame = getattr(e, "signame", "SIGINT")
+        out.error = f"{label}: interrupted by {signame}"
+        out.stderr_tail = out.stderr_tail or _log_tail(run_dir)
+        with deferred():
+            _record_failure(db, run_id, owner, out, interruption=signame)
+        if isinstance(e, Interrupted):
+            e.run_errors.append(out.error)
+        raise
+    except _LostRun as e:
+        out.status, out.error = e.status, f"{label}: {e}"
     except Exception as e:  # noqa: BLE001  every failure is recorded, then reported
         msg = str(e) if isinstance(e, HeptathlonError) else f"{type(e).__name__}: {e}"
-        out.error = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']}): {msg}"
-        with session_scope(db) as s:
-            Q.record_failure(s, run_id, out.error, out.stderr_tail)
+        out.error = f"{label}: {msg}"
+        with deferred():
+            _record_failure(db, run_id, owner, out)
     finally:
-        if not keep_dir:
+        if run_dir is not None and not keep_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
     return out
 
 
+def _log_tail(run_dir: Path | None, limit: int = 4000) -> str | None:
+    """The end of the worker's log in an interrupted run's directory (read with a seek)."""
+    if run_dir is None:
+        return None
+    try:
+        with open(run_dir / "worker.log", "rb") as fh:  # runners/executors/local.py LOG_FILE
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode("utf-8", "replace") or None
+    except OSError:
+        return None
+
+
+class _LostRun(Exception):
+    """The run was taken from this harness while it ran (reaped, then perhaps requeued)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _lost(db: str | None, run_id: str) -> _LostRun:
+    with session_scope(db) as s:
+        run = Q.get_run(s, run_id)
+        status, error = (run.status, run.error) if run is not None else ("missing", "deleted")
+    return _LostRun(status, f"the run was taken from this harness while it ran (now {status}: {error}); "
+                            "its results were not stored")
+
+
+def _unclaimed(run: Any) -> RunOutcome:
+    """The outcome of a run this process did not claim: someone else's, or not queued."""
+    owner = L.owner_of(run)
+    by = f" by {owner.describe()}" if owner and run.status == RunStatus.RUNNING else ""
+    sub = run.submission.name if run.submission is not None else run.submission_ref
+    o = RunOutcome(run.id, run.status, None, sub, run.profile_name, run.scenario, {})
+    o.claimed = False
+    o.note = f"run {run.id[:8]}: not executed, it is {run.status}{by}"
+    return o
+
+
+def _record_failure(db: str | None, run_id: str, owner: L.Owner, out: RunOutcome,
+                    interruption: str | None = None) -> None:
+    """The failed-run record, written only while this process still owns the run."""
+    with session_scope(db) as s:
+        ok = L.finish_owned(s, run_id, owner, RunStatus.FAILED, error=out.error,
+                            stderr_tail=out.stderr_tail if out.stderr_tail else out.error, interruption=interruption)
+    if not ok:
+        lost = _lost(db, run_id)
+        out.status, out.error = lost.status, f"{out.error} ({lost})"
+
+
+def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir: Path, executor: Executor,
+                     db: str | None, out: RunOutcome) -> None:
+    profile = validate_runtime_sections(load_profile(info["profile"]))
+    task = resolve_task(info["manifest"].task, info["store"])
+    data = task.load()
+    cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
+    job, precision_record = prepare_job(run_id, info["manifest"], info["store"], profile, cfg, info["params"],
+                                        run_dir, data)
+    outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
+                               hide=[str(home_dir())])
+    out.stderr_tail = outcome.stderr_tail
+    if not outcome.ok:
+        raise RunError(outcome.error)
+    result, arrays = outcome.result, outcome.result.arrays
+    values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], job.meters)
+    group_rows, fair_values = run_fairness(data, arrays.preds, arrays.scores)
+    values += fair_values
+    sweep = None
+    if cfg.name == "batch_sweep":  # per-batch-size rows, knee and cross-runtime table (docs/framework-tax.md)
+        from heptathlon.bench.sweep_stats import summarize_sweep
+
+        sweep = summarize_sweep(result.sweep)
+        values += sweep.values
+    with deferred():  # a signal now waits for the commit; the run then counts as done
+        _store_success(run_id, owner, db, executor, outcome, values, sweep, group_rows, precision_record)
+        out.status = RunStatus.SUCCEEDED
+        out.metrics = {v.name: v for v in values}
+        out.sweep = sweep.extra if sweep is not None else None
+
+
+def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Executor, outcome: WorkerOutcome,
+                   values: list[MetricValue], sweep: Any, group_rows: list, precision_record: dict | None) -> None:
+    result, arrays = outcome.result, outcome.result.arrays
+    with session_scope(db) as s:
+        # The compare-and-set first: only the owner of a still-running run stores results.
+        if not L.finish_owned(s, run_id, owner, RunStatus.SUCCEEDED):
+            raise _lost(db, run_id)
+        # the fingerprint the worker took: a remote worker's machine, not this one
+        machine = Q.get_or_create_machine(s, fingerprint_hash(result.machine), result.machine)
+        run = Q.get_run(s, run_id)
+        run.machine_id = machine.id
+        run.stderr_tail = outcome.stderr_tail[-2000:] or None
+        run.controls = {**result.controls, "sandbox": outcome.sandbox,
+                        **({"precision": precision_record} if precision_record else {})}
+        run.software = result.machine["software"]  # software_context() on the worker's machine
+        run.extra = {**(run.extra or {}), "describe": result.describe,
+                     "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
+                     "loop": result.loop, "executor": executor.name,
+                     **({"answers": result.answers} if result.answers is not None else {}),
+                     **({"sweep": sweep.extra} if sweep is not None else {})}
+        Q.add_measurements(s, run_id, values)
+        if sweep is not None:
+            Q.add_measurements(s, run_id, sweep.details)  # params {"sweep": true, ...}: detail rows
+        Q.add_samples(s, run_id, SampleKind.LATENCY_NS, arrays.done_ns - arrays.issue_ns)
+        Q.add_samples(s, run_id, SampleKind.PREDICTIONS, arrays.preds)
+        if arrays.scores is not None:
+            Q.add_samples(s, run_id, SampleKind.SCORES, arrays.scores.astype(np.float32))
+        Q.add_group_metrics(s, run_id, group_rows)
+
+
 def execute_queued(run_ids: list[str], *, db: str | None = None,
                    on_progress: Callable[[int, RunOutcome | None, str], None] | None = None) -> list[RunOutcome]:
-    """Execute runs one after another; a failing run never stops the others."""
+    """Execute runs one after another; a failing run never stops the others. A run another
+    executor claimed first is skipped (its outcome has ``claimed=False``) and not returned.
+    SIGINT/SIGTERM stop the loop: the runs not started yet stay queued."""
     outcomes = []
     for i, rid in enumerate(run_ids):
         if on_progress:
             on_progress(i, None, rid)
         o = execute_run(rid, db=db)
-        outcomes.append(o)
+        if o.claimed:
+            outcomes.append(o)
         if on_progress:
             on_progress(i + 1, o, rid)
     return outcomes
@@ -372,6 +476,9 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
 
     pooled_sets: dict[str, list[MetricValue]] = {}
     with session_scope(db) as s:
+        # Two executors that shared a group's trials both pool it when they finish: lock the group
+        # first (SQLite's write lock, PostgreSQL's row locks) so that one pooled set replaces the other.
+        L.lock_group(s, group_id)
         # A query on the group's runs; heptathlon.db.queries has no group-level reader yet.
         runs = list(s.scalars(select(Run).where(Run.group_id == group_id, Run.status == RunStatus.SUCCEEDED)
                               .order_by(Run.trial, Run.finished_at)))

@@ -19,9 +19,10 @@ from heptathlon.bench.cli import nightly as _nightly
 from heptathlon.bench.cli import profiles as _profiles
 from heptathlon.bench.cli import results as _results
 from heptathlon.bench.cli import run as _run
+from heptathlon.bench.cli import runs as _runs
 from heptathlon.bench.cli.options import Db
 from heptathlon.bench.cli.render import err
-from heptathlon.bench.errors import HeptathlonError
+from heptathlon.bench.errors import HeptathlonError, Interrupted
 
 app = typer.Typer(help="Heptathlon: hardware-aware efficiency benchmarking for ML inference.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -66,20 +67,42 @@ db_app.command("upgrade")(db_upgrade)
 _run.register_demo(app)
 app.command()(dashboard)
 _nightly.register(app)  # `nightly` and `alerts`
+_runs.register(app)  # `runs`, `runs show`, `requeue`
+
+
+def _interrupted(e: Interrupted) -> None:
+    """SIGINT/SIGTERM: the line of each run it interrupted (recorded failed), then 130 or 143."""
+    for line in e.run_errors:
+        err.print(f"[red]error:[/] {line}", soft_wrap=True)
+    if not e.run_errors:
+        err.print(f"interrupted by {e.signame}")
+    sys.exit(e.exit_code)
 
 
 def main() -> None:
+    from heptathlon.bench.app.signals import interruptible, last_interrupt
+
     try:
-        rv = app(standalone_mode=False)  # returns the exit code of a typer.Exit in this mode
+        with interruptible():  # SIGINT and SIGTERM raise Interrupted (heptathlon.bench.app.signals)
+            rv = app(standalone_mode=False)  # returns the exit code of a typer.Exit in this mode
+        if last_interrupt() is not None:  # typer returned 130 for it: say which run it interrupted
+            _interrupted(last_interrupt())
         sys.exit(rv if isinstance(rv, int) else 0)
+    except Interrupted as e:
+        _interrupted(e)
     except HeptathlonError as e:
         if STATE["debug"]:
             raise
         err.print(f"[red]error:[/] {e}", soft_wrap=True)  # one line, however long, for logs and scripts
         sys.exit(e.exit_code)
-    except typer.Exit as e:
+    except typer.Exit as e:  # typer turns a KeyboardInterrupt (our Interrupted) into Exit(130)
+        if isinstance(e.__cause__, Interrupted):
+            _interrupted(e.__cause__)
         sys.exit(e.exit_code)
-    except typer.Abort:
+    except typer.Abort as e:  # click turns a KeyboardInterrupt (our Interrupted) into Abort
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, Interrupted):
+            _interrupted(cause)
         err.print("aborted")
         sys.exit(130)
     except Exception as e:  # click usage errors and the like

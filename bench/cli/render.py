@@ -77,10 +77,34 @@ class RichProgress:
         if outcome is None:
             self.step(f"run {run_id[:8]}")
             return
+        if not getattr(outcome, "claimed", True):  # another executor had it: not ours to run or count
+            self.step(f"run {run_id[:8]}: skipped", completed=done)
+            self._prog.console.print(f"[yellow]-[/] {outcome.note}")
+            return
         mark = "[green]ok[/]" if outcome.status == RunStatus.SUCCEEDED else "[red]failed[/]"
         self.step(f"{outcome.submission} on {outcome.profile}/{outcome.scenario}: {mark}", completed=done)
         if outcome.error:
             self._prog.console.print(f"[red]✗[/] {outcome.error}")
+
+
+STDERR_LINES = 15
+
+
+def stderr_lines(tail: str | None, n: int = STDERR_LINES) -> list[str]:
+    """The last ``n`` non-empty lines of a run's stderr tail."""
+    return [ln for ln in (tail or "").splitlines() if ln.strip()][-n:]
+
+
+def print_failure(error: str | None, stderr_tail: str | None) -> None:
+    """A failed run: its one-line reason, then the last lines of the submission's stderr."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/] {escape(error or 'run failed')}", soft_wrap=True)
+    lines = stderr_lines(stderr_tail)
+    if lines and stderr_tail != error:  # a failure before the worker ran has no stderr of its own
+        err.print(f"[dim]last {len(lines)} line(s) of the submission's stderr:[/]")
+        for ln in lines:
+            err.print("  " + escape(ln), soft_wrap=True, highlight=False)
 
 
 def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs"):

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from heptathlon.bench.cli.options import (Adaptive, CiTarget, Db, Folder, MaxBatch, MaxWaitMs, PoissonLambda, Qps,
                                           Repeats, Runtimes, SloMs)
-from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out
+from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out, print_failure
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.run_status import RunStatus
 
@@ -108,7 +108,10 @@ def run(ctx: typer.Context, folder: Folder,
         for k, rid in enumerate(ids):
             label = f" (trial {k + 1}/{len(ids)})" if len(ids) > 1 else ""
             prog.phase(f"{folder.name} on {profile}/{scenario}{label}", total=None)
-            outcomes.append(execute_run(rid, db=db))
+            o = execute_run(rid, db=db)
+            if not o.claimed:  # a concurrent `heptathlon execute` took it first
+                o.error = f"{o.note}; another executor claimed it first (see: heptathlon runs show {rid[:8]})"
+            outcomes.append(o)
             prog.step(f"{folder.name} on {profile}/{scenario}{label}", completed=1, total=1)
     o = outcomes[-1] if len(outcomes) == 1 else _pooled_outcome(outcomes, pool_trials(group_id, db=db), group_id)
     if as_json:
@@ -117,9 +120,7 @@ def run(ctx: typer.Context, folder: Folder,
         _print_outcome(o)
     if o.status != RunStatus.SUCCEEDED:
         if not as_json:
-            err.print(f"[red]error:[/] {o.error}")
-            if o.stderr_tail:
-                err.print("[dim]stderr tail:[/]\n" + o.stderr_tail[-1500:])
+            print_failure(o.error, o.stderr_tail)
         raise typer.Exit(1)
 
 

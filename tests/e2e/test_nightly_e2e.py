@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 from sqlalchemy import func, select
@@ -23,6 +24,7 @@ from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.fingerprint import collect_fingerprint, fingerprint_hash, software_context
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.app.report import EXIT_REGRESSION
+from heptathlon.db import lifecycle as L
 from heptathlon.db import nightly_queries as NQ
 from heptathlon.db import queries as Q
 from heptathlon.db.models import Alert, Lock, Run
@@ -158,11 +160,15 @@ def test_a_crash_mid_suite_keeps_finished_runs_and_the_next_start_resumes(exampl
     suite = write_suite(tmp_path, [examples["arrests-mlp-onnx"], examples["hearts-mlp-onnx"]])
     real_execute = N._execute
 
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # the harness that "dies": a real, finished process
+    gone.wait()
+    dead_owner = L.Owner(L.this_host(), gone.pid, psutil.Process().create_time() - 1000.0)
+
     def crash_in_second_entry(run_id, db):
         with session_scope(db) as s:
             run = Q.get_run(s, run_id)
             if run.submission.name == "hearts-mlp-onnx":
-                Q.mark_running(s, run_id)  # the process dies while this run is running
+                assert L.claim_run(s, run_id, dead_owner, 60.0)  # the process dies while this run is running
                 crashed = True
             else:
                 crashed = False
@@ -181,6 +187,9 @@ def test_a_crash_mid_suite_keeps_finished_runs_and_the_next_start_resumes(exampl
     monkeypatch.setattr(N, "_execute", real_execute)
     again = N.run_nightly(suite, night="2026-03-01", db=db_url, report_dir=tmp_path / "reports")
     assert [(e.action, e.status) for e in again.entries] == [("reused", "succeeded"), ("resumed", "succeeded")]
+    with session_scope(db_url) as s:  # reaped as "harness died" when the night opened the DB, then requeued
+        (attempt,) = Q.get_run(s, runs["hearts-mlp-onnx"][0]).extra["attempts"]
+    assert attempt["interruption"] == "harness_died" and f"owner pid {gone.pid} on host" in attempt["error"]
     assert [e.run_ids for e in again.entries] == [(runs["arrests-mlp-onnx"][0],), (runs["hearts-mlp-onnx"][0],)]
     assert run_count(db_url) == 2
 
