@@ -44,6 +44,15 @@ def quality_pass(adapter, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.nda
     return np.concatenate(preds), sc
 
 
+def text_arrays(adapter, x: np.ndarray) -> dict[str, np.ndarray]:
+    """An adapter that tokenises (``encoder``: transformers, onnx on text) reports tokens per task
+    instance and its tokenisation time per prepared query; the parent makes the rates."""
+    encoder = getattr(adapter, "encoder", None)
+    if encoder is None or getattr(encoder, "input_type", "features") == "features":
+        return {}
+    return {"tokens": encoder.count_tokens(x), "tokenize_ns": np.asarray(encoder.tokenize_ns, dtype=np.int64)}
+
+
 def run_job(job: WorkerJob) -> WorkerResult:
     from heptathlon.bench.scenarios import ScenarioConfig
     from heptathlon.runners.loadgen import plan_scenario  # the measured loops live there
@@ -78,13 +87,15 @@ def run_job(job: WorkerJob) -> WorkerResult:
         from heptathlon.runners.sweep import run_sweep_phase
 
         sweep = run_sweep_phase(adapter, cfg, x, profile)
+    text = text_arrays(adapter, x)  # token counts and tokenisation times, where the adapter tokenises
     describe = adapter.describe()
     adapter.close()
     controls.update(adapter.records)
     from heptathlon.bench.fingerprint import collect_fingerprint
 
     machine = collect_fingerprint()  # here, on the machine that ran the model; after the window, so it costs no load time
-    arrays = RunArrays(issue_ns=loop.issue_ns, done_ns=loop.done_ns, batch=loop.samples, preds=preds, scores=scores)
+    arrays = RunArrays(issue_ns=loop.issue_ns, done_ns=loop.done_ns, batch=loop.samples, preds=preds, scores=scores,
+                       **text)
     return WorkerResult.build(arrays, run_id=job.run_id, ready_time=t_ready, n_queries=loop.n, energy=energy,
                               describe=describe, controls=controls, stopped_by=loop.stopped_by, loop=loop.summary,
                               sweep=sweep, machine=machine)
