@@ -60,3 +60,34 @@ def text_submission(root: Path, *, rows: list[dict] | None = None, model_extra: 
     (root / "submission.yaml").write_text(f"name: {name}\ntask: task.yaml\nmodel:\n  kind: transformers\n"
                                           f"  path: model\n{model_extra}")
     return root
+
+
+TEXT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def export_text_onnx(model_folder: Path, out: Path, *, inputs: list[str] = TEXT_INPUTS, fixed_seq: int | None = None):
+    """A sequence classifier exported to ONNX with named int64 inputs and dynamic batch/sequence axes."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_folder, local_files_only=True).eval()
+
+    class Named(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, *args):
+            return self.m(**dict(zip(inputs, args))).logits
+
+    seq = fixed_seq or 8
+    example = tuple(torch.ones(2, seq, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, seq, dtype=torch.long)
+                    for n in inputs)
+    axes = {n: ({0: "batch"} if fixed_seq else {0: "batch", 1: "sequence"}) for n in inputs}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Named(model), example, str(out), dynamo=False, input_names=inputs, output_names=["logits"],
+                          dynamic_axes=axes)
+    return out
