@@ -48,8 +48,12 @@ def _batch_maker(x: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
     """b instances from the task's inputs, in the scenarios' fixed seeded order (wrapping around)."""
     order = instance_order(seed, len(x))
 
+    # Numeric features as float32; text (unicode) and token (int64) inputs keep their dtype.
+    text_or_tokens = x.dtype.kind == "U" or (x.dtype == np.int64 and x.ndim == 3)
+    dtype = None if text_or_tokens else np.float32
+
     def make(b: int) -> np.ndarray:
-        return np.ascontiguousarray(x[np.resize(order, b)], dtype=np.float32)
+        return np.ascontiguousarray(x[np.resize(order, b)], dtype=dtype)
 
     return make
 

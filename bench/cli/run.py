@@ -172,13 +172,16 @@ def _print_outcome(o) -> None:
 def demo(full: Annotated[bool, typer.Option("--full", help="Serious durations instead of demo ones.")] = False,
          rebuild: Annotated[bool, typer.Option(
              "--rebuild", help="Rebuild the example models even if present.")] = False,
+         bert_base: Annotated[bool, typer.Option(
+             "--bert-base", help="Also build and run the BERT-base examples of submissions/large/ "
+                                 "(~440 MB each, minutes per run on 2 cores).")] = False,
          db: Db = None) -> None:
     """Build the example models, benchmark every bundled submission on the default profiles, print the leaderboard."""
     from heptathlon.bench.app.demo import run_demo
     from heptathlon.bench.cli.results import print_fairness_summary, print_leaderboard
 
     with RichProgress() as prog:
-        o = run_demo(prog, full=full, rebuild=rebuild, db=db)
+        o = run_demo(prog, full=full, rebuild=rebuild, db=db, bert_base=bert_base)
     print_leaderboard(db, rank_by="latency_p50_ms")
     print_fairness_summary(o.fairness_submissions, db)
     failed = [r for r in o.outcomes if r.status != RunStatus.SUCCEEDED]
