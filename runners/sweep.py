@@ -84,9 +84,13 @@ def derived_runtimes(adapter: ModelAdapter, profile, requested: tuple[str, ...] 
     from heptathlon.runners.adapters.onnx import session_options_factory
 
     device, dtype = adapter.device, adapter.input_dtype
+    module = adapter.module
 
     def make_tensor(b: int) -> Any:
         return torch.from_numpy(make_np(b)).to(device, dtype)
+
+    if hasattr(adapter, "sweep_inputs"):  # transformers: token tensors, positionally, from the task's text
+        module, make_tensor = adapter.sweep_inputs(make_np)
 
     # torch.compile last: a compile cut short by its budget must not disturb the other conversions.
     include.sort(key=lambda r: r == "torch.compile")
@@ -95,7 +99,7 @@ def derived_runtimes(adapter: ModelAdapter, profile, requested: tuple[str, ...] 
 
         # The profile's providers (with their options), so a derived ORT session runs where the profile says.
         providers = ort_session_options(profile)[1] if "onnxruntime" in include else None
-        derived = derive_runtimes(adapter.module, make_tensor(EXAMPLE_BATCH), device=device, include=include,
+        derived = derive_runtimes(module, make_tensor(EXAMPLE_BATCH), device=device, include=include,
                                   make_session_options=session_options_factory(profile), providers=providers,
                                   compile_budget_s=compile_budget_s)
     except Exception as exc:  # noqa: BLE001 - derive_runtimes reports conversions; this is anything else
@@ -170,6 +174,8 @@ def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dic
     payload: dict[str, Any] = {"kind": kind, "primary_runtime": adapter.name, "batch_sizes_requested": sizes,
                                "max_batch": cfg.max_batch, "repeats": repeats,
                                "budget_s": budget_s, "runtimes_requested": list(cfg.runtimes or []) or None}
+    if hasattr(adapter, "fix_sequence_length"):  # text: one sequence length for every runtime and batch size
+        payload["sequence_length"] = adapter.fix_sequence_length(x)
     # The loaded adapter is the primary runtime: the submission exactly as the timed pass ran it.
     runtimes: dict[str, ModelAdapter] = {adapter.name: adapter}
     inputs: dict[str, Callable[[int], Any]] = {adapter.name: make_np}

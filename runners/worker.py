@@ -84,12 +84,12 @@ def run_job(job: WorkerJob) -> WorkerResult:
     loop = plan.run(replace(cfg.stop, min_duration_s=min_duration_s,
                             max_duration_s=max(cfg.stop.max_duration_s, min_duration_s)))
     energy = meters.stop() if meters else None
+    text = text_arrays(adapter, x)  # token counts and the scenario's tokenisation times (before any sweep)
     sweep = None
     if cfg.name == "batch_sweep":  # after the timed pass, outside the meter window: raw samples for the parent
         from heptathlon.runners.sweep import run_sweep_phase
 
         sweep = run_sweep_phase(adapter, cfg, x, profile)
-    text = text_arrays(adapter, x)  # token counts and tokenisation times, where the adapter tokenises
     describe = adapter.describe()
     adapter.close()
     controls.update(adapter.records)

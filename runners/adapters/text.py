@@ -48,6 +48,7 @@ class TextEncoder:
         self.fields = list(input_spec.get("fields") or [])
         self.where = where
         self.fixed_length = fixed_length  # an ONNX graph with a fixed sequence axis pads to it
+        self.graph_length = fixed_length  # the timed pass's policy (the batch sweep may fix a length later)
         self.tokenizer = None
         if self.input_type == "text":
             offline()
@@ -77,7 +78,8 @@ class TextEncoder:
     def record(self) -> dict[str, Any]:
         return {"input_type": self.input_type, "fields": self.fields,
                 "tokenizer": type(self.tokenizer).__name__ if self.tokenizer is not None else None,
-                "padding": self.spec.padding if self.fixed_length is None else f"fixed:{self.fixed_length}",
+                "padding": self.spec.padding if self.graph_length is None else f"fixed:{self.graph_length}",
+                **({"sweep_sequence_length": self.fixed_length} if self.fixed_length != self.graph_length else {}),
                 **({"bucket": self.spec.bucket} if self.spec.padding == "buckets" else {}),
                 "truncation": self.spec.truncation, "max_length": self.max_length,
                 "truncated_instances": self.truncated, "longest_seen": self.longest,

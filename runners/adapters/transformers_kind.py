@@ -56,10 +56,33 @@ def _forward_names(module: Any) -> set[str]:
     return {p.name for p in params}
 
 
+def _positional_class():
+    import torch
+
+    class Positional(torch.nn.Module):
+        """A transformers model as a plain module: token tensors in (by position), one tensor out."""
+
+        def __init__(self, model: Any, names: list[str], head: str) -> None:
+            super().__init__()
+            self.model, self.names = model, list(names)
+            self.out = "last_hidden_state" if head == "feature-extraction" else "logits"
+
+        def forward(self, *tensors):
+            return getattr(self.model(**dict(zip(self.names, tensors)), return_dict=True), self.out)
+
+    return Positional
+
+
+def _Positional(model: Any, names: list[str], head: str) -> Any:  # noqa: N802  (a class made lazily: torch import)
+    return _positional_class()(model, names, head).eval()
+
+
 class TransformersAdapter(TorchAdapterBase):
     name = "eager"
     runtime_name = "transformers"
-    derivable = ()  # derived runtimes for this kind (compile, ORT via optimum) are not built yet
+    # The batch sweep derives these from the loaded model, wrapped to take its token tensors
+    # positionally (``sweep_inputs``), all at one fixed sequence length (``fix_sequence_length``).
+    derivable = ("torchscript", "onnxruntime", "torch.compile")
 
     def load(self) -> None:
         offline()
@@ -138,6 +161,28 @@ class TransformersAdapter(TorchAdapterBase):
         if logits.ndim != 2:
             raise ModelError(f"transformers head {self.head!r} returned logits of shape {tuple(logits.shape)}")
         return super().postprocess(logits, n)
+
+    # ---- the batch sweep ------------------------------------------------------------------------------
+    def fix_sequence_length(self, x: np.ndarray, length: int | None = None) -> int:
+        """Pad every sweep batch to one length (the task's longest, or ``length``), so the primary and
+        every derived runtime see the same shapes; returns it (recorded in the sweep payload)."""
+        s = int(length or max(int(self.encoder.count_tokens(x).max()), 1))
+        if self.encoder.max_length:
+            s = min(s, self.encoder.max_length)
+        self.encoder.fixed_length = s
+        return s
+
+    def sweep_inputs(self, make_np):
+        """(a module taking the token tensors positionally, b -> that tuple of tensors on the device)."""
+        torch = self.torch
+        names = [n for n in self.encoder.provides() if not self.forward_names or n in self.forward_names]
+        module = _Positional(self.module, names, self.head)
+
+        def make(b: int):
+            feeds = self.encoder.encode(make_np(b))
+            return tuple(torch.from_numpy(feeds[n]).to(self.device) for n in names)
+
+        return module, make
 
     def token_counts(self, x: np.ndarray) -> np.ndarray:
         return self.encoder.count_tokens(x)

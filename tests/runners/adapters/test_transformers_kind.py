@@ -156,3 +156,21 @@ def test_a_features_task_is_refused_by_the_transformers_kind(tiny, tmp_path, db_
     (rid,) = queue_runs(sub, ["cpu-1core"], [make_scenario("single_stream", **quick)], db=db_url)
     out = execute_run(rid, db=db_url)
     assert out.status == "failed" and "kind 'transformers' needs a text or tokens task" in out.error
+
+
+def test_batch_sweep_derives_runtimes_from_a_transformers_model_at_one_sequence_length(tiny, tmp_path, db_url):
+    sub = _copy(tiny, tmp_path)
+    sc = make_scenario("batch_sweep", max_batch=2, min_queries=5, min_duration_s=0, max_duration_s=20,
+                       warmup_queries=1, repeats=3, runtimes=["torchscript", "onnxruntime"])
+    (rid,) = queue_runs(sub, ["cpu-1core"], [sc], db=db_url, timeout_s=400)
+    out = execute_run(rid, db=db_url)
+    assert out.status == "succeeded", (out.error, out.stderr_tail)
+    rts = out.sweep["runtimes"]
+    assert rts["eager"]["primary"] and rts["eager"]["batch_sizes"] == [1, 2]
+    for name in ("torchscript", "onnxruntime"):  # converted, checked against eager's logits, swept
+        assert rts[name]["available"], rts[name]["reason"]
+        assert rts[name]["batch_sizes"] == [1, 2] and set(rts[name]["framework_tax"]) == {"1", "2"}
+    with session_scope(db_url) as s:
+        text = s.get(Run, rid).extra["describe"]["text"]
+    assert text["padding"] == "longest" and text["sweep_sequence_length"] == 6  # the task's longest
+    assert out.metrics["framework_tax"].method == "profiler:torch"
