@@ -174,3 +174,21 @@ def test_batch_sweep_derives_runtimes_from_a_transformers_model_at_one_sequence_
         text = s.get(Run, rid).extra["describe"]["text"]
     assert text["padding"] == "longest" and text["sweep_sequence_length"] == 6  # the task's longest
     assert out.metrics["framework_tax"].method == "profiler:torch"
+
+
+def test_text_runs_under_int8_and_bf16_give_per_group_disparity(tiny, tmp_path, db_url, quick):
+    from heptathlon.bench.app.fairness import compute_disparity
+
+    sub = _copy(tiny, tmp_path)
+    ids = queue_runs(sub, ["cpu-1core", "cpu-1core-int8", "cpu-1core-bf16"], [make_scenario("single_stream", **quick)],
+                     db=db_url)
+    outs = [execute_run(r, db=db_url) for r in ids]
+    assert all(o.status == "succeeded" for o in outs), [o.error for o in outs]
+    with session_scope(db_url) as s:
+        prec = {s.get(Run, r).profile_name: s.get(Run, r).controls["precision"] for r in ids}
+    assert prec["cpu-1core-int8"]["effective"] == "int8" and prec["cpu-1core-bf16"]["effective"] == "bf16"
+    table = compute_disparity("tiny-bert", db=db_url, store=False)
+    profiles = {p for p, _, _ in table.reports["lang"]}
+    assert profiles == {"cpu-1core-int8", "cpu-1core-bf16"}
+    for _, _, rep in table.reports["lang"]:
+        assert {g.group for g in rep.groups} == {"en", "de"} and rep.hw_disparity.value is not None
