@@ -154,6 +154,27 @@ def _thread_record(profile, runtimes: dict[str, ModelAdapter]) -> dict[str, Any]
     return rec
 
 
+def _sweep_runtimes(adapter, profile, cfg: ScenarioConfig, make_np, sizes: list[int], repeats: int,
+                    min_time_s: float, budget_s: float) -> dict[str, Any]:
+    """The primary runtime and the ones derived from it, each swept and decomposed (at the adapter's
+    current sequence length, for text)."""
+    # The loaded adapter is the primary runtime: the submission exactly as the timed pass ran it.
+    runtimes: dict[str, ModelAdapter] = {adapter.name: adapter}
+    inputs: dict[str, Callable[[int], Any]] = {adapter.name: make_np}
+    t_derive = time.perf_counter()
+    derived, make_tensor = derived_runtimes(adapter, profile, cfg.runtimes, make_np,
+                                            compile_budget_s=max(COMPILE_BUDGET_S, budget_s))
+    out: dict[str, Any] = {"derive_s": time.perf_counter() - t_derive}
+    for name in sorted(derived, key=lambda r: RUNTIMES.index(r)):
+        runtimes[name] = derived[name]
+        inputs[name] = make_tensor
+    out["runtimes"] = {name: {"primary": name == adapter.name,
+                              **_sweep_one(rt, inputs[name], sizes, repeats, min_time_s, budget_s)}
+                       for name, rt in runtimes.items()}
+    out["_runtimes"] = runtimes
+    return out
+
+
 def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dict[str, Any]:
     """Sweep and decompose every runtime of a loaded submission; a JSON-able payload of raw samples.
 
@@ -174,21 +195,24 @@ def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dic
     payload: dict[str, Any] = {"kind": kind, "primary_runtime": adapter.name, "batch_sizes_requested": sizes,
                                "max_batch": cfg.max_batch, "repeats": repeats,
                                "budget_s": budget_s, "runtimes_requested": list(cfg.runtimes or []) or None}
+    lengths: list[int | None] = [None]
     if hasattr(adapter, "fix_sequence_length"):  # text: one sequence length for every runtime and batch size
-        payload["sequence_length"] = adapter.fix_sequence_length(x)
-    # The loaded adapter is the primary runtime: the submission exactly as the timed pass ran it.
-    runtimes: dict[str, ModelAdapter] = {adapter.name: adapter}
-    inputs: dict[str, Callable[[int], Any]] = {adapter.name: make_np}
-    t_derive = time.perf_counter()
-    derived, make_tensor = derived_runtimes(adapter, profile, cfg.runtimes, make_np,
-                                            compile_budget_s=max(COMPILE_BUDGET_S, budget_s))
-    payload["derive_s"] = time.perf_counter() - t_derive
-    for name in sorted(derived, key=lambda r: RUNTIMES.index(r)):
-        runtimes[name] = derived[name]
-        inputs[name] = make_tensor
-    payload["runtimes"] = {name: {"primary": name == adapter.name,
-                                  **_sweep_one(rt, inputs[name], sizes, repeats, min_time_s, budget_s)}
-                           for name, rt in runtimes.items()}
+        lengths = list(cfg.seq_lengths or [None])
+    elif cfg.seq_lengths:
+        payload["seq_lengths_unavailable"] = (f"kind {kind!r}: a sequence-length axis is swept for kind "
+                                              "'transformers' only; this sweep ran at the inputs' own lengths")
+    runtimes: dict[str, ModelAdapter] = {}
+    for i, length in enumerate(lengths):
+        if hasattr(adapter, "fix_sequence_length"):
+            seq = adapter.fix_sequence_length(x, length)
+        at = _sweep_runtimes(adapter, profile, cfg, make_np, sizes, repeats, min_time_s, budget_s)
+        runtimes = at.pop("_runtimes")
+        if i == 0:  # the first length is the run's own sweep (its headline values)
+            payload.update(at)
+            if hasattr(adapter, "fix_sequence_length"):
+                payload["sequence_length"] = seq
+        if len(lengths) > 1:
+            payload.setdefault("by_sequence_length", {})[str(seq)] = at
     payload["threads"] = _thread_record(profile, runtimes)
     payload["phase_s"] = time.perf_counter() - t0
     return payload

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import (Adaptive, CiTarget, Db, Folder, MaxBatch, MaxWaitMs, PoissonLambda, Qps,
-                                          Repeats, Runtimes, SloMs)
+                                          Repeats, Runtimes, SeqLengths, SloMs)
 from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.run_status import RunStatus
@@ -26,6 +26,7 @@ def submit(ctx: typer.Context, folder: Folder,
            poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
            max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
            ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+           seq_lengths: SeqLengths = None,
            db: Db = None) -> None:
     """Validate, hash and store a submission, and queue its runs."""
     from heptathlon.bench.app.options import RunOptions
@@ -83,6 +84,7 @@ def run(ctx: typer.Context, folder: Folder,
         poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
         max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
         ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+        seq_lengths: SeqLengths = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON object and nothing else on stdout.")] = False,
         db: Db = None) -> None:

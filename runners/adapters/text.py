@@ -100,10 +100,17 @@ class TextEncoder:
         out = self._tokens(batch) if self.input_type == "tokens" else self._text(batch)
         self.tokenize_ns.append(time.perf_counter_ns() - t0)
         mask = out.get("attention_mask")
-        if mask is not None:
+        if mask is not None and not self._limit()[1]:  # the timed pass's padding, not a sweep's
             self.real_tokens += int(mask.sum())
             self.padded_tokens += int(mask.size)
         return out
+
+    def _limit(self) -> tuple[int | None, bool]:
+        """(the longest sequence allowed now, whether a batch sweep fixed it: then it truncates)."""
+        swept = self.fixed_length is not None and self.fixed_length != self.graph_length
+        if swept:
+            return min(v for v in (self.max_length, self.fixed_length) if v), True
+        return self.max_length, False
 
     def _pad_to(self, longest: int) -> int:
         if self.fixed_length is not None:
@@ -129,13 +136,15 @@ class TextEncoder:
         lengths = [len(ids) for ids in enc["input_ids"]]
         longest = max(lengths)
         self.longest = max(self.longest, longest)
-        over = sum(n > self.max_length for n in lengths) if self.max_length else 0
+        limit, swept = self._limit()
+        over = sum(n > limit for n in lengths) if limit else 0
         if over:
-            if not self.spec.truncation:
+            if not (self.spec.truncation or swept):
                 raise self._too_long(longest)
-            self.truncated += over
-            enc = tok(first, second, truncation=True, max_length=self.max_length)  # the tokenizer's own strategy
-            longest = self.max_length
+            if not swept:
+                self.truncated += over
+            enc = tok(first, second, truncation=True, max_length=limit)  # the tokenizer's own strategy
+            longest = limit
         target = self._pad_to(longest)
         enc = tok.pad(enc, padding="max_length", max_length=target, return_tensors="np")
         return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
@@ -146,11 +155,13 @@ class TextEncoder:
         lengths = real.sum(axis=1)
         longest = int(lengths.max()) if lengths.size else 0
         self.longest = max(self.longest, longest)
-        if self.max_length and longest > self.max_length:
-            if not self.spec.truncation:
+        limit, swept = self._limit()
+        if limit and longest > limit:
+            if not (self.spec.truncation or swept):
                 raise self._too_long(longest)
-            self.truncated += int((lengths > self.max_length).sum())
-            longest = self.max_length
+            if not swept:
+                self.truncated += int((lengths > limit).sum())
+            longest = limit
         width = self._pad_to(longest)
         cut = a[:, :, :width]
         if cut.shape[2] < width:

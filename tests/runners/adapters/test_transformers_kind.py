@@ -192,3 +192,28 @@ def test_text_runs_under_int8_and_bf16_give_per_group_disparity(tiny, tmp_path, 
     assert profiles == {"cpu-1core-int8", "cpu-1core-bf16"}
     for _, _, rep in table.reports["lang"]:
         assert {g.group for g in rep.groups} == {"en", "de"} and rep.hw_disparity.value is not None
+
+
+def test_batch_by_sequence_length_sweep_stores_a_cell_per_length_and_batch(tiny, tmp_path, db_url):
+    from heptathlon.db.models import Measurement
+
+    sub = _copy(tiny, tmp_path)
+    sc = make_scenario("batch_sweep", max_batch=2, min_queries=5, min_duration_s=0, max_duration_s=20,
+                       warmup_queries=1, repeats=3, runtimes=["onnxruntime"], seq_lengths=[4, 16])
+    assert sc.to_params()["seq_lengths"] == (4, 16)
+    assert "seq_lengths" not in make_scenario("batch_sweep").to_params()  # other runs' series keys unchanged
+    (rid,) = queue_runs(sub, ["cpu-1core"], [sc], db=db_url, timeout_s=400)
+    out = execute_run(rid, db=db_url)
+    assert out.status == "succeeded", (out.error, out.stderr_tail)
+    by = out.sweep["by_sequence_length"]
+    assert set(by) == {"4", "16"} and out.sweep["sequence_length"] == 4
+    for length in ("4", "16"):
+        assert by[length]["runtimes"]["eager"]["batch_sizes"] == [1, 2]
+        assert by[length]["runtimes"]["onnxruntime"]["available"], by[length]["runtimes"]["onnxruntime"]["reason"]
+        assert set(by[length]["relative_to_best"]) == {"eager", "onnxruntime"}
+    with session_scope(db_url) as s:
+        cells = {(m.params.get("sequence_length"), m.params.get("runtime"), m.params.get("batch_size"))
+                 for m in s.scalars(select(Measurement).where(Measurement.run_id == rid,
+                                                              Measurement.metric == "framework_tax"))
+                 if m.params.get("sequence_length")}
+    assert {(s_, "eager", b) for s_ in (4, 16) for b in (1, 2)} <= cells
