@@ -22,6 +22,7 @@ from heptathlon.runners.adapters.text import TextEncoder, offline
 from heptathlon.runners.adapters.torch_common import TorchAdapterBase
 
 _HEAD_SUFFIX = (("ForSequenceClassification", "sequence-classification"), ("ForCausalLM", "causal-lm"),
+                ("LMHeadModel", "causal-lm"),
                 ("ForConditionalGeneration", "seq2seq"), ("ForSeq2SeqLM", "seq2seq"))
 
 
