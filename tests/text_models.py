@@ -81,8 +81,7 @@ def export_text_onnx(model_folder: Path, out: Path, *, inputs: list[str] = TEXT_
             return self.m(**dict(zip(inputs, args))).logits
 
     seq = fixed_seq or 8
-    example = tuple(torch.ones(2, seq, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, seq, dtype=torch.long)
-                    for n in inputs)
+    example = tuple((torch.zeros if n == "token_type_ids" else torch.ones)(2, seq, dtype=torch.long) for n in inputs)
     axes = {n: ({0: "batch"} if fixed_seq else {0: "batch", 1: "sequence"}) for n in inputs}
     import warnings
 

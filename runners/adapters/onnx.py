@@ -149,7 +149,8 @@ class OnnxAdapter(OrtRuntime):
     def describe(self) -> dict[str, Any]:
         out = {**super().describe(), "params": count_onnx_params(self.artifact_path),
                "params_method": "artifact:onnx-initializers",
-               "graph_inputs": [{"name": n, "dtype": None if d is None else np.dtype(d).name, "shape": [str(x) for x in s]}
+               "graph_inputs": [{"name": n, "dtype": None if d is None else np.dtype(d).name,
+                                 "shape": [str(x) for x in s]}
                                 for n, d, s in self.graph_inputs]}
         if self.encoder is not None:
             out["text"] = self.encoder.record()

@@ -94,7 +94,8 @@ class TransformersAdapter(TorchAdapterBase):
         self.input_spec = dict(self.context.get("input_spec") or {"type": "features", "fields": []})
         if self.input_spec["type"] == "features":
             raise SubmissionError(f"{MANIFEST}: field 'model.kind': kind 'transformers' needs a text or tokens "
-                                  f"task (input_type: text or tokens); task {self.manifest.task!r} has numeric features")
+                                  f"task (input_type: text or tokens); task {self.manifest.task!r} has numeric "
+                                  "features")
         import transformers as tf
 
         tf.logging.set_verbosity_error()

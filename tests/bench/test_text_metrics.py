@@ -24,7 +24,8 @@ def test_closed_loop_totals_follow_the_schedule_exactly():
     batch = np.array([len(schedule[i % len(schedule)]) for i in range(n_queries)])
     expected_tokens = sum(int(tokens[schedule[i % len(schedule)]].sum()) for i in range(n_queries))
     expected_words = sum(int(word_counts(x)[schedule[i % len(schedule)]].sum()) for i in range(n_queries))
-    out = {v.name: v for v in text_values(x_test=x, input_type="text", tokens=tokens, tokenize_ns=np.array([1_000_000, 3_000_000]),
+    out = {v.name: v for v in text_values(x_test=x, input_type="text", tokens=tokens,
+                                          tokenize_ns=np.array([1_000_000, 3_000_000]),
                                           cfg=cfg, batch=batch, throughput=_thr(int(batch.sum()), 2.0))}
     assert out["tokens_per_s"].value == pytest.approx(expected_tokens / 2.0)
     assert out["tokens_per_s"].method == "derived:tokens/window"
@@ -39,7 +40,8 @@ def test_server_uses_the_mean_per_instance_and_says_so():
     out = {v.name: v for v in text_values(x_test=x, input_type="text", tokens=np.array([2, 4]), tokenize_ns=None,
                                           cfg=make_scenario("server"), batch=np.ones(10, int),
                                           throughput=_thr(10, 1.0))}
-    assert out["tokens_per_s"].value == pytest.approx(30.0) and out["tokens_per_s"].method == "derived:throughput*mean-tokens"
+    assert out["tokens_per_s"].value == pytest.approx(30.0)
+    assert out["tokens_per_s"].method == "derived:throughput*mean-tokens"
     assert out["words_per_s"].value == pytest.approx(15.0) and "tokenize_ms" not in out
 
 

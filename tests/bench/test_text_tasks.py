@@ -49,7 +49,8 @@ def test_csv_text_keeps_na_as_a_word_and_an_empty_cell_is_an_error(tmp_path):
     d = _task(tmp_path, "sentence,label\nNA,1\nnull,0\n", data="eval.csv", inputs=["sentence"],
               input_type="text").load()
     assert list(d.x_test) == ["NA", "null"]
-    with pytest.raises(TaskError, match=r"task.yaml: field 'inputs': column 'sentence' of eval.csv is not text \(row 1"):
+    with pytest.raises(TaskError,
+                       match=r"task.yaml: field 'inputs': column 'sentence' of eval.csv is not text \(row 1"):
         _task(tmp_path, "sentence,label\nok,1\n,0\n", data="eval.csv", inputs=["sentence"], input_type="text").load()
 
 

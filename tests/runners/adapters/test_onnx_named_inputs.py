@@ -87,7 +87,8 @@ def test_a_graph_the_task_cannot_feed_is_one_line(bert, tmp_path):
     # a text graph under a numeric-features task
     d2 = _onnx(bert, tmp_path / "x", "{kind: onnx, path: model.onnx}", task="arrests")
     a, _ = _adapter(d2)
-    with pytest.raises(ModelError, match=r"graph's inputs are \[input_ids:int64.*the task provides one float32 feature"):
+    with pytest.raises(ModelError,
+                       match=r"graph's inputs are \[input_ids:int64.*the task provides one float32 feature"):
         a.load()
     # a text task without a tokenizer for the graph
     d3 = _onnx(bert, tmp_path / "y", "{kind: onnx, path: model.onnx}")

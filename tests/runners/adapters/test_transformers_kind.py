@@ -69,7 +69,8 @@ def test_command_submission_gets_text_over_stdio_as_it_is(tmp_path, db_url, quic
         "import json, sys\nprint(json.dumps({'ready': True}), flush=True)\nfor line in sys.stdin:\n"
         "    req = json.loads(line)\n    out = [len(t.split()) % 2 for t in req['inputs']]\n"
         "    print(json.dumps({'id': req['id'], 'outputs': out}), flush=True)\n")
-    (d / "submission.yaml").write_text("name: cmd-text\ntask: task.yaml\nmodel: {kind: command, command: [python, serve.py]}\n")
+    (d / "submission.yaml").write_text("name: cmd-text\ntask: task.yaml\n"
+                                       "model: {kind: command, command: [python, serve.py]}\n")
     (rid,) = queue_runs(d, ["cpu-1core"], [make_scenario("single_stream", **quick)], db=db_url)
     out = execute_run(rid, db=db_url)
     assert out.status == "succeeded", (out.error, out.stderr_tail)
