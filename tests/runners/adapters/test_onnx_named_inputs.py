@@ -105,3 +105,19 @@ def test_fixed_sequence_axis_pads_to_it(bert, tmp_path):
     a.load()
     feeds = a.prepare(data.x_test[:3])
     assert feeds["input_ids"].shape == (3, 16) and a.describe()["text"]["padding"] == "fixed:16"
+
+
+def test_onnx_text_submission_runs_end_to_end_on_fp32_and_int8(bert, tmp_path, sqlite_url, quick):
+    from functools import partial
+
+    from heptathlon.bench.app import service
+    from heptathlon.bench.scenarios import make_scenario
+
+    d = _onnx(bert, tmp_path, "{kind: onnx, path: model.onnx, text: {tokenizer: model}}")
+    queue = partial(service.queue_runs, energy={"enabled": False})
+    ids = queue(d, ["cpu-1core", "cpu-1core-int8"], [make_scenario("single_stream", **quick)], db=sqlite_url)
+    outs = [service.execute_run(r, db=sqlite_url) for r in ids]
+    assert all(o.status == "succeeded" for o in outs), [(o.error, o.stderr_tail) for o in outs]
+    for o in outs:
+        assert o.metrics["tokens_per_s"].value > o.metrics["throughput_sps"].value > 0
+        assert o.metrics["tokenize_ms"].value > 0
