@@ -59,6 +59,13 @@ _SPECS = [
                "Server with an SLO: the largest probed QPS whose p99 latency stayed within the SLO."),
     MetricSpec("throughput_sps", "samples/s", "throughput", False,
                "Samples completed over the timed window."),
+    MetricSpec("tokens_per_s", "1/s", "throughput", False,
+               "Input tokens processed per second over the timed window; tokens as the submission's own "
+               "tokenizer counts them (padding excluded)."),
+    MetricSpec("words_per_s", "1/s", "throughput", False,
+               "Whitespace-separated input words processed per second over the timed window (Pentathlon's)."),
+    MetricSpec("tokenize_ms", "ms", "latency", True,
+               "Median tokenisation time per query, outside the timed model call (transformers and onnx on text)."),
     MetricSpec("peak_rss_mb", "MB", "memory", True, "Peak resident memory of the worker's process tree."),
     MetricSpec("gpu_peak_mb", "MB", "memory", True, "Peak GPU memory used by the worker's processes."),
     MetricSpec("load_s", "s", "latency", True, "Cold start: process spawn to model ready."),

@@ -41,9 +41,9 @@ DEFAULT_SWEEP_REPEATS = {"demo": 10, "full": 30}  # batch_sweep: timed (and prof
 # Options that belong to one scenario; giving them to another is an error, not a silent no-op.
 SCENARIO_OPTIONS = {"poisson_lambda": ("poisson_batch",), "qps": ("server",), "max_batch": ("server", "batch_sweep"),
                     "max_wait_ms": ("server",), "slo_ms": ("server",), "repeats": ("batch_sweep",),
-                    "runtimes": ("batch_sweep",)}
+                    "runtimes": ("batch_sweep",), "seq_lengths": ("batch_sweep",)}
 _FLAGS = {"poisson_lambda": "--lambda", "qps": "--qps", "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms",
-          "slo_ms": "--slo-ms", "repeats": "--repeats", "runtimes": "--runtimes"}
+          "slo_ms": "--slo-ms", "repeats": "--repeats", "runtimes": "--runtimes", "seq_lengths": "--seq-lengths"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,10 @@ class ScenarioConfig:
     slo_ms: float | None = None  # server: p99 latency SLO; search for the largest QPS within it
     repeats: int | None = None  # batch_sweep: timed and profiled calls per batch size
     runtimes: tuple[str, ...] | None = None  # batch_sweep: runtimes derived from a torch model; None = all that apply
+    # batch_sweep on a text task (kind transformers): the sequence lengths swept, each at every batch
+    # size; None = one length, the task's longest. Left out of to_params() when None, so the series
+    # keys of every other run stay what they were.
+    seq_lengths: tuple[int, ...] | None = None
 
     def validate(self) -> "ScenarioConfig":
         if self.name not in SCENARIOS:
@@ -116,6 +120,9 @@ class ScenarioConfig:
         if self.repeats is not None and self.repeats < 2:
             raise ScenarioError(f"scenario 'batch_sweep': --repeats must be >= 2 (a CI needs two calls per batch "
                                 f"size), got {self.repeats}")
+        if self.seq_lengths is not None and (not self.seq_lengths or any(int(n) < 1 for n in self.seq_lengths)):
+            raise ScenarioError(f"scenario 'batch_sweep': --seq-lengths must be positive token counts, "
+                                f"got {list(self.seq_lengths)}")
         # The runtime names are checked against the adapter registry where a run is queued
         # (heptathlon.runners.adapters.registry.validate_runtime_names): the core knows no runtimes.
         if self.max_wait_ms < 0:
@@ -136,7 +143,10 @@ class ScenarioConfig:
         return self.poisson_lambda if self.poisson_lambda is not None else DEFAULT_POISSON_LAMBDA
 
     def to_params(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["seq_lengths"] is None:
+            del d["seq_lengths"]
+        return d
 
     @classmethod
     def from_params(cls, d: dict[str, Any]) -> "ScenarioConfig":
@@ -144,6 +154,8 @@ class ScenarioConfig:
         d["stop"] = StopRule(**d.get("stop", {}))
         if d.get("runtimes") is not None:  # a JSON list after a round trip through run.params
             d["runtimes"] = tuple(d["runtimes"])
+        if d.get("seq_lengths") is not None:
+            d["seq_lengths"] = tuple(int(n) for n in d["seq_lengths"])
         return cls(**d)
 
 
@@ -165,6 +177,8 @@ def make_scenario(name: str, *, batch_size: int | None = None, full: bool = Fals
         overrides = {**overrides, **{k: v for k, v in defaults.items() if overrides.get(k) is None}}
         if overrides.get("runtimes") is not None:
             overrides["runtimes"] = tuple(overrides["runtimes"])
+    if overrides.get("seq_lengths") is not None:
+        overrides = {**overrides, "seq_lengths": tuple(overrides["seq_lengths"])}
     extra = {k: v for k, v in overrides.items() if k in SCENARIO_OPTIONS and v is not None}
     cfg = ScenarioConfig(name=name, batch_size=batch_size,
                          warmup_queries=base["warmup_queries"] if warm is None else warm, stop=stop, seed=seed,

@@ -210,6 +210,21 @@ def summarize_sweep(payload: dict[str, Any] | None, *, n_resamples: int = N_RESA
     }
     if not any(v.name == "framework_tax" for v in values):  # the primary runtime was not swept at all
         values.append(MetricValue.unavailable("framework_tax", f"no sweep of the submitted runtime {primary!r}"))
+    if payload.get("sequence_length") is not None:
+        extra["sequence_length"] = payload["sequence_length"]
+    by_len = payload.get("by_sequence_length")
+    if isinstance(by_len, dict) and by_len:
+        # Batch x sequence length (the Framework Tax paper's central figure): each length summarised
+        # like the run's own sweep; all its values are detail rows tagged with the length.
+        extra["by_sequence_length"] = {}
+        for length, sub in by_len.items():
+            if not isinstance(sub, dict) or not isinstance(sub.get("runtimes"), dict):
+                continue
+            part = summarize_sweep({k: v for k, v in payload.items() if k != "by_sequence_length"} | sub,
+                                   n_resamples=n_resamples, seed=seed)
+            details += [_detail(v, sequence_length=int(length)) for v in part.values + part.details]
+            extra["by_sequence_length"][str(length)] = {k: part.extra[k] for k in
+                                                        ("runtimes", "relative_to_best", "not_available")}
     return SweepSummary(values=values, details=details, extra=extra)
 
 

@@ -66,7 +66,7 @@ class WorkerJob(_Contract):
     folder: Path  # the worker's writable copy of the submission (labels removed)
     profile: Profile
     scenario: dict[str, Any]  # ScenarioConfig.to_params()
-    inputs: Path  # .npy of the test inputs, no labels
+    inputs: Path  # .npy of the test inputs, no labels (float features, unicode text or int64 tokens)
     out_dir: Path  # where the worker writes result.json or error.json
     quality_batch: int = Field(default=64, gt=0)
     n_classes: int = Field(ge=2)  # the task's classes: answers are validated against it (runners.answers)
@@ -82,8 +82,8 @@ class WorkerJob(_Contract):
         return self.out_dir / "error.json"  # a WorkerFailure
 
 
-ARRAY_NAMES = ("issue_ns", "done_ns", "batch", "preds", "scores")
-_REQUIRED_ARRAYS = ARRAY_NAMES[:4]  # scores only for models that return them
+ARRAY_NAMES = ("issue_ns", "done_ns", "batch", "preds", "scores", "tokens", "tokenize_ns")
+_REQUIRED_ARRAYS = ARRAY_NAMES[:4]  # scores only for models that return them; tokens* only on text tasks
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,8 @@ class RunArrays:
     batch: np.ndarray
     preds: np.ndarray
     scores: np.ndarray | None = None
+    tokens: np.ndarray | None = None  # text tasks: tokens per task instance, the submission's tokenizer
+    tokenize_ns: np.ndarray | None = None  # text tasks: tokenisation time per prepared query (outside timing)
 
     def pack(self) -> bytes:
         buf = io.BytesIO()

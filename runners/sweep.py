@@ -48,8 +48,12 @@ def _batch_maker(x: np.ndarray, seed: int) -> Callable[[int], np.ndarray]:
     """b instances from the task's inputs, in the scenarios' fixed seeded order (wrapping around)."""
     order = instance_order(seed, len(x))
 
+    # Numeric features as float32; text (unicode) and token (int64) inputs keep their dtype.
+    text_or_tokens = x.dtype.kind == "U" or (x.dtype == np.int64 and x.ndim == 3)
+    dtype = None if text_or_tokens else np.float32
+
     def make(b: int) -> np.ndarray:
-        return np.ascontiguousarray(x[np.resize(order, b)], dtype=np.float32)
+        return np.ascontiguousarray(x[np.resize(order, b)], dtype=dtype)
 
     return make
 
@@ -80,9 +84,13 @@ def derived_runtimes(adapter: ModelAdapter, profile, requested: tuple[str, ...] 
     from heptathlon.runners.adapters.onnx import session_options_factory
 
     device, dtype = adapter.device, adapter.input_dtype
+    module = adapter.module
 
     def make_tensor(b: int) -> Any:
         return torch.from_numpy(make_np(b)).to(device, dtype)
+
+    if hasattr(adapter, "sweep_inputs"):  # transformers: token tensors, positionally, from the task's text
+        module, make_tensor = adapter.sweep_inputs(make_np)
 
     # torch.compile last: a compile cut short by its budget must not disturb the other conversions.
     include.sort(key=lambda r: r == "torch.compile")
@@ -91,7 +99,7 @@ def derived_runtimes(adapter: ModelAdapter, profile, requested: tuple[str, ...] 
 
         # The profile's providers (with their options), so a derived ORT session runs where the profile says.
         providers = ort_session_options(profile)[1] if "onnxruntime" in include else None
-        derived = derive_runtimes(adapter.module, make_tensor(EXAMPLE_BATCH), device=device, include=include,
+        derived = derive_runtimes(module, make_tensor(EXAMPLE_BATCH), device=device, include=include,
                                   make_session_options=session_options_factory(profile), providers=providers,
                                   compile_budget_s=compile_budget_s)
     except Exception as exc:  # noqa: BLE001 - derive_runtimes reports conversions; this is anything else
@@ -146,6 +154,27 @@ def _thread_record(profile, runtimes: dict[str, ModelAdapter]) -> dict[str, Any]
     return rec
 
 
+def _sweep_runtimes(adapter, profile, cfg: ScenarioConfig, make_np, sizes: list[int], repeats: int,
+                    min_time_s: float, budget_s: float) -> dict[str, Any]:
+    """The primary runtime and the ones derived from it, each swept and decomposed (at the adapter's
+    current sequence length, for text)."""
+    # The loaded adapter is the primary runtime: the submission exactly as the timed pass ran it.
+    runtimes: dict[str, ModelAdapter] = {adapter.name: adapter}
+    inputs: dict[str, Callable[[int], Any]] = {adapter.name: make_np}
+    t_derive = time.perf_counter()
+    derived, make_tensor = derived_runtimes(adapter, profile, cfg.runtimes, make_np,
+                                            compile_budget_s=max(COMPILE_BUDGET_S, budget_s))
+    out: dict[str, Any] = {"derive_s": time.perf_counter() - t_derive}
+    for name in sorted(derived, key=lambda r: RUNTIMES.index(r)):
+        runtimes[name] = derived[name]
+        inputs[name] = make_tensor
+    out["runtimes"] = {name: {"primary": name == adapter.name,
+                              **_sweep_one(rt, inputs[name], sizes, repeats, min_time_s, budget_s)}
+                       for name, rt in runtimes.items()}
+    out["_runtimes"] = runtimes
+    return out
+
+
 def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dict[str, Any]:
     """Sweep and decompose every runtime of a loaded submission; a JSON-able payload of raw samples.
 
@@ -166,19 +195,24 @@ def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dic
     payload: dict[str, Any] = {"kind": kind, "primary_runtime": adapter.name, "batch_sizes_requested": sizes,
                                "max_batch": cfg.max_batch, "repeats": repeats,
                                "budget_s": budget_s, "runtimes_requested": list(cfg.runtimes or []) or None}
-    # The loaded adapter is the primary runtime: the submission exactly as the timed pass ran it.
-    runtimes: dict[str, ModelAdapter] = {adapter.name: adapter}
-    inputs: dict[str, Callable[[int], Any]] = {adapter.name: make_np}
-    t_derive = time.perf_counter()
-    derived, make_tensor = derived_runtimes(adapter, profile, cfg.runtimes, make_np,
-                                            compile_budget_s=max(COMPILE_BUDGET_S, budget_s))
-    payload["derive_s"] = time.perf_counter() - t_derive
-    for name in sorted(derived, key=lambda r: RUNTIMES.index(r)):
-        runtimes[name] = derived[name]
-        inputs[name] = make_tensor
-    payload["runtimes"] = {name: {"primary": name == adapter.name,
-                                  **_sweep_one(rt, inputs[name], sizes, repeats, min_time_s, budget_s)}
-                           for name, rt in runtimes.items()}
+    lengths: list[int | None] = [None]
+    if hasattr(adapter, "fix_sequence_length"):  # text: one sequence length for every runtime and batch size
+        lengths = list(cfg.seq_lengths or [None])
+    elif cfg.seq_lengths:
+        payload["seq_lengths_unavailable"] = (f"kind {kind!r}: a sequence-length axis is swept for kind "
+                                              "'transformers' only; this sweep ran at the inputs' own lengths")
+    runtimes: dict[str, ModelAdapter] = {}
+    for i, length in enumerate(lengths):
+        if hasattr(adapter, "fix_sequence_length"):
+            seq = adapter.fix_sequence_length(x, length)
+        at = _sweep_runtimes(adapter, profile, cfg, make_np, sizes, repeats, min_time_s, budget_s)
+        runtimes = at.pop("_runtimes")
+        if i == 0:  # the first length is the run's own sweep (its headline values)
+            payload.update(at)
+            if hasattr(adapter, "fix_sequence_length"):
+                payload["sequence_length"] = seq
+        if len(lengths) > 1:
+            payload.setdefault("by_sequence_length", {})[str(seq)] = at
     payload["threads"] = _thread_record(profile, runtimes)
     payload["phase_s"] = time.perf_counter() - t0
     return payload

@@ -94,6 +94,15 @@ def check_timed_pass(adapter, plan, sampler: AnswerSampler, preds: np.ndarray, s
     return compare_timed(sampled, preds, scores, precision=precision, submission=submission)
 
 
+def text_arrays(adapter, x: np.ndarray) -> dict[str, np.ndarray]:
+    """An adapter that tokenises (``encoder``: transformers, onnx on text) reports tokens per task
+    instance and its tokenisation time per prepared query; the parent makes the rates."""
+    encoder = getattr(adapter, "encoder", None)
+    if encoder is None or getattr(encoder, "input_type", "features") == "features":
+        return {}
+    return {"tokens": encoder.count_tokens(x), "tokenize_ns": np.asarray(encoder.tokenize_ns, dtype=np.int64)}
+
+
 def run_job(job: WorkerJob) -> WorkerResult:
     from heptathlon.bench.scenarios import ScenarioConfig
     from heptathlon.runners.loadgen import plan_scenario  # the measured loops live there
@@ -111,6 +120,8 @@ def run_job(job: WorkerJob) -> WorkerResult:
     x = np.load(job.inputs)
     name = job.manifest.name
     preds, scores, quality = quality_pass(adapter, x, job.quality_batch, classes=job.n_classes, submission=name)
+    if getattr(adapter, "encoder", None) is not None:
+        adapter.encoder.tokenize_ns.clear()  # tokenize_ms is over the scenario's own queries, not the quality pass
 
     cfg = ScenarioConfig.from_params(job.scenario)
     plan = plan_scenario(adapter, cfg, x)  # schedule, prepared inputs, warm-up (and a server's SLO search)
@@ -127,6 +138,7 @@ def run_job(job: WorkerJob) -> WorkerResult:
     energy = meters.stop() if meters else None
     consistency = check_timed_pass(adapter, plan, sampler, preds, scores, classes=job.n_classes, submission=name,
                                    precision=profile.precision)
+    text = text_arrays(adapter, x)  # token counts and the scenario's tokenisation times (before any sweep)
     sweep = None
     if cfg.name == "batch_sweep":  # after the timed pass, outside the meter window: raw samples for the parent
         from heptathlon.runners.sweep import run_sweep_phase
@@ -138,7 +150,8 @@ def run_job(job: WorkerJob) -> WorkerResult:
     from heptathlon.bench.fingerprint import collect_fingerprint
 
     machine = collect_fingerprint()  # here, on the machine that ran the model; after the window, so it costs no load time
-    arrays = RunArrays(issue_ns=loop.issue_ns, done_ns=loop.done_ns, batch=loop.samples, preds=preds, scores=scores)
+    arrays = RunArrays(issue_ns=loop.issue_ns, done_ns=loop.done_ns, batch=loop.samples, preds=preds, scores=scores,
+                       **text)
     return WorkerResult.build(arrays, run_id=job.run_id, ready_time=t_ready, n_queries=loop.n, energy=energy,
                               describe=describe, controls=controls, stopped_by=loop.stopped_by, loop=loop.summary,
                               sweep=sweep, machine=machine,

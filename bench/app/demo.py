@@ -25,6 +25,11 @@ EXAMPLES_DIR = Path(os.environ.get("HEPTATHLON_EXAMPLES_DIR") or
 # hardware-induced disparity against the fp32 reference is in the database after the demo.
 FAIRNESS_PROFILES = ["cpu-1core-bf16", "cpu-1core-int8"]
 SWEEP_TIMEOUT_S = 300.0  # b = 1..64 on every runtime that applies takes minutes on 2 cores
+# Transformer examples (kind transformers, or onnx on a text task) get one short run in the demo: a
+# 6-layer MiniLM loads in ~10 s and answers in ~20 ms a query on one core, so the whole matrix of
+# profiles, scenarios and a sweep would add minutes. --full runs them like every other example.
+TEXT_DEMO_PROFILES = 1
+LARGE_DIR = "large"  # submissions/large/: the BERT-base examples, built and run only with --bert-base
 
 
 class DemoProgress(Protocol):
@@ -88,13 +93,35 @@ def build_examples(folders: list[Path], rebuild: bool = False) -> None:
         stamp.write_text(proc.stdout)
 
 
+def large_example_folders() -> list[Path]:
+    """The BERT-base-shaped examples (~440 MB each when built): only with ``--bert-base``."""
+    return sorted(p.parent for p in (EXAMPLES_DIR / LARGE_DIR).glob("*/submission.yaml"))
+
+
+def is_text_example(folder: Path) -> bool:
+    import yaml
+
+    from heptathlon.bench.tasks import resolve_task
+
+    raw = yaml.safe_load((folder / "submission.yaml").read_text()) or {}  # before its build: no artifact checks
+    if (raw.get("model") or {}).get("kind") == "transformers":
+        return True
+    try:
+        return resolve_task(str(raw.get("task")), folder).load().input_type != "features"
+    except HeptathlonError:
+        return False
+
+
 def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = False,
-             db: Optional[str] = None) -> DemoOutcome:
-    """Build the examples, queue every demo run, execute them; a failing run never stops the others."""
+             db: Optional[str] = None, bert_base: bool = False) -> DemoOutcome:
+    """Build the examples, queue every demo run, execute them; a failing run never stops the others.
+
+    Transformer examples get one short single_stream run unless ``full``; ``bert_base`` adds the
+    BERT-base examples of submissions/large/ (their whole matrix, and a batch sweep)."""
     from heptathlon.bench.profile import default_profiles
     from heptathlon.bench.tasks import resolve_task
 
-    folders = example_folders()
+    folders = example_folders() + (large_example_folders() if bert_base else [])
     if not folders:  # a wheel install has no examples: they live in a checkout's submissions/
         raise SubmissionError(f"no example submissions in {EXAMPLES_DIR}; run the demo from a checkout of "
                               "heptathlon, or point HEPTATHLON_EXAMPLES_DIR at a copy of its submissions/ folder")
@@ -110,8 +137,13 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
     sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"], scenario=ScenarioOptions(full=full),
                        timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False))
     fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False))
+    text_short = RunOptions(profiles=profiles[:TEXT_DEMO_PROFILES], scenarios=["single_stream"],
+                            scenario=ScenarioOptions(full=full), energy=EnergyOptions(enabled=False))
     fair_subs, ids = [], []
     for f in folders:
+        if not full and not (bert_base and f.parent.name == LARGE_DIR) and is_text_example(f):
+            ids += _queue(f, text_short, db)
+            continue
         ids += _queue(f, main, db)
         ids += _queue(f, sweep, db)
         m = load_manifest(f)

@@ -32,6 +32,13 @@ class ScenarioOptions(BaseModel):
     ci_target: Optional[float] = None
     repeats: Optional[int] = None
     runtimes: Optional[tuple[str, ...]] = None
+    seq_lengths: Optional[tuple[int, ...]] = None
+
+    @field_validator("seq_lengths", mode="before")
+    @classmethod
+    def _split_lengths(cls, v: Any) -> Any:
+        """``--seq-lengths 16,64,128`` arrives as one comma-separated string."""
+        return tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else v
 
     @field_validator("runtimes", mode="before")
     @classmethod

@@ -206,6 +206,8 @@ def prepare_job(run_id: str, manifest: Manifest, store: Path, profile: Profile, 
     inputs = run_dir / "inputs.npy"
     np.save(inputs, data.x_test)  # inputs only: labels stay in this process
     context, precision_record = derive_precision(manifest, workdir, profile)
+    context = {**context, "input_spec": getattr(data, "input_spec", lambda: None)() or
+               {"type": "features", "fields": []}}  # text/tokens/features and the field names; no labels
     job = WorkerJob(run_id=run_id, folder=workdir, manifest=manifest, profile=profile, scenario=cfg.to_params(),
                     inputs=inputs, out_dir=run_dir, context=context, n_classes=data.n_classes,
                     meters=MeterSettings.model_validate(params.get("energy") or {}))
@@ -265,6 +267,15 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     values += energy_values(result.energy, (int(a.done_ns[-1]) - int(a.issue_ns[0])) / 1e9, int(a.batch.sum()),
                             meters.country_iso, None if meters.enabled else "meters disabled for this run (--no-meters)")
     return values
+
+
+def text_metrics(data: Any, cfg: ScenarioConfig, arrays: Any, values: list[MetricValue]) -> list[MetricValue]:
+    """tokens_per_s and words_per_s beside throughput_sps, and tokenize_ms (heptathlon.bench.text)."""
+    from heptathlon.bench.text import text_values
+
+    thr = next((v for v in values if v.name == "throughput_sps"), None)
+    return text_values(x_test=data.x_test, input_type=getattr(data, "input_type", "features"), tokens=arrays.tokens,
+                       tokenize_ns=arrays.tokenize_ns, cfg=cfg, batch=arrays.batch, throughput=thr)
 
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
@@ -388,6 +399,7 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
         raise RunError(outcome.error)
     result, arrays = outcome.result, outcome.result.arrays
     values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], job.meters)
+    values += text_metrics(data, cfg, arrays, values)  # tokens/s, words/s, tokenize_ms on text tasks
     group_rows, fair_values = run_fairness(data, arrays.preds, arrays.scores)
     values += fair_values
     sweep = None

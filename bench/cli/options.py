@@ -40,3 +40,6 @@ Repeats = Annotated[Optional[int], typer.Option(
 Runtimes = Annotated[Optional[str], typer.Option(
     "--runtimes", help="batch_sweep, torch models: comma-separated runtimes to derive and compare "
                        "(eager,torchscript,torch.compile,onnxruntime; default: all that apply).")]
+SeqLengths = Annotated[Optional[str], typer.Option(
+    "--seq-lengths", help="batch_sweep, text tasks (kind transformers): comma-separated sequence lengths, "
+                          "each swept at every batch size (e.g. 16,64,128; default: the task's longest).")]

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import (Adaptive, CiTarget, Db, Folder, MaxBatch, MaxWaitMs, PoissonLambda, Qps,
-                                          Repeats, Runtimes, SloMs)
+                                          Repeats, Runtimes, SeqLengths, SloMs)
 from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out, print_failure
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.run_status import RunStatus
@@ -26,6 +26,7 @@ def submit(ctx: typer.Context, folder: Folder,
            poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
            max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
            ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+           seq_lengths: SeqLengths = None,
            db: Db = None) -> None:
     """Validate, hash and store a submission, and queue its runs."""
     from heptathlon.bench.app.options import RunOptions
@@ -83,6 +84,7 @@ def run(ctx: typer.Context, folder: Folder,
         poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
         max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
         ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+        seq_lengths: SeqLengths = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON object and nothing else on stdout.")] = False,
         db: Db = None) -> None:
@@ -173,13 +175,16 @@ def _print_outcome(o) -> None:
 def demo(full: Annotated[bool, typer.Option("--full", help="Serious durations instead of demo ones.")] = False,
          rebuild: Annotated[bool, typer.Option(
              "--rebuild", help="Rebuild the example models even if present.")] = False,
+         bert_base: Annotated[bool, typer.Option(
+             "--bert-base", help="Also build and run the BERT-base examples of submissions/large/ "
+                                 "(~440 MB each, minutes per run on 2 cores).")] = False,
          db: Db = None) -> None:
     """Build the example models, benchmark every bundled submission on the default profiles, print the leaderboard."""
     from heptathlon.bench.app.demo import run_demo
     from heptathlon.bench.cli.results import print_fairness_summary, print_leaderboard
 
     with RichProgress() as prog:
-        o = run_demo(prog, full=full, rebuild=rebuild, db=db)
+        o = run_demo(prog, full=full, rebuild=rebuild, db=db, bert_base=bert_base)
     print_leaderboard(db, rank_by="latency_p50_ms")
     print_fairness_summary(o.fairness_submissions, db)
     failed = [r for r in o.outcomes if r.status != RunStatus.SUCCEEDED]

@@ -11,9 +11,21 @@ import pandas as pd
 from heptathlon.bench.errors import TaskError
 
 
+# What a task's inputs are (``TaskData.input_type``), and so how ``x_test`` is laid out:
+#   features  float32, (n, ...) numeric features (the default; every bundled tabular/image task)
+#   text      unicode str array, (n,) one string per example, or (n, 2) a pair (two columns)
+#   tokens    int64, (n, F, L): F token fields (``feature_names``, e.g. input_ids, attention_mask),
+#             each row padded with TOKEN_PAD to the task's longest sequence
+# All three are plain numpy dtypes, so the worker's inputs file is an .npy that loads with
+# allow_pickle=False (no pickles cross to the worker).
+INPUT_TYPES = ("features", "text", "tokens")
+TOKEN_PAD = -1  # never a valid token id: the adapter trims and re-pads with the tokenizer's own pad id
+
+
 @dataclass(frozen=True)
 class TaskData:
-    """A task's evaluation split. ``x_test`` goes to the worker; ``y_test`` and ``groups`` never do."""
+    """A task's evaluation split. ``x_test`` goes to the worker; ``y_test``, ``groups`` and
+    ``references`` never do."""
 
     name: str
     x_train: np.ndarray
@@ -22,7 +34,13 @@ class TaskData:
     y_test: np.ndarray
     groups: pd.DataFrame  # one column per sensitive attribute, aligned with x_test; may be empty
     n_classes: int
-    feature_names: list[str] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)  # input columns (token fields for "tokens")
+    input_type: str = "features"  # one of INPUT_TYPES
+    references: pd.DataFrame | None = None  # generation tasks' reference columns; harness side only
+
+    def input_spec(self) -> dict:
+        """What the worker is told about its inputs (no labels): type and field names."""
+        return {"type": self.input_type, "fields": list(self.feature_names)}
 
 
 @dataclass(frozen=True)
@@ -90,4 +108,4 @@ def task_data_files(ref: str, folder) -> list[str]:
 
 
 def _ensure_builtin() -> None:
-    from heptathlon.bench.tasks import tabular, digits  # noqa: F401  (registers the bundled tasks)
+    from heptathlon.bench.tasks import digits, lexicon, tabular  # noqa: F401  (registers the bundled tasks)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from heptathlon.bench.errors import ModelError, one_line
+from heptathlon.bench.errors import ModelError, SubmissionError, one_line
 from heptathlon.runners.adapters.base import ModelAdapter, RuntimeConfig
 
 
@@ -69,6 +69,11 @@ class OrtRuntime(ModelAdapter):
         return {"runtime": "onnxruntime", "runtime_version": ort.__version__}
 
 
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+               "tensor(bool)": np.bool_}
+
+
 class OnnxAdapter(OrtRuntime):
     """``kind: onnx``: the submitted .onnx file (or the parent's derived int8 copy) in one session."""
 
@@ -91,6 +96,7 @@ class OnnxAdapter(OrtRuntime):
         # A graph exported with a fixed batch (an int, not a symbolic name) takes only that many
         # rows; the quality pass then runs at that batch size, and the run records why.
         self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+        self._bind_inputs()
         self.records["onnxruntime"] = {**record, "providers_effective": self.session.get_providers()}
         self.providers = tuple(self.session.get_providers())
         self.make_session_options = session_options_factory(self.profile)
@@ -100,15 +106,59 @@ class OnnxAdapter(OrtRuntime):
     def onnx_model(self) -> bytes:
         return self.model_path.read_bytes()  # read when the profiler asks, not at load
 
+    def _bind_inputs(self) -> None:
+        """Map the task's fields onto the graph's inputs by name and dtype (text and token tasks), or
+        its features onto a one-input graph; a mismatch is one line naming both sides."""
+        from heptathlon.bench.manifest import MANIFEST
+        from heptathlon.runners.adapters.text import TextEncoder
+
+        graph = [(i.name, _ORT_DTYPES.get(i.type), list(i.shape)) for i in self.session.get_inputs()]
+        self.graph_inputs = graph
+        spec = dict(self.context.get("input_spec") or {"type": "features", "fields": []})
+        where = f"{MANIFEST}: field 'model.path' ({self.manifest.model.path})"
+        shown = ", ".join(f"{n}:{'?' if d is None else np.dtype(d).name}{s}" for n, d, s in graph)
+        self.encoder = None
+        if spec["type"] == "features":
+            if len(graph) != 1 or graph[0][1] is None or np.dtype(graph[0][1]).kind != "f":
+                raise ModelError(f"{where}: the graph's inputs are [{shown}]; the task provides one float32 "
+                                 f"feature array ({', '.join(spec['fields']) or 'x'}); a text model needs a text "
+                                 "or tokens task")
+            self.feed_dtype = graph[0][1]
+            return
+        text = self.manifest.model.text_spec
+        if spec["type"] == "text" and not text.tokenizer:
+            raise SubmissionError(f"{MANIFEST}: field 'model.text.tokenizer': an ONNX model on a text task needs "
+                                  "a folder with its tokenizer (tokenizer.json, from tokenizer.save_pretrained)")
+        seq_dims = {s[1] for _, _, s in graph if len(s) >= 2}
+        fixed = next((d for d in seq_dims if isinstance(d, int) and d > 0), None)
+        self.encoder = TextEncoder(self.folder / (text.tokenizer or "."), text, spec, model_max=None,
+                                   where=where, fixed_length=fixed)
+        provided = self.encoder.provides()
+        missing = [n for n, _, _ in graph if n not in provided]
+        if missing or any(d is None or np.dtype(d).kind not in "iu" for _, d, _ in graph):
+            raise ModelError(f"{where}: the graph's inputs are [{shown}]; the task provides "
+                             f"[{', '.join(provided)}] (int64, from its {spec['type']}); cannot feed "
+                             f"{missing or 'a non-integer input'}")
+        self.feed_names = [(n, d) for n, d, _ in graph]
+
     def prepare(self, batch: np.ndarray) -> Any:
-        return {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        if self.encoder is None:
+            return {self.input_name: np.ascontiguousarray(batch, dtype=self.feed_dtype)}
+        fields = self.encoder.encode(batch)  # tokenisation, timed on its own, outside the model call
+        return {n: np.ascontiguousarray(fields[n], dtype=d) for n, d in self.feed_names}
 
     def predict(self, prepared: Any) -> Any:
         return self.session.run(None, prepared)[0]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "params": count_onnx_params(self.artifact_path),
-                "params_method": "artifact:onnx-initializers"}
+        out = {**super().describe(), "params": count_onnx_params(self.artifact_path),
+               "params_method": "artifact:onnx-initializers",
+               "graph_inputs": [{"name": n, "dtype": None if d is None else np.dtype(d).name,
+                                 "shape": [str(x) for x in s]}
+                                for n, d, s in self.graph_inputs]}
+        if self.encoder is not None:
+            out["text"] = self.encoder.record()
+        return out
 
 
 class OnnxSessionRuntime(OrtRuntime):

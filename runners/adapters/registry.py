@@ -26,6 +26,7 @@ KINDS = {
     "torchscript": f"{_PKG}.torchscript:TorchScriptAdapter",
     "torch": f"{_PKG}.torch_eager:TorchEagerAdapter",
     "command": f"{_PKG}.command:CommandAdapter",
+    "transformers": f"{_PKG}.transformers_kind:TransformersAdapter",
 }
 
 # runtime name -> the adapter the batch_sweep derives from a loaded torch module, in the order

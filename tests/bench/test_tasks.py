@@ -22,5 +22,14 @@ def test_digits_and_hearts():
 
 
 def test_unknown_task():
-    with pytest.raises(TaskError, match="unknown task 'imagenet'; known tasks: arrests, digits, hearts"):
+    with pytest.raises(TaskError, match="unknown task 'imagenet'; known tasks: afinn-sentiment, arrests, digits, hearts"):
         get_task("imagenet")
+
+
+def test_afinn_text_task_has_a_language_group_and_a_train_split():
+    d = get_task("afinn-sentiment").load()
+    assert d.input_type == "text" and d.x_test.dtype.kind == "U" and d.x_test.ndim == 1
+    assert set(d.groups["language"]) == {"en", "da"} and len(d.groups) == len(d.y_test) == len(d.x_test)
+    assert len(d.x_train) == len(d.y_train) > 100 and set(d.y_test) == {0, 1}
+    assert not set(d.x_train) & set(d.x_test)  # entries are deduplicated before the split
+    assert np.array_equal(d.x_test, get_task("afinn-sentiment").load().x_test)

@@ -56,7 +56,7 @@ def test_registry_kinds_are_the_manifest_kinds():
 
 def test_unknown_kind_and_runtime_are_one_line_errors():
     with pytest.raises(SubmissionError, match=r"^submission\.yaml: field 'model\.kind': unknown kind 'tensorrt'; "
-                                              r"known kinds: onnx, torchscript, torch, command$"):
+                                              r"known kinds: onnx, torchscript, torch, command, transformers$"):
         adapter_class("tensorrt")
     with pytest.raises(ValueError, match=r"unknown runtimes \['tvm'\]; known runtimes: eager, "):
         runtime_class("tvm")
