@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from heptathlon.bench.errors import HeptathlonError, RunError
+from heptathlon.bench.errors import HeptathlonError, RunError, SubmissionError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.fingerprint import fingerprint_hash
-from heptathlon.bench.manifest import IGNORED, Manifest, artifact_files, hash_folder, load_manifest
+from heptathlon.bench.manifest import IGNORED, Manifest, artifact_files, hash_folder, load_manifest, walk_folder
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.run_status import RunStatus
@@ -30,7 +30,7 @@ from heptathlon.bench.stats import summarize_accuracy, summarize_loop
 from heptathlon.bench.tasks import resolve_task, task_data_files
 from heptathlon.bench.types import MeterSettings, WorkerJob
 from heptathlon.db import queries as Q
-from heptathlon.db.session import ensure_schema, home_dir, session_scope
+from heptathlon.db.session import ensure_schema, home_dir, private_dir, session_scope
 from heptathlon.runners.adapters.registry import validate_runtime_names, validate_runtime_sections
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
 from heptathlon.runners.executors.local import LocalExecutor
@@ -60,24 +60,68 @@ class RunOutcome:
 
 
 # ---- artifact store -----------------------------------------------------------------------------
+STORE_DIR_MODE, STORE_FILE_MODE, STORE_ROOT_MODE = 0o555, 0o444, 0o711
+
+
 def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, str, Path]:
-    """Validate, hash and keep an immutable copy, so a result always points at exactly what ran."""
+    """Validate, hash and keep an immutable copy, so a result always points at exactly what ran.
+
+    The folder is checked first (bench/manifest.py: no links, hard links, devices, FIFOs or
+    sockets, size caps, no YAML aliases, ONNX external data inside): nothing is followed, hashed
+    or copied before that. The copy is made without following anything, hashed again (a folder
+    changed between hash and copy is refused), and made read-only: directories 0555, files 0444,
+    under a 0711 store inside the harness's 0700 home. Each run checks the copy again
+    (``verify_stored_artifact``)."""
     folder = Path(folder)
     manifest = load_manifest(folder)
     task = resolve_task(manifest.task, folder)  # unknown task: a clear error before anything is stored
     task.load()  # a task file whose data does not parse fails here, before anything is stored
     sha = hash_folder(folder)
-    dest = Path(home or home_dir()) / "artifacts" / sha
+    root = private_dir(Path(home or home_dir()))
+    store_root = root / "artifacts"
+    if not store_root.exists():
+        store_root.mkdir(exist_ok=True)
+        store_root.chmod(STORE_ROOT_MODE)
+    dest = store_root / sha
     if not dest.exists():
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent.parent if dest.parent.exists() else None))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(folder, tmp / "copy", ignore=shutil.ignore_patterns(*IGNORED))
-        for p in (tmp / "copy").rglob("*"):
-            if p.is_file():
-                p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        os.replace(tmp / "copy", dest)
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=store_root))
+        try:
+            copy = tmp / "copy"
+            copy.mkdir()
+            for p, _ in walk_folder(folder):  # regular files only, opened without following links
+                rel = p.relative_to(folder)
+                (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                with os.fdopen(fd, "rb") as src, open(copy / rel, "xb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            found = hash_folder(copy)
+            if found != sha:
+                raise SubmissionError(f"{folder}: changed while it was being stored (sha256 {sha[:12]}… before the "
+                                      f"copy, {found[:12]}… after); submit it again when it is not being written")
+            _make_read_only(copy)
+            os.replace(copy, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return manifest, sha, dest
+
+
+def _make_read_only(tree: Path) -> None:
+    for p in sorted(tree.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        p.chmod(STORE_DIR_MODE if p.is_dir() else STORE_FILE_MODE)
+    tree.chmod(STORE_DIR_MODE)
+
+
+def verify_stored_artifact(run_id: str, store: Path, expected_sha: str) -> None:
+    """The stored copy still hashes to what was submitted (once per run, before anything is spawned)."""
+    if not store.exists():
+        raise RunError(f"run {run_id}: stored artifact {store} is missing; submit the folder again")
+    try:
+        found = hash_folder(store)
+    except SubmissionError as e:
+        raise RunError(f"run {run_id}: stored artifact changed ({e})") from None
+    if found != expected_sha:
+        raise RunError(f"run {run_id}: stored artifact changed (expected sha256 {expected_sha}, found {found}); "
+                       "submit the folder again")
 
 
 # ---- queueing -----------------------------------------------------------------------------------
@@ -269,10 +313,11 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         sub = run.submission
         Q.mark_running(s, run_id)
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
-                    store=Path(sub.store_path), manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
+                    store=Path(sub.store_path), sha256=sub.artifact_sha256, manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
     try:
+        verify_stored_artifact(run_id, info["store"], info["sha256"])
         profile = validate_runtime_sections(load_profile(info["profile"]))
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
