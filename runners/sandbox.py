@@ -353,6 +353,26 @@ def choose_mechanism(mechanism: str = "auto") -> tuple[str | None, str | None]:
     raise SandboxError(f"unknown sandbox mechanism {mechanism!r}; expected auto, none or one of {MECHANISMS}")
 
 
+# Kinds that carry the author's code (a module, a TorchScript archive's code, a program): they
+# run only in bubblewrap unless the request says --allow-unsandboxed. ONNX carries no code.
+CODE_KINDS = ("torch", "torchscript", "command")
+INSTALL_HINT = "apt-get install bubblewrap, or pass --allow-unsandboxed"
+
+
+def code_sandbox_refusal(kind: str) -> str | None:
+    """None when a submission of ``kind`` may run here, else the one-line reason it may not:
+    a code-carrying kind needs a working bubblewrap (HEPTATHLON_SANDBOX=none forces that off)."""
+    if kind not in CODE_KINDS:
+        return None
+    chosen, why = choose_mechanism("auto")
+    if chosen == "bwrap":
+        return None
+    now = f"no sandbox works here: {why}" if chosen is None else f"only the {chosen} fallback works here"
+    if chosen is not None and why is None:
+        now += f" (bwrap: {_probe_cached('bwrap')})"
+    return f"kind {kind!r} runs the submission's own code and needs bubblewrap ({now}): {INSTALL_HINT}"
+
+
 def _readable_by_all(tree: Path) -> None:
     """A copy we made may come from a 0700 temporary folder: let SANDBOX_UID read it."""
     for p in [tree, *tree.rglob("*")]:

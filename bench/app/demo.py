@@ -44,6 +44,7 @@ class DemoProgress(Protocol):
 class DemoOutcome:
     outcomes: list[RunOutcome]
     fairness_submissions: list[str] = field(default_factory=list)  # names, for the disparity summary
+    note: Optional[str] = None  # one line for the user, e.g. that the examples ran without bubblewrap
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,22 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
         progress.step(f"building {f.name}")
         build_examples([f], rebuild=rebuild)
         progress.step(f"building {f.name}", completed=i + 1)
+    from heptathlon.runners.sandbox import INSTALL_HINT, code_sandbox_refusal
+
+    # Without bubblewrap, the project's own bundled examples (torch, command) still run, labelled
+    # unsandboxed; a user's submission of those kinds is refused there (runners/sandbox.py).
+    unsandboxed = code_sandbox_refusal("torch") is not None
+    note = ("bubblewrap is missing, so the bundled torch/torchscript/command examples ran without a sandbox "
+            f"(labelled unsandboxed); {INSTALL_HINT.split(',')[0]} to sandbox them") if unsandboxed else None
     profiles = [p.name for p in default_profiles()]
-    main = RunOptions(profiles=profiles, scenarios=["single_stream", "offline"], scenario=ScenarioOptions(full=full))
+    main = RunOptions(profiles=profiles, scenarios=["single_stream", "offline"], scenario=ScenarioOptions(full=full),
+                      allow_unsandboxed=unsandboxed)
     # Framework tax: one batch sweep per submission (b = 1..64, every runtime that applies) on the first
     # profile. No energy meters there: the single_stream run measures that pass's energy already.
     sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"], scenario=ScenarioOptions(full=full),
-                       timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False))
-    fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False))
+                       timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed)
+    fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False),
+                      allow_unsandboxed=unsandboxed)
     fair_subs, ids = [], []
     for f in folders:
         ids += _queue(f, main, db)
@@ -119,7 +129,7 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
             ids += _queue(f, fair, db)
             fair_subs.append(m.name)
     progress.phase("benchmarking", len(ids))
-    return DemoOutcome(execute_queued(ids, db=db, on_progress=progress.on_run), fair_subs)
+    return DemoOutcome(execute_queued(ids, db=db, on_progress=progress.on_run), fair_subs, note)
 
 
 def _queue(folder: Path, opts: RunOptions, db: Optional[str]) -> list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 from heptathlon.bench.errors import HeptathlonError, RunError, SubmissionError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.fingerprint import fingerprint_hash
-from heptathlon.bench.manifest import IGNORED, Manifest, artifact_files, hash_folder, load_manifest, walk_folder
+from heptathlon.bench.manifest import Manifest, artifact_files, hash_folder, load_manifest, walk_folder
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.run_status import RunStatus
@@ -302,9 +302,24 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     return values
 
 
+def sandbox_policy(kind: str, allow_unsandboxed: bool) -> dict[str, Any]:
+    """Whether a run of ``kind`` may start here (runners/sandbox.py code_sandbox_refusal), as the
+    record stored in run.extra["sandbox_policy"]; raises RunError when it may not."""
+    from heptathlon.runners.sandbox import CODE_KINDS, code_sandbox_refusal
+
+    refusal = code_sandbox_refusal(kind)
+    if refusal is not None and not allow_unsandboxed:
+        raise RunError(refusal)
+    return {"kind": kind, "allow_unsandboxed": bool(allow_unsandboxed), "needs_bwrap": kind in CODE_KINDS,
+            "unsandboxed": refusal is not None}
+
+
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
-                keep_dir: bool = False) -> RunOutcome:
-    """Execute one queued run and store its results (or its failure) in one transaction."""
+                keep_dir: bool = False, allow_unsandboxed: bool = False) -> RunOutcome:
+    """Execute one queued run and store its results (or its failure) in one transaction.
+
+    Before anything is spawned: the stored copy's sha256 is checked, and a code-carrying kind
+    without bubblewrap is refused unless ``allow_unsandboxed`` (or the run was queued with it)."""
     executor = executor or LocalExecutor()
     with session_scope(db) as s:
         run = Q.get_run(s, run_id)
@@ -313,11 +328,14 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         sub = run.submission
         Q.mark_running(s, run_id)
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
-                    store=Path(sub.store_path), sha256=sub.artifact_sha256, manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
+                    store=Path(sub.store_path), sha256=sub.artifact_sha256,
+                    manifest=Manifest.model_validate(sub.manifest), params=dict(run.params),
+                    allow_unsandboxed=allow_unsandboxed or bool((run.extra or {}).get("allow_unsandboxed")))
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
     try:
         verify_stored_artifact(run_id, info["store"], info["sha256"])
+        policy = sandbox_policy(info["manifest"].model.kind, info["allow_unsandboxed"])
         profile = validate_runtime_sections(load_profile(info["profile"]))
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
@@ -347,12 +365,15 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             run.status = RunStatus.SUCCEEDED
             run.finished_at = Q.utcnow()
             run.stderr_tail = outcome.stderr_tail[-2000:] or None
-            run.controls = {**result.controls, "sandbox": outcome.sandbox,
+            unsandboxed = policy["unsandboxed"] or not (outcome.sandbox or {}).get("active")
+            run.controls = {**result.controls,
+                            "sandbox": {**(outcome.sandbox or {}), "unsandboxed": unsandboxed,
+                                        "allow_unsandboxed": policy["allow_unsandboxed"]},
                             **({"precision": precision_record} if precision_record else {})}
             run.software = result.machine["software"]  # software_context() on the worker's machine
             run.extra = {**(run.extra or {}), "describe": result.describe,
                          "n_queries": result.n_queries, "stopped_by": result.stopped_by,
-                         "loop": result.loop, "executor": executor.name,
+                         "loop": result.loop, "executor": executor.name, "sandbox_policy": policy,
                          **({"sweep": sweep.extra} if sweep is not None else {})}
             Q.add_measurements(s, run_id, values)
             if sweep is not None:
@@ -377,13 +398,14 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
 
 
 def execute_queued(run_ids: list[str], *, db: str | None = None,
-                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None) -> list[RunOutcome]:
+                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None,
+                   allow_unsandboxed: bool = False) -> list[RunOutcome]:
     """Execute runs one after another; a failing run never stops the others."""
     outcomes = []
     for i, rid in enumerate(run_ids):
         if on_progress:
             on_progress(i, None, rid)
-        o = execute_run(rid, db=db)
+        o = execute_run(rid, db=db, allow_unsandboxed=allow_unsandboxed)
         outcomes.append(o)
         if on_progress:
             on_progress(i + 1, o, rid)

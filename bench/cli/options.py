@@ -40,3 +40,6 @@ Repeats = Annotated[Optional[int], typer.Option(
 Runtimes = Annotated[Optional[str], typer.Option(
     "--runtimes", help="batch_sweep, torch models: comma-separated runtimes to derive and compare "
                        "(eager,torchscript,torch.compile,onnxruntime; default: all that apply).")]
+AllowUnsandboxed = Annotated[bool, typer.Option(
+    "--allow-unsandboxed", help="Run torch/torchscript/command submissions even where bubblewrap is missing; "
+                                "such runs are labelled unsandboxed. Only for code you trust.")]
