@@ -211,9 +211,10 @@ def _unshare_script(workdir: Path, writable: list[Path], hidden_extra: Iterable[
     for i in range(len(binds)):
         lines.append(f"umount -l {stash}/{i}")
     lines.append(f"rm -rf {stash}")
-    owner = f"{SANDBOX_UID}:{SANDBOX_GID}" if root else f"{os.geteuid()}:{os.getegid()}"
-    lines += [f"mkdir -p -m 700 {SCRATCH_HOME}", f"chown {owner} {SCRATCH} {SCRATCH_HOME}",
-              f"chmod 700 {SCRATCH}", f"cd {q(str(workdir))}"]
+    lines += [f"mkdir -p -m 700 {SCRATCH_HOME}", f"chmod 700 {SCRATCH}"]
+    if root:  # a non-root harness is root of its own user namespace here: the scratch is already its own
+        lines.append(f"chown {SANDBOX_UID}:{SANDBOX_GID} {SCRATCH} {SCRATCH_HOME}")
+    lines.append(f"cd {q(str(workdir))}")
     drop = " ".join(q(a) for a in _setpriv_drop(root)[:-1])
     lines.append(f"exec {drop} --pdeathsig KILL -- \"$@\"")
     return "\n".join(lines)
