@@ -39,6 +39,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -324,8 +325,9 @@ def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[s
         return list(argv), env, record
     dropped_uid = drops_uid()
     if dropped_uid:
-        for p in writable:
+        for p in writable:  # its own; 0711 so that bwrap (uid 0, no capabilities) can still pass through
             os.chown(p, SANDBOX_UID, SANDBOX_GID)
+            p.chmod(stat.S_IMODE(p.stat().st_mode) | 0o711)
     if chosen == "bwrap":
         prefix = _bwrap_args(work, writable, hide)
         isolation = ["net", "pid", "ipc", "uts", "readonly-root"]

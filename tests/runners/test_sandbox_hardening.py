@@ -247,3 +247,27 @@ def test_the_escape_probe_sees_through_no_sandbox():
     through = {a.target for a in attempts if not a.blocked}
     assert any(t.endswith("model.txt") for t in through)  # its own copy, writable without a sandbox
     assert any("connect" == a.attempt and not a.blocked for a in attempts)
+
+
+def test_a_private_run_directory_as_the_executor_makes_it(mechanism):
+    """The executor's layout: a 0700 mkdtemp run directory (writable) holding the working copy
+    (used in place, read-only): the child starts in it and writes only its result file."""
+    import shutil
+    import tempfile
+
+    run_dir = Path(tempfile.mkdtemp(prefix="heptathlon-run-test-"))
+    try:
+        work = run_dir / "work"
+        work.mkdir()
+        (work / "model.txt").write_text("weights")
+        (run_dir / "job.json").write_text("{}")
+        r, rec = _run(mechanism, """
+            import os, sys
+            print(open('model.txt').read(), open(os.path.join(sys.argv[1], 'job.json')).read())
+            open(os.path.join(sys.argv[1], 'result.json'), 'w').write('ok')
+        """, str(run_dir), workdir=work, copy_workdir=False, writable=[run_dir])
+        assert r.stdout.split() == ["weights", "{}"]
+        assert (run_dir / "result.json").read_text() == "ok"
+        assert rec["workdir"] == str(work.resolve())
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
