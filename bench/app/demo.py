@@ -89,6 +89,18 @@ def build_examples(folders: list[Path], rebuild: bool = False) -> None:
         stamp.write_text(proc.stdout)
 
 
+def unsandboxed_examples_note() -> str | None:
+    """Without bubblewrap, the project's own bundled examples (torch, command) still run, labelled
+    unsandboxed, and this one line says so; a user's submission of those kinds is refused there
+    (runners/sandbox.py). None where bubblewrap works."""
+    from heptathlon.runners.sandbox import code_sandbox_refusal
+
+    if code_sandbox_refusal("torch") is None:
+        return None
+    return ("bubblewrap is missing or does not work here, so the bundled torch/torchscript/command examples ran "
+            "without a sandbox (labelled unsandboxed); apt-get install bubblewrap to sandbox them")
+
+
 def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = False,
              db: Optional[str] = None) -> DemoOutcome:
     """Build the examples, queue every demo run, execute them; a failing run never stops the others."""
@@ -104,13 +116,8 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
         progress.step(f"building {f.name}")
         build_examples([f], rebuild=rebuild)
         progress.step(f"building {f.name}", completed=i + 1)
-    from heptathlon.runners.sandbox import INSTALL_HINT, code_sandbox_refusal
-
-    # Without bubblewrap, the project's own bundled examples (torch, command) still run, labelled
-    # unsandboxed; a user's submission of those kinds is refused there (runners/sandbox.py).
-    unsandboxed = code_sandbox_refusal("torch") is not None
-    note = ("bubblewrap is missing, so the bundled torch/torchscript/command examples ran without a sandbox "
-            f"(labelled unsandboxed); {INSTALL_HINT.split(',')[0]} to sandbox them") if unsandboxed else None
+    note = unsandboxed_examples_note()
+    unsandboxed = note is not None
     profiles = [p.name for p in default_profiles()]
     main = RunOptions(profiles=profiles, scenarios=["single_stream", "offline"], scenario=ScenarioOptions(full=full),
                       allow_unsandboxed=unsandboxed)
