@@ -92,7 +92,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases: a manifest needs neither, and an alias bomb
     ("billion laughs") fails on its first anchor instead of expanding."""
 
-    def compose_node(self, parent, index):  # noqa: ANN001  (PyYAML's signature)
+    def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise _AliasRefused(f"line {event.start_mark.line + 1}")
@@ -115,7 +115,7 @@ def parse_manifest_yaml(path: Path) -> object:
     if len(text) > MAX_MANIFEST_BYTES:
         raise SubmissionError(f"{path}: over the manifest cap of {MAX_MANIFEST_BYTES} bytes (1 MiB)")
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
     except _AliasRefused as e:
         raise SubmissionError(f"{path}: YAML anchors and aliases are not allowed ({e}); write the values out") from None
 

@@ -107,9 +107,9 @@ def _cgroup_files() -> list[str]:
             for name in ("memory.max", "memory.limit_in_bytes"):
                 if os.path.exists(os.path.join(d, name)):
                     out.append(os.path.join(d, name))
-            if d.rstrip("/").startswith(("/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified")) or not ctrl:
-                if os.path.exists(os.path.join(d, "cgroup.procs")):
-                    out.append(os.path.join(d, "cgroup.procs"))
+            own_procs = d.rstrip("/").startswith(("/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified")) or not ctrl
+            if own_procs and os.path.exists(os.path.join(d, "cgroup.procs")):
+                out.append(os.path.join(d, "cgroup.procs"))
     for root in ("/sys/fs/cgroup/cgroup.procs", "/sys/fs/cgroup/memory/cgroup.procs", "/sys/fs/cgroup/unified/cgroup.procs"):
         if os.path.exists(root):
             out.append(root)

@@ -121,7 +121,7 @@ def test_cannot_write_its_copy_host_tmp_or_home(mechanism, tmp_path):
     host_tmp = Path("/tmp") / f"heptathlon-sbx-test-{tag}"
     host_home = Path.home() / f".heptathlon-sbx-test-{tag}"
     try:
-        r, rec = _run(mechanism, TRY, f"w:{host_tmp}", f"w:{host_home}", "w:model.txt", "w:new.txt",
+        r, _ = _run(mechanism, TRY, f"w:{host_tmp}", f"w:{host_home}", "w:model.txt", "w:new.txt",
                       workdir=src)
         res = json.loads(r.stdout)["res"]
         assert not host_tmp.exists(), "host /tmp written"  # /tmp inside is the sandbox's own
