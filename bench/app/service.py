@@ -77,7 +77,7 @@ def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, 
     task = resolve_task(manifest.task, folder)  # unknown task: a clear error before anything is stored
     task.load()  # a task file whose data does not parse fails here, before anything is stored
     sha = hash_folder(folder)
-    root = private_dir(Path(home or home_dir()))
+    root = private_dir(Path(home or home_dir()), tighten=True)
     store_root = root / "artifacts"
     if not store_root.exists():
         store_root.mkdir(exist_ok=True)

@@ -299,3 +299,11 @@ def test_allow_unsandboxed_runs_and_is_labelled(tmp_path, sqlite_url, q, monkeyp
                                            "unsandboxed": True}
     rows = [r for g in service.leaderboard_groups(sqlite_url) for r in g["rows"]]
     assert [r["unsandboxed"] for r in rows] == [True]
+
+
+def test_an_existing_open_home_is_made_private(tmp_path):
+    home = home_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    service.store_submission(onnx_folder(tmp_path / "sub"))
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
