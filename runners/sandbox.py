@@ -3,9 +3,10 @@
 Two mechanisms, tried in this order, each verified by running ``true`` through it once:
 
 - ``bwrap`` (bubblewrap, Debian package ``bubblewrap``): new network, PID, IPC and UTS
-  namespaces; the root file system read-only; /tmp, /var/tmp, /run, /dev/shm, /root and /home
-  replaced by empty tmpfs, except the Python installation the worker needs, bound back
-  read-only; the working copy read-only; the directories named ``hide`` (the harness's home:
+  namespaces; an empty root holding, read-only, only the system directories (SYSTEM_DIRS: /usr,
+  /etc, /sys and the /bin, /lib links), the Python installation and packages, the harness's code
+  and LD_LIBRARY_PATH; /tmp, /var/tmp, /run, /dev/shm, /root and /home empty tmpfs (a Python
+  under /root bound back read-only); the working copy read-only; the directories named ``hide`` (the harness's home:
   results DB and artifact store) hidden; ``--die-with-parent``; no capabilities.
 - ``unshare`` (util-linux, always present): the same namespaces and the same view, built by a
   small shell script as root inside the new mount namespace (tmpfs on top, then bind mounts
@@ -151,27 +152,71 @@ def _bwrap_parents(dest: Path, hidden: list[Path]) -> list[str]:
     return args
 
 
+# bwrap's root is an empty tmpfs holding only these (read-only), the Python environment, the
+# harness's code, the working copy and the writable directories: other checkouts, /srv, /mnt,
+# /var, /opt and the like are not there at all.
+SYSTEM_DIRS = ("/usr", "/etc", "/sys", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def _ld_library_dirs() -> list[Path]:
+    out = []
+    for entry in os.environ.get("LD_LIBRARY_PATH", "").split(":"):
+        p = Path(entry) if entry else None
+        if p is not None and p.is_absolute() and p.is_dir():
+            out.append(p.resolve())
+    return out
+
+
 def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]) -> list[str]:
     root = drops_uid()
     std, extra = _hidden(hidden_extra)
-    hidden = [*std, *extra]
-    args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    args = ["bwrap", "--tmpfs", "/"]
+    bound: list[Path] = []
+    for d in SYSTEM_DIRS:
+        p = Path(d)
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), d]
+        elif p.is_dir():
+            args += ["--ro-bind", d, d]
+            bound.append(p)
+    args += ["--dev", "/dev", "--proc", "/proc"]
     for dev in sorted(Path("/dev").glob("nvidia*")):  # GPUs stay usable for CUDA profiles
         args += ["--dev-bind", str(dev), str(dev)]
-    for d in std:
+    for d in std:  # private scratch places and empty user homes
         args += ["--perms", "1777" if d.name in ("tmp", "shm") else "0755", "--tmpfs", str(d)]
-    # read-only, when they live under a hidden directory such as /tmp or /root
-    for p in _needed_dirs():
-        if _strictly_under(p, std) and not _under_any(p, extra):
-            args += [*_bwrap_parents(p, std), "--ro-bind", str(p), str(p)]
+    made: set[Path] = set()
+
+    def parents(dest: Path) -> list[str]:
+        """``--perms 0755 --dir`` for each missing directory above ``dest`` in the new root (bwrap
+        would make them 0700 root, which SANDBOX_UID cannot traverse)."""
+        out: list[str] = []
+        for anc in reversed(dest.parents[:-1]):  # from the top, "/" excluded
+            if anc in made or any(anc == b or anc.is_relative_to(b) for b in bound):
+                continue
+            if any(anc == h for h in std):
+                continue
+            out += ["--perms", "0755", "--dir", str(anc)]
+            made.add(anc)
+        return out
+
+    # The interpreter, its packages, the harness's own code (an editable install points there)
+    # and LD_LIBRARY_PATH, read-only, where the system directories do not hold them already.
+    for p in sorted({*_needed_dirs(), *_ld_library_dirs()}):
+        if _under_any(p, bound) or _under_any(p, extra) or p in std:
+            continue
+        if any(p.is_relative_to(o) and p != o for o in bound):
+            continue
+        args += [*parents(p), "--ro-bind", str(p), str(p)]
+        bound.append(p)
     # Extra hidden directories after, so that a bind above never re-exposes them (e.g. the
-    # results database under the harness's own folder).
+    # results database under the harness's own folder); outside every bind they are absent anyway.
     for p in extra:
-        args += ["--perms", "0755", "--tmpfs", str(p)]
+        if _strictly_under(p, bound):
+            args += ["--perms", "0755", "--tmpfs", str(p)]
     for p in writable:
-        args += [*_bwrap_parents(p, hidden), "--bind", str(p), str(p)]
+        args += [*parents(p), "--bind", str(p), str(p)]
     # workdir last and read-only: a writable parent must not cover it
-    args += [*_bwrap_parents(workdir, hidden), "--ro-bind", str(workdir), str(workdir)]
+    args += [*parents(workdir), "--ro-bind", str(workdir), str(workdir)]
     args += ["--perms", "1777", "--dir", SCRATCH, "--perms", "1777", "--dir", SCRATCH_HOME]
     args += ["--chdir", str(workdir), "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--die-with-parent", "--new-session"]

@@ -271,3 +271,28 @@ def test_a_private_run_directory_as_the_executor_makes_it(mechanism):
         assert rec["workdir"] == str(work.resolve())
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_bwrap_shows_only_system_directories_the_python_environment_and_its_copy():
+    """Another checkout beside this one, /var, /srv, /mnt: not there at all under bwrap."""
+    import shutil
+
+    if S._probe_cached("bwrap") is not None:
+        pytest.skip(f"bwrap unavailable: {S._probe_cached('bwrap')}")
+    sibling = REPO.parent / f".sandbox-sibling-{uuid.uuid4().hex[:8]}"
+    try:
+        sibling.mkdir()
+        (sibling / "data.txt").write_text("another project's file")
+        sibling.chmod(0o755)
+        (sibling / "data.txt").chmod(0o644)
+        paths = [str(sibling / "data.txt"), "/var/lib", "/srv", "/mnt", "/usr/bin/env", "/etc/hostname",
+                 str(REPO / "runners" / "sandbox.py")]
+        r, _ = _run("bwrap", "import json, os, sys; print(json.dumps([os.path.exists(p) for p in sys.argv[1:]]))",
+                    *paths)
+        seen = dict(zip(paths, json.loads(r.stdout)))
+        assert not seen[str(sibling / "data.txt")] and not seen["/var/lib"], seen
+        assert not seen["/srv"] and not seen["/mnt"], seen
+        assert seen["/usr/bin/env"] and seen[str(REPO / "runners" / "sandbox.py")], seen  # what it needs
+        assert (sibling / "data.txt").exists()  # it is there outside
+    finally:
+        shutil.rmtree(sibling, ignore_errors=True)
