@@ -375,7 +375,7 @@ def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[s
             p.chmod(stat.S_IMODE(p.stat().st_mode) | 0o711)
     if chosen == "bwrap":
         prefix = _bwrap_args(work, writable, hide)
-        isolation = ["net", "pid", "ipc", "uts", "readonly-root"]
+        isolation = ["net", "pid", "ipc", "uts", "readonly-root", "minimal-root"]
     else:
         prefix = _unshare_args(work, writable, hide)
         isolation = ["net", "pid", "ipc", "uts"]
