@@ -6,7 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all install dashboard clean
+.PHONY: demo test test-slow test-all install dashboard clean check-bwrap
+
+# bubblewrap sandboxes submitted code (docs/security.md); without it torch/torchscript/command
+# submissions are refused (the demo runs its own examples unsandboxed and says so). A warning, not a failure.
+check-bwrap:
+	@command -v bwrap >/dev/null 2>&1 && bwrap --ro-bind / / true >/dev/null 2>&1 || \
+	  echo "warning: bubblewrap (bwrap) is missing or does not work here; install it: sudo apt-get install bubblewrap" >&2
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) check-bwrap
 
-demo: $(STAMP)
+demo: $(STAMP) check-bwrap
 	$(BIN)/heptathlon demo
 
 test: $(STAMP)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +16,108 @@ from heptathlon.bench.errors import SubmissionError
 MANIFEST = "submission.yaml"
 BUILD_STAMP = ".built"  # written by the example build scripts' runner; not part of the artifact
 IGNORED = ("__pycache__", BUILD_STAMP)
+MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB: a manifest is a few lines
+MAX_SUBMISSION_ENV = "HEPTATHLON_MAX_SUBMISSION_MB"
+DEFAULT_MAX_SUBMISSION_MB = 2048
+
+
+def max_submission_bytes() -> int:
+    """The whole-folder cap: $HEPTATHLON_MAX_SUBMISSION_MB (MiB), 2 GiB by default."""
+    raw = os.environ.get(MAX_SUBMISSION_ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_MAX_SUBMISSION_MB << 20
+    try:
+        mb = float(raw)
+        if mb <= 0:
+            raise ValueError
+    except ValueError:
+        raise SubmissionError(f"{MAX_SUBMISSION_ENV}={raw!r}: expected a positive number of MiB") from None
+    return int(mb * (1 << 20))
+
+
+_KIND_OF = {stat.S_IFLNK: "a symbolic link", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+
+
+def _refuse_special(path: Path, st: os.stat_result) -> None:
+    kind = _KIND_OF.get(stat.S_IFMT(st.st_mode))
+    if kind is not None:
+        raise SubmissionError(f"{path}: {kind}; a submission folder may hold only regular files and directories "
+                              "(links are never followed; copy the file in instead)")
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        raise SubmissionError(f"{path}: a hard link ({st.st_nlink} names for one file); a submission folder may hold "
+                              "only files with a single name (copy the file in instead)")
+
+
+def walk_folder(folder: Path) -> list[tuple[Path, os.stat_result]]:
+    """Every regular file under ``folder`` (IGNORED parts skipped), in sorted order, never following
+    a link: a symlink, hard link, device, FIFO or socket anywhere is a SubmissionError naming it."""
+    folder = Path(folder)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        _refuse_special(folder, st)
+        raise SubmissionError(f"{folder}: not a submission folder (it is not a directory)")
+    files: list[tuple[Path, os.stat_result]] = []
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            p = Path(e.path)
+            est = e.stat(follow_symlinks=False)
+            if e.name in IGNORED and not stat.S_ISLNK(est.st_mode):
+                continue
+            if stat.S_ISDIR(est.st_mode):
+                stack.append(p)
+                continue
+            _refuse_special(p, est)
+            files.append((p, est))
+    return sorted(files, key=lambda f: f[0].relative_to(folder).as_posix())
+
+
+def check_folder(folder: Path) -> int:
+    """Folder hygiene before anything is hashed or copied: no links or special files, and the whole
+    folder under the size cap. Returns the folder's size in bytes."""
+    folder = Path(folder)
+    total = sum(st.st_size for _, st in walk_folder(folder))
+    cap = max_submission_bytes()
+    if total > cap:
+        raise SubmissionError(f"{folder}: {total / (1 << 20):.1f} MiB is over the submission size cap of "
+                              f"{cap / (1 << 20):g} MiB; raise it with {MAX_SUBMISSION_ENV}=<MiB>")
+    return total
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases: a manifest needs neither, and an alias bomb
+    ("billion laughs") fails on its first anchor instead of expanding."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _AliasRefused(f"line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(Exception):
+    pass
+
+
+def parse_manifest_yaml(path: Path) -> object:
+    """Parse a manifest file: at most MAX_MANIFEST_BYTES, a regular file, no YAML anchors or aliases."""
+    st = os.lstat(path)
+    _refuse_special(path, st)
+    if st.st_size > MAX_MANIFEST_BYTES:
+        raise SubmissionError(f"{path}: {st.st_size} bytes is over the manifest cap of {MAX_MANIFEST_BYTES} bytes "
+                              "(1 MiB); a manifest is a few lines")
+    with open(path, "rb") as f:
+        text = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise SubmissionError(f"{path}: over the manifest cap of {MAX_MANIFEST_BYTES} bytes (1 MiB)")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+    except _AliasRefused as e:
+        raise SubmissionError(f"{path}: YAML anchors and aliases are not allowed ({e}); write the values out") from None
 
 
 HEADS = ("sequence-classification", "feature-extraction", "causal-lm", "seq2seq")
@@ -121,12 +225,13 @@ def load_manifest(folder: Path) -> Manifest:
     """Validate ``folder/submission.yaml`` and the files it names. Errors name file and field."""
     folder = Path(folder)
     path = folder / MANIFEST
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():
         raise SubmissionError(f"{folder}: not a submission folder (it does not exist or is not a directory)")
-    if not path.is_file():
+    check_folder(folder)  # no links or special files anywhere, under the size cap
+    if not os.path.lexists(path):
         raise SubmissionError(f"{path}: missing; a submission folder needs a {MANIFEST} (see submissions/ for examples)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_manifest_yaml(path)
     except yaml.YAMLError as e:
         raise SubmissionError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -142,9 +247,12 @@ def load_manifest(folder: Path) -> Manifest:
             target = inside(folder, rel)
         except ValueError as e:
             raise SubmissionError(f"{path}: field 'model.{field}': {e}") from None
-        if not target.is_file():
+        if not os.path.lexists(target):
             raise SubmissionError(f"{path}: field 'model.{field}': file {rel!r} not found in {folder} "
                                   "(did you run the folder's build script?)")
+        _refuse_special(folder / rel, os.lstat(folder / rel))
+        if not target.is_file():
+            raise SubmissionError(f"{path}: field 'model.{field}': {rel!r} is not a regular file")
     for field, rel in m.model.folder_fields().items():
         try:
             target = inside(folder, rel)
@@ -162,6 +270,8 @@ def load_manifest(folder: Path) -> Manifest:
                     inside(folder, arg)
                 except ValueError as e:
                     raise SubmissionError(f"{path}: field 'model.command': {e}") from None
+    if m.model.kind == "onnx":
+        check_onnx_external_data(folder, m.model.path)
     return m
 
 
@@ -226,25 +336,60 @@ def check_pretrained_folder(folder: Path, where: str) -> None:
     check_tokenizer_folder(folder, where)
 
 
+def check_onnx_external_data(folder: Path, rel: str) -> None:
+    """Every external-data ``location`` in the ONNX file must name a regular, single-name file inside
+    the folder: no absolute path, no '..', no link. Reads the protobuf only, never the data."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    path = Path(folder) / rel
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001  not a protobuf ONNX can parse: the runtime cannot load it either, and
+        return  # the run fails there with the runtime's own reason; no external data can be named
+    base = path.parent
+    for t in _get_all_tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), None)
+        where = f"{path}: tensor {t.name!r} external data location {loc!r}"
+        if not loc:
+            raise SubmissionError(f"{where}: missing")
+        lp = Path(loc)
+        if lp.is_absolute() or ".." in lp.parts:
+            raise SubmissionError(f"{where}: must be a relative path inside the submission folder (no '/' start, no '..')")
+        cur = Path(folder)
+        for part in (base / lp).relative_to(folder).parts:  # no link anywhere on the way
+            cur = cur / part
+            if not os.path.lexists(cur):
+                raise SubmissionError(f"{where}: file not found in {folder}")
+            st = os.lstat(cur)
+            if cur != base / lp and not stat.S_ISDIR(st.st_mode):
+                _refuse_special(cur, st)
+                raise SubmissionError(f"{where}: {cur} is not a directory")
+        _refuse_special(cur, st)
+        if not stat.S_ISREG(st.st_mode):
+            raise SubmissionError(f"{where}: not a regular file")
+
+
 def hash_folder(folder: Path) -> str:
     """sha256 over every file's relative path and bytes, in sorted order: the artifact identity."""
     h = hashlib.sha256()
     folder = Path(folder)
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and not any(part in IGNORED for part in p.relative_to(folder).parts):
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-            with p.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            h.update(b"\0")
+    for p, _ in walk_folder(folder):  # never follows a link; refuses one
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
     return h.hexdigest()
 
 
 def artifact_files(folder: Path, m: Manifest) -> list[Path]:
     """The files whose size is the artifact size."""
     if m.model.kind == "command":
-        return [p for p in Path(folder).rglob("*")
-                if p.is_file() and not any(part in IGNORED for part in p.relative_to(folder).parts)]
+        return [p for p, _ in walk_folder(Path(folder))]
     files = [Path(folder) / rel for rel in m.model.file_fields().values()]
     for rel in m.model.folder_fields().values():
         files += [p for p in sorted((Path(folder) / rel).rglob("*")) if p.is_file()]

@@ -45,12 +45,46 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 _ENGINES: dict[str, Engine] = {}
 
 
+def private_dir(path: Path, *, tighten: bool = False) -> Path:
+    """Create ``path`` (and parents) if missing; a directory we create is 0700: only this uid (the
+    harness) may enter it, so a sandboxed submission under another uid cannot read what is inside.
+    ``tighten``: make an existing directory of ours 0700 too (HEPTATHLON_HOME)."""
+    path = Path(path)
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
+    elif tighten:
+        try:
+            if path.stat().st_uid == os.geteuid():
+                path.chmod(0o700)
+        except OSError:
+            pass
+    return path
+
+
+def _private_sqlite_file(db: Path) -> None:
+    """A SQLite results database is created 0600 (SQLite gives its -wal/-shm files the same mode),
+    inside a 0700 directory when we create that directory."""
+    if str(db) in ("", ":memory:"):
+        return
+    private_dir(db.parent, tighten=db.parent.resolve() == home_dir().resolve())
+    try:
+        fd = os.open(db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        try:
+            if db.stat().st_uid == os.geteuid():
+                db.chmod(0o600)
+        except OSError:
+            pass
+
+
 def get_engine(url: str | None = None) -> Engine:
     url = url or default_url()
     if url in _ENGINES:
         return _ENGINES[url]
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(Path(url.removeprefix("sqlite:///")))
     try:
         engine = create_engine(url, future=True, pool_pre_ping=True)
     except Exception as e:  # bad URL or missing driver

@@ -221,11 +221,12 @@ def _check_sandbox(profile: Profile) -> CheckResult:
                        ok, detail)
 
 
-def check_profile(profile: Profile, *, spin_s: float = 1.0) -> list[CheckResult]:
+def check_profile(profile: Profile, *, spin_s: float = 1.0, escape: dict[str, Any] | None = None) -> list[CheckResult]:
     """Probe every control of ``profile`` in fresh processes; one CheckResult per control.
 
     Raises ProfileError first when the machine cannot honour the profile at all (a CUDA
-    profile without a GPU, a core that does not exist).
+    profile without a GPU, a core that does not exist). ``escape``: keyword arguments of
+    ``run_escape_probe`` (the real results DB and artifact store to try as well).
     """
     validate_profile_for_machine(profile)
     results = _check_controls(profile)
@@ -234,7 +235,32 @@ def check_profile(profile: Profile, *, spin_s: float = 1.0) -> list[CheckResult]
     if profile.memory_limit is not None:
         results.append(_check_memory(profile))
     results.append(_check_sandbox(profile))
+    results.append(check_escape(profile, **(escape or {})))
     return results
+
+
+def check_escape(profile: Profile, **targets: Any) -> CheckResult:
+    """The escape probe (runners/escape_probe.py): ``observed`` lists every attempt. Any attempt that
+    got through inside an active sandbox fails the check; without a sandbox the check fails only
+    where the profile requires one (code-carrying kinds are refused there anyway)."""
+    from dataclasses import asdict
+
+    from heptathlon.runners.escape_probe import run_escape_probe
+
+    try:
+        attempts, rec = run_escape_probe(**targets)
+    except RuntimeError as e:
+        return CheckResult("sandbox.escape", "every attempt blocked", None, None, False, str(e))
+    through = [a for a in attempts if not a.blocked]
+    if rec["active"]:
+        ok: bool | None = not through
+    else:
+        ok = False if profile.require_sandbox else None
+    detail = (f"{len(attempts) - len(through)}/{len(attempts)} blocked"
+              + (f"; GOT THROUGH: {', '.join(f'{a.attempt} {a.target}' for a in through)}" if through else "")
+              + ("" if rec["active"] else f"; no sandbox here ({rec.get('reason')})"))
+    return CheckResult("sandbox.escape", "every attempt blocked", [asdict(a) for a in attempts], rec["mechanism"],
+                       ok, detail)
 
 
 # -- the probe processes ---------------------------------------------------------------------

@@ -49,6 +49,7 @@ class DemoProgress(Protocol):
 class DemoOutcome:
     outcomes: list[RunOutcome]
     fairness_submissions: list[str] = field(default_factory=list)  # names, for the disparity summary
+    note: Optional[str] = None  # one line for the user, e.g. that the examples ran without bubblewrap
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,18 @@ def is_text_example(folder: Path) -> bool:
         return False
 
 
+def unsandboxed_examples_note() -> str | None:
+    """Without bubblewrap, the project's own bundled examples (torch, command) still run, labelled
+    unsandboxed, and this one line says so; a user's submission of those kinds is refused there
+    (runners/sandbox.py). None where bubblewrap works."""
+    from heptathlon.runners.sandbox import code_sandbox_refusal
+
+    if code_sandbox_refusal("torch") is None:
+        return None
+    return ("bubblewrap is missing or does not work here, so the bundled torch/torchscript/command examples ran "
+            "without a sandbox (labelled unsandboxed); apt-get install bubblewrap to sandbox them")
+
+
 def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = False,
              db: Optional[str] = None, bert_base: bool = False) -> DemoOutcome:
     """Build the examples, queue every demo run, execute them; a failing run never stops the others.
@@ -130,15 +143,20 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
         progress.step(f"building {f.name}")
         build_examples([f], rebuild=rebuild)
         progress.step(f"building {f.name}", completed=i + 1)
+    note = unsandboxed_examples_note()
+    unsandboxed = note is not None
     profiles = [p.name for p in default_profiles()]
-    main = RunOptions(profiles=profiles, scenarios=["single_stream", "offline"], scenario=ScenarioOptions(full=full))
+    main = RunOptions(profiles=profiles, scenarios=["single_stream", "offline"], scenario=ScenarioOptions(full=full),
+                      allow_unsandboxed=unsandboxed)
     # Framework tax: one batch sweep per submission (b = 1..64, every runtime that applies) on the first
     # profile. No energy meters there: the single_stream run measures that pass's energy already.
     sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"], scenario=ScenarioOptions(full=full),
-                       timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False))
-    fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False))
+                       timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed)
+    fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False),
+                      allow_unsandboxed=unsandboxed)
     text_short = RunOptions(profiles=profiles[:TEXT_DEMO_PROFILES], scenarios=["single_stream"],
-                            scenario=ScenarioOptions(full=full), energy=EnergyOptions(enabled=False))
+                            scenario=ScenarioOptions(full=full), energy=EnergyOptions(enabled=False),
+                            allow_unsandboxed=unsandboxed)
     fair_subs, ids = [], []
     for f in folders:
         if not full and not (bert_base and f.parent.name == LARGE_DIR) and is_text_example(f):
@@ -151,7 +169,7 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
             ids += _queue(f, fair, db)
             fair_subs.append(m.name)
     progress.phase("benchmarking", len(ids))
-    return DemoOutcome(execute_queued(ids, db=db, on_progress=progress.on_run), fair_subs)
+    return DemoOutcome(execute_queued(ids, db=db, on_progress=progress.on_run), fair_subs, note)
 
 
 def _queue(folder: Path, opts: RunOptions, db: Optional[str]) -> list[str]:

@@ -89,6 +89,7 @@ class RunOptions(BaseModel):
     timeout_s: Optional[float] = None  # None: the queue's default per-run timeout
     energy: Optional[EnergyOptions] = None  # None: stored as no energy settings, as before this model
     scenario: ScenarioOptions = ScenarioOptions()
+    allow_unsandboxed: bool = False  # code-carrying kinds without bubblewrap: run anyway, labelled
 
     @classmethod
     def from_cli(cls, params: dict[str, Any], **fields: Any) -> "RunOptions":
@@ -111,4 +112,6 @@ class RunOptions(BaseModel):
             kw["timeout_s"] = self.timeout_s
         if self.energy is not None:
             kw["energy"] = self.energy.model_dump(exclude_none=True)
+        if self.allow_unsandboxed:
+            kw["extra"] = {"allow_unsandboxed": True}
         return kw

@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from heptathlon.bench.errors import HeptathlonError, Interrupted, RunError
+from heptathlon.bench.errors import HeptathlonError, Interrupted, RunError, SubmissionError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.app.signals import deferred
 from heptathlon.bench.fingerprint import fingerprint_hash
-from heptathlon.bench.manifest import IGNORED, Manifest, artifact_files, hash_folder, load_manifest
+from heptathlon.bench.manifest import Manifest, artifact_files, hash_folder, load_manifest, walk_folder
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.run_status import RunStatus
@@ -32,7 +32,7 @@ from heptathlon.bench.tasks import resolve_task, task_data_files
 from heptathlon.bench.types import MeterSettings, WorkerJob
 from heptathlon.db import lifecycle as L
 from heptathlon.db import queries as Q
-from heptathlon.db.session import ensure_schema, home_dir, session_scope
+from heptathlon.db.session import ensure_schema, home_dir, private_dir, session_scope
 from heptathlon.runners.adapters.registry import validate_runtime_names, validate_runtime_sections
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
 from heptathlon.runners.executors.local import LocalExecutor
@@ -64,29 +64,72 @@ class RunOutcome:
 
 
 # ---- artifact store -----------------------------------------------------------------------------
+STORE_DIR_MODE, STORE_FILE_MODE, STORE_ROOT_MODE = 0o555, 0o444, 0o711
+
+
 def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, str, Path]:
-    """Validate, hash and keep an immutable copy, so a result always points at exactly what ran."""
+    """Validate, hash and keep an immutable copy, so a result always points at exactly what ran.
+
+    The folder is checked first (bench/manifest.py: no links, hard links, devices, FIFOs or
+    sockets, size caps, no YAML aliases, ONNX external data inside): nothing is followed, hashed
+    or copied before that. The copy is made without following anything, hashed again (a folder
+    changed between hash and copy is refused), and made read-only: directories 0555, files 0444,
+    under a 0711 store inside the harness's 0700 home. Each run checks the copy again
+    (``verify_stored_artifact``)."""
     folder = Path(folder)
     manifest = load_manifest(folder)
     task = resolve_task(manifest.task, folder)  # unknown task: a clear error before anything is stored
     task.load()  # a task file whose data does not parse fails here, before anything is stored
     sha = hash_folder(folder)
-    dest = Path(home or home_dir()) / "artifacts" / sha
+    root = private_dir(Path(home or home_dir()), tighten=True)
+    store_root = root / "artifacts"
+    if not store_root.exists():
+        store_root.mkdir(exist_ok=True)
+        store_root.chmod(STORE_ROOT_MODE)
+    dest = store_root / sha
     if not dest.exists():
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent.parent if dest.parent.exists() else None))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(folder, tmp / "copy", ignore=shutil.ignore_patterns(*IGNORED))
-        for p in (tmp / "copy").rglob("*"):
-            if p.is_file():
-                p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        tmp = Path(tempfile.mkdtemp(dir=store_root))
         try:
-            os.replace(tmp / "copy", dest)
-        except OSError:  # another process stored the same content first: its copy is ours
-            if not dest.is_dir():
-                raise
+            copy = tmp / "copy"
+            copy.mkdir()
+            for p, _ in walk_folder(folder):  # regular files only, opened without following links
+                rel = p.relative_to(folder)
+                (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                with os.fdopen(fd, "rb") as src, open(copy / rel, "xb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            found = hash_folder(copy)
+            if found != sha:
+                raise SubmissionError(f"{folder}: changed while it was being stored (sha256 {sha[:12]}… before the "
+                                      f"copy, {found[:12]}… after); submit it again when it is not being written")
+            _make_read_only(copy)
+            try:
+                os.replace(copy, dest)
+            except OSError:  # another process stored the same content first: its copy is ours
+                if not dest.is_dir():
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest, sha, dest
+
+
+def _make_read_only(tree: Path) -> None:
+    for p in sorted(tree.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        p.chmod(STORE_DIR_MODE if p.is_dir() else STORE_FILE_MODE)
+    tree.chmod(STORE_DIR_MODE)
+
+
+def verify_stored_artifact(run_id: str, store: Path, expected_sha: str) -> None:
+    """The stored copy still hashes to what was submitted (once per run, before anything is spawned)."""
+    if not store.exists():
+        raise RunError(f"run {run_id}: stored artifact {store} is missing; submit the folder again")
+    try:
+        found = hash_folder(store)
+    except SubmissionError as e:
+        raise RunError(f"run {run_id}: stored artifact changed ({e})") from None
+    if found != expected_sha:
+        raise RunError(f"run {run_id}: stored artifact changed (expected sha256 {expected_sha}, found {found}); "
+                       "submit the folder again")
 
 
 # ---- queueing -----------------------------------------------------------------------------------
@@ -278,8 +321,20 @@ def text_metrics(data: Any, cfg: ScenarioConfig, arrays: Any, values: list[Metri
                        tokenize_ns=arrays.tokenize_ns, cfg=cfg, batch=arrays.batch, throughput=thr)
 
 
+def sandbox_policy(kind: str, allow_unsandboxed: bool) -> dict[str, Any]:
+    """Whether a run of ``kind`` may start here (runners/sandbox.py code_sandbox_refusal), as the
+    record stored in run.extra["sandbox_policy"]; raises RunError when it may not."""
+    from heptathlon.runners.sandbox import CODE_KINDS, code_sandbox_refusal
+
+    refusal = code_sandbox_refusal(kind)
+    if refusal is not None and not allow_unsandboxed:
+        raise RunError(refusal)
+    return {"kind": kind, "allow_unsandboxed": bool(allow_unsandboxed), "needs_bwrap": kind in CODE_KINDS,
+            "unsandboxed": refusal is not None}
+
+
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
-                keep_dir: bool = False, lease_s: float | None = None) -> RunOutcome:
+                keep_dir: bool = False, lease_s: float | None = None, allow_unsandboxed: bool = False) -> RunOutcome:
     """Claim one queued run, execute it and store its results (or its failure) in one transaction.
 
     The claim is a compare-and-set (heptathlon.db.lifecycle.claim_run): a run that another
@@ -287,7 +342,9 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     this process renews the run's lease (``lease_s``, default $HEPTATHLON_LEASE_S or 60 s) from a
     thread, and it writes the outcome only while it still owns the run. SIGINT/SIGTERM (as
     Interrupted, see heptathlon.bench.app.signals) record the run failed "interrupted by SIGINT",
-    then propagate.
+    then propagate. Before anything is spawned: the stored copy's sha256 is checked, and a
+    code-carrying kind without bubblewrap is refused unless ``allow_unsandboxed`` (or the run was
+    queued with it).
     """
     executor = executor or LocalExecutor()
     lease_s = L.lease_seconds(lease_s)
@@ -301,7 +358,9 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             return _unclaimed(run)
         sub = run.submission
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
-                    store=Path(sub.store_path), manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
+                    store=Path(sub.store_path), sha256=sub.artifact_sha256,
+                    manifest=Manifest.model_validate(sub.manifest), params=dict(run.params),
+                    allow_unsandboxed=allow_unsandboxed or bool((run.extra or {}).get("allow_unsandboxed")))
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     label = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']})"
     run_dir: Path | None = None
@@ -386,6 +445,8 @@ def _record_failure(db: str | None, run_id: str, owner: L.Owner, out: RunOutcome
 
 def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir: Path, executor: Executor,
                      db: str | None, out: RunOutcome) -> None:
+    verify_stored_artifact(run_id, info["store"], info["sha256"])
+    policy = sandbox_policy(info["manifest"].model.kind, info["allow_unsandboxed"])
     profile = validate_runtime_sections(load_profile(info["profile"]))
     task = resolve_task(info["manifest"].task, info["store"])
     data = task.load()
@@ -409,14 +470,15 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
         sweep = summarize_sweep(result.sweep)
         values += sweep.values
     with deferred():  # a signal now waits for the commit; the run then counts as done
-        _store_success(run_id, owner, db, executor, outcome, values, sweep, group_rows, precision_record)
+        _store_success(run_id, owner, db, executor, outcome, values, sweep, group_rows, precision_record, policy)
         out.status = RunStatus.SUCCEEDED
         out.metrics = {v.name: v for v in values}
         out.sweep = sweep.extra if sweep is not None else None
 
 
 def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Executor, outcome: WorkerOutcome,
-                   values: list[MetricValue], sweep: Any, group_rows: list, precision_record: dict | None) -> None:
+                   values: list[MetricValue], sweep: Any, group_rows: list, precision_record: dict | None,
+                   policy: dict[str, Any]) -> None:
     result, arrays = outcome.result, outcome.result.arrays
     with session_scope(db) as s:
         # The compare-and-set first: only the owner of a still-running run stores results.
@@ -427,12 +489,15 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
         run = Q.get_run(s, run_id)
         run.machine_id = machine.id
         run.stderr_tail = outcome.stderr_tail[-2000:] or None
-        run.controls = {**result.controls, "sandbox": outcome.sandbox,
+        unsandboxed = policy["unsandboxed"] or not (outcome.sandbox or {}).get("active")
+        run.controls = {**result.controls,
+                        "sandbox": {**(outcome.sandbox or {}), "unsandboxed": unsandboxed,
+                                    "allow_unsandboxed": policy["allow_unsandboxed"]},
                         **({"precision": precision_record} if precision_record else {})}
         run.software = result.machine["software"]  # software_context() on the worker's machine
         run.extra = {**(run.extra or {}), "describe": result.describe,
                      "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
-                     "loop": result.loop, "executor": executor.name,
+                     "loop": result.loop, "executor": executor.name, "sandbox_policy": policy,
                      **({"answers": result.answers} if result.answers is not None else {}),
                      **({"sweep": sweep.extra} if sweep is not None else {})}
         Q.add_measurements(s, run_id, values)
@@ -446,7 +511,8 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
 
 
 def execute_queued(run_ids: list[str], *, db: str | None = None,
-                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None) -> list[RunOutcome]:
+                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None,
+                   allow_unsandboxed: bool = False) -> list[RunOutcome]:
     """Execute runs one after another; a failing run never stops the others. A run another
     executor claimed first is skipped (its outcome has ``claimed=False``) and not returned.
     SIGINT/SIGTERM stop the loop: the runs not started yet stay queued."""
@@ -454,7 +520,7 @@ def execute_queued(run_ids: list[str], *, db: str | None = None,
     for i, rid in enumerate(run_ids):
         if on_progress:
             on_progress(i, None, rid)
-        o = execute_run(rid, db=db)
+        o = execute_run(rid, db=db, allow_unsandboxed=allow_unsandboxed)
         if o.claimed:
             outcomes.append(o)
         if on_progress:

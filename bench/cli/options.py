@@ -43,3 +43,6 @@ Runtimes = Annotated[Optional[str], typer.Option(
 SeqLengths = Annotated[Optional[str], typer.Option(
     "--seq-lengths", help="batch_sweep, text tasks (kind transformers): comma-separated sequence lengths, "
                           "each swept at every batch size (e.g. 16,64,128; default: the task's longest).")]
+AllowUnsandboxed = Annotated[bool, typer.Option(
+    "--allow-unsandboxed", help="Run torch/torchscript/command submissions even where bubblewrap is missing; "
+                                "such runs are labelled unsandboxed. Only for code you trust.")]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import Json
-from heptathlon.bench.cli.render import out, progress
+from heptathlon.bench.cli.render import err, out, progress
 
 
 def profiles_list(as_json: Json = False) -> None:
@@ -41,10 +42,15 @@ def profiles_check(name: Annotated[str, typer.Argument(help="Profile name (see `
     from heptathlon.runners.adapters.registry import validate_runtime_sections
     from heptathlon.runners.probe import check_profile
 
+    from heptathlon.db.session import default_url, home_dir
+
     prof = validate_runtime_sections(load_profile(name))
+    url = default_url()
+    escape = {"db_path": Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None,
+              "store_dir": home_dir() / "artifacts", "hide": [str(home_dir())]}
     with progress() as prog:
         prog.add_task(f"probing {name}", total=None)
-        results = check_profile(prof, spin_s=spin_s)
+        results = check_profile(prof, spin_s=spin_s, escape=escape)
     if as_json:
         print(json.dumps([asdict(r) for r in results], default=str))
     else:
@@ -53,10 +59,31 @@ def profiles_check(name: Annotated[str, typer.Argument(help="Profile name (see `
             t.add_column(c)
         for r in results:
             mark = {True: "[green]yes[/]", False: "[red]NO[/]", None: "[dim]—[/]"}[r.ok]
-            t.add_row(r.control, str(r.requested), str(r.observed), r.mechanism or "—", mark, r.detail)
+            observed = r.observed if r.control != "sandbox.escape" else r.detail.split(";")[0]
+            t.add_row(r.control, str(r.requested), str(observed), r.mechanism or "—", mark, r.detail)
         out.print(t)
+        _print_escape(next((r for r in results if r.control == "sandbox.escape"), None))
     if any(r.ok is False for r in results):
         raise typer.Exit(1)
+
+
+def _print_escape(r) -> None:
+    """The escape probe, attempt by attempt; anything that got through is printed loudly."""
+    if r is None or not isinstance(r.observed, list):
+        return
+    t = Table(title=f"escape probe ({r.mechanism or 'no sandbox'}): each attempt must be blocked", title_justify="left")
+    for c in ("attempt", "target", "blocked", "detail"):
+        t.add_column(c)
+    for a in r.observed:
+        t.add_row(a["attempt"], a["target"], "[green]blocked[/]" if a["blocked"] else "[red bold]GOT THROUGH[/]",
+                  a["detail"])
+    out.print(t)
+    through = [a for a in r.observed if not a["blocked"]]
+    if through and r.ok is False:
+        err.print(f"[red bold]escape probe: {len(through)} attempt(s) got through the sandbox[/]")
+    elif through:
+        err.print(f"[yellow]escape probe: no sandbox here, {len(through)} attempt(s) got through; "
+                  "code-carrying kinds are refused on this machine (apt-get install bubblewrap)[/]")
 
 
 def register(profiles_app: typer.Typer) -> None:

@@ -107,9 +107,10 @@ def print_failure(error: str | None, stderr_tail: str | None) -> None:
             err.print("  " + escape(ln), soft_wrap=True, highlight=False)
 
 
-def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs"):
+def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs", *,
+                          allow_unsandboxed: bool = False):
     from heptathlon.bench.app.service import execute_queued
 
     with RichProgress() as prog:
         prog.phase(label, len(run_ids))
-        return execute_queued(run_ids, db=db, on_progress=prog.on_run)
+        return execute_queued(run_ids, db=db, on_progress=prog.on_run, allow_unsandboxed=allow_unsandboxed)

@@ -54,6 +54,7 @@ def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile:
         for g in gs:
             for i, r in enumerate(g["rows"]):
                 name = r["submission"] + (f" [dim](pooled, {r['trials']} trials)[/]" if r.get("trials") else "")
+                name += " [yellow](unsandboxed)[/]" if r.get("unsandboxed") else ""
                 t.add_row(g["profile"] if i == 0 else "", r["rank"], name, r["kind"],
                           *[cell(r["_m"].get(n)) for n in cols], end_section=i == len(g["rows"]) - 1)
         out.print(t)

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from heptathlon.bench.cli.options import (Adaptive, CiTarget, Db, Folder, MaxBatch, MaxWaitMs, PoissonLambda, Qps,
-                                          Repeats, Runtimes, SeqLengths, SloMs)
+from heptathlon.bench.cli.options import (Adaptive, AllowUnsandboxed, CiTarget, Db, Folder, MaxBatch, MaxWaitMs,
+                                          PoissonLambda, Qps, Repeats, Runtimes, SeqLengths, SloMs)
 from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out, print_failure
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.run_status import RunStatus
@@ -27,18 +27,18 @@ def submit(ctx: typer.Context, folder: Folder,
            max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
            ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
            seq_lengths: SeqLengths = None,
-           db: Db = None) -> None:
+           allow_unsandboxed: AllowUnsandboxed = False, db: Db = None) -> None:
     """Validate, hash and store a submission, and queue its runs."""
     from heptathlon.bench.app.options import RunOptions
     from heptathlon.bench.app.service import pool_groups_of, queue_runs
     from heptathlon.bench.profile import default_profiles
 
     opts = RunOptions.from_cli(ctx.params, profiles=profile or [p.name for p in default_profiles()],
-                               scenarios=scenario, trials=trials)
+                               scenarios=scenario, trials=trials, allow_unsandboxed=allow_unsandboxed)
     ids = queue_runs(folder, opts.profiles, opts.scenario_configs(), db=db, **opts.queue_kwargs())
     err.print(f"queued {len(ids)} run(s) for {folder}")
     if run_now:
-        outcomes = execute_with_progress(ids, db)
+        outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed)
         pool_groups_of(ids, db=db)
         if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
             raise typer.Exit(1)
@@ -46,7 +46,7 @@ def submit(ctx: typer.Context, folder: Folder,
         err.print("execute them with: heptathlon execute")
 
 
-def execute(db: Db = None) -> None:
+def execute(allow_unsandboxed: AllowUnsandboxed = False, db: Db = None) -> None:
     """Execute every queued run."""
     from heptathlon.bench.app.service import pool_groups_of, queued_run_ids
 
@@ -54,7 +54,7 @@ def execute(db: Db = None) -> None:
     if not ids:
         err.print("no queued runs; queue some with: heptathlon submit DIR")
         return
-    outcomes = execute_with_progress(ids, db)
+    outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed)
     pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
     if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
         raise typer.Exit(1)
@@ -87,7 +87,7 @@ def run(ctx: typer.Context, folder: Folder,
         seq_lengths: SeqLengths = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON object and nothing else on stdout.")] = False,
-        db: Db = None) -> None:
+        allow_unsandboxed: AllowUnsandboxed = False, db: Db = None) -> None:
     """Benchmark one submission on one profile and scenario, now."""
     import uuid
 
@@ -99,7 +99,8 @@ def run(ctx: typer.Context, folder: Folder,
     try:
         opts = RunOptions.from_cli(ctx.params, profiles=[profile], scenarios=[scenario], trials=trials,
                                    timeout_s=timeout,
-                                   energy=EnergyOptions(enabled=not no_meters, idle_s=idle_seconds, country_iso=country))
+                                   energy=EnergyOptions(enabled=not no_meters, idle_s=idle_seconds, country_iso=country),
+                                   allow_unsandboxed=allow_unsandboxed)
         cfgs = opts.scenario_configs()
         ids = queue_runs(folder, opts.profiles, cfgs, db=db, group_id=group_id, **opts.queue_kwargs())
     except HeptathlonError as e:
@@ -110,7 +111,7 @@ def run(ctx: typer.Context, folder: Folder,
         for k, rid in enumerate(ids):
             label = f" (trial {k + 1}/{len(ids)})" if len(ids) > 1 else ""
             prog.phase(f"{folder.name} on {profile}/{scenario}{label}", total=None)
-            o = execute_run(rid, db=db)
+            o = execute_run(rid, db=db, allow_unsandboxed=allow_unsandboxed)
             if not o.claimed:  # a concurrent `heptathlon execute` took it first
                 o.error = f"{o.note}; another executor claimed it first (see: heptathlon runs show {rid[:8]})"
             outcomes.append(o)
@@ -185,6 +186,8 @@ def demo(full: Annotated[bool, typer.Option("--full", help="Serious durations in
 
     with RichProgress() as prog:
         o = run_demo(prog, full=full, rebuild=rebuild, db=db, bert_base=bert_base)
+    if o.note:
+        err.print(f"[yellow]note:[/] {o.note}")
     print_leaderboard(db, rank_by="latency_p50_ms")
     print_fairness_summary(o.fairness_submissions, db)
     failed = [r for r in o.outcomes if r.status != RunStatus.SUCCEEDED]

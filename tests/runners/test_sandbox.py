@@ -70,7 +70,7 @@ def test_database_url_and_credentials_do_not_reach_the_child(mechanism):
         assert name not in seen
         assert name in rec["env_dropped"]
     assert SECRET not in r.stdout
-    assert seen["OMP_NUM_THREADS"] == "1" and seen["HOME"] == rec["workdir"]
+    assert seen["OMP_NUM_THREADS"] == "1" and seen["HOME"] == rec["home"] == S.SCRATCH_HOME
     assert rec["active"] is True and rec["mechanism"] == mechanism
 
 
@@ -141,22 +141,29 @@ def test_unix_sockets_under_run_are_hidden(mechanism):
     assert r.stdout.startswith("refused"), r.stdout + r.stderr
 
 
-def test_child_works_in_its_own_copy_of_the_folder(mechanism, tmp_path):
+def test_child_works_in_its_own_read_only_copy_and_a_private_home(mechanism, tmp_path):
     src = tmp_path / "submission"
     src.mkdir()
     (src / "model.txt").write_text("weights")
-    code = ("import os\nprint(open('model.txt').read(), os.getcwd())\nopen('scratch.txt', 'w').write('x')\n"
-            "open('model.txt', 'w').write('tampered')")
+    code = ("import os\nprint(open('model.txt').read(), os.getcwd())\n"
+            "open(os.path.join(os.environ['HOME'], 'scratch.txt'), 'w').write('x')\n"
+            "open(os.path.join(os.environ['TMPDIR'], 'scratch.txt'), 'w').write('x')\n"
+            "for p in ('model.txt', 'new.txt'):\n"
+            "    try:\n        open(p, 'w').write('tampered'); print('wrote', p)\n"
+            "    except OSError as e:\n        print('denied', p, e.errno)\n")
     argv, env, rec = S.sandbox_command([PY, "-c", code], src, mechanism=mechanism)
     try:
         r = subprocess.run(argv, env=env, cwd=rec["workdir"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.split() == ["weights", rec["workdir"]]
-        assert (Path(rec["workdir"]) / "scratch.txt").exists()
+        lines = r.stdout.splitlines()
+        assert lines[0].split() == ["weights", rec["workdir"]]
+        assert [ln.split()[:2] for ln in lines[1:]] == [["denied", "model.txt"], ["denied", "new.txt"]]
+        assert (Path(rec["workdir"]) / "model.txt").read_text() == "weights"
+        assert not (Path(rec["workdir"]) / "new.txt").exists()
+        assert "readonly-workdir" in rec["isolation"] and "private-home" in rec["isolation"]
     finally:
         S.cleanup_sandbox(rec)
     assert (src / "model.txt").read_text() == "weights"
-    assert not (src / "scratch.txt").exists()
     assert not Path(rec["workdir"]).exists()
 
 
