@@ -13,7 +13,6 @@ from heptathlon.bench.manifest import load_manifest
 from heptathlon.bench.profile import load_profile
 from heptathlon.bench.tasks import resolve_task
 from heptathlon.runners.adapters import make_adapter
-from heptathlon.runners.worker import quality_pass
 from tests.text_models import CORPUS, tiny_bert, train_tokenizer
 
 
@@ -31,8 +30,19 @@ def _run(root):
     data = resolve_task(m.task, root).load()
     a = make_adapter(m, root, load_profile("cpu-1core"), {"input_spec": data.input_spec()})
     a.load()
-    preds, scores = quality_pass(a, data.x_test, 4)
+    preds, scores = _raw_pass(a, data.x_test, 4)
     return a, data, preds, scores
+
+
+def _raw_pass(adapter, x, batch):
+    """The adapter's own answers, unvalidated: these heads answer with embeddings or vocabulary ids,
+    which the worker's boundary check (runners.answers) refuses for a classification task."""
+    preds, scores = [], []
+    for i in range(0, len(x), batch):
+        p, s = adapter.postprocess(adapter.predict(adapter.prepare(x[i:i + batch])), len(x[i:i + batch]))
+        preds.append(np.asarray(p))
+        scores.append(np.asarray(s))
+    return np.concatenate(preds), np.concatenate(scores)
 
 
 def _save(model, root):
