@@ -37,7 +37,8 @@ class OpenMeters:
         return out
 
 
-def open_meters(settings: MeterSettings, profile: Profile) -> OpenMeters | None:
+def open_meters(settings: MeterSettings, profile: Profile, pids: list[int] | None = None) -> OpenMeters | None:
+    """``pids``: the processes whose GPU memory counts (the worker and its model process); default this one."""
     if not settings.enabled:
         return None
     from heptathlon.runners.meters import GpuMemorySampler, measure_idle_power, select_meters
@@ -52,7 +53,7 @@ def open_meters(settings: MeterSettings, profile: Profile) -> OpenMeters | None:
     sel = select_meters(profile.device, gpu_index, sync=sync, country_iso=settings.country_iso,
                         allow_estimate=settings.allow_estimate)
     idle = measure_idle_power(sel, seconds=max(settings.idle_s, sel.min_window_s))
-    gpu_mem = GpuMemorySampler([os.getpid()], gpu_index) if profile.device == "cuda" else None
+    gpu_mem = GpuMemorySampler(list(pids or [os.getpid()]), gpu_index) if profile.device == "cuda" else None
     return OpenMeters(sel, idle, gpu_mem, sel.min_window_s)
 
 
