@@ -162,7 +162,9 @@ def leaderboard(s: Session, *, task: str | None = None, profile: str | None = No
         rows.append({"run_id": run.id, "submission": sub_.name, "version": sub_.version, "kind": sub_.kind,
                      "task": run.task_name, "profile": run.profile_name, "scenario": run.scenario,
                      "machine_id": run.machine_id, "finished_at": run.finished_at, "metrics": meas[run.id],
-                     "trials": R.trials_of_headlines(meas[run.id])})
+                     "trials": R.trials_of_headlines(meas[run.id]),
+                     # "trusted-in-process" (--trusted), "model-process", "no-code-in-worker"; None before it was recorded
+                     "isolation": (run.controls or {}).get("isolation")})
     rows.sort(key=lambda r: (r["task"] or "", r["profile"], r["scenario"], r["submission"]))
     return rows
 

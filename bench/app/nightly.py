@@ -253,7 +253,7 @@ def _execute(run_id: str, db: str | None) -> None:
     from heptathlon.bench.app.service import execute_run
 
     try:
-        execute_run(run_id, db=db)
+        execute_run(run_id, db=db, trusted=False)  # the nightly never runs a model in its measuring process
     except Exception as e:  # noqa: BLE001  one entry's failure never stops the night
         with session_scope(db) as s:
             Q.record_failure(s, run_id, f"run {run_id[:8]}: {type(e).__name__}: {e}")

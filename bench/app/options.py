@@ -82,6 +82,7 @@ class RunOptions(BaseModel):
     timeout_s: Optional[float] = None  # None: the queue's default per-run timeout
     energy: Optional[EnergyOptions] = None  # None: stored as no energy settings, as before this model
     scenario: ScenarioOptions = ScenarioOptions()
+    trusted: bool = False  # --trusted: a torch/torchscript model in the measuring process (own machine only)
 
     @classmethod
     def from_cli(cls, params: dict[str, Any], **fields: Any) -> "RunOptions":
@@ -104,4 +105,6 @@ class RunOptions(BaseModel):
             kw["timeout_s"] = self.timeout_s
         if self.energy is not None:
             kw["energy"] = self.energy.model_dump(exclude_none=True)
+        if self.trusted:
+            kw["trusted"] = True
         return kw

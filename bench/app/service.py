@@ -37,7 +37,8 @@ from heptathlon.runners.executors.local import LocalExecutor
 from heptathlon.runners.metering import energy_values
 
 DEFAULT_TIMEOUT_S = 120.0
-RUN_PARAMS = ("timeout_s", "energy")  # run.params keys that are not part of the scenario config
+RUN_PARAMS = ("timeout_s", "energy", "trusted")  # run.params keys that are not part of the scenario config
+TRUSTED_NOTE = "trusted-in-process"  # run.controls["isolation"] of a --trusted run: not comparable, not for a fleet
 
 
 @dataclass
@@ -51,12 +52,14 @@ class RunOutcome:
     metrics: dict[str, MetricValue]
     stderr_tail: str | None = None
     sweep: dict[str, Any] | None = None  # batch_sweep: run.extra["sweep"]
+    isolation: str | None = None  # run.controls["isolation"]: model-process, no-code-in-worker, trusted-in-process
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "error": self.error, "submission": self.submission,
                 "profile": self.profile, "scenario": self.scenario,
                 "metrics": {k: v.to_json() for k, v in self.metrics.items()},
-                **({"sweep": self.sweep} if self.sweep is not None else {})}
+                **({"sweep": self.sweep} if self.sweep is not None else {}),
+                **({"isolation": self.isolation} if self.isolation == TRUSTED_NOTE else {})}
 
 
 # ---- artifact store -----------------------------------------------------------------------------
@@ -83,8 +86,13 @@ def store_submission(folder: Path, home: Path | None = None) -> tuple[Manifest, 
 # ---- queueing -----------------------------------------------------------------------------------
 def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig], *, db: str | None = None,
                trials: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, group_id: str | None = None,
-               extra: dict[str, Any] | None = None, energy: dict[str, Any] | None = None) -> list[str]:
+               extra: dict[str, Any] | None = None, energy: dict[str, Any] | None = None,
+               trusted: bool = False) -> list[str]:
     """Register the submission and queue one run per profile x scenario x trial.
+
+    ``trusted``: the runs load a torch/torchscript model in the measuring worker itself (no
+    model process); for an author on their own machine only. Such runs are labelled, and
+    kept out of every other series (params["trusted"]).
 
     A validation error still leaves one failed run per requested combination, then re-raises.
     """
@@ -115,7 +123,8 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
                     rid = str(uuid.uuid4())
                     Q.create_run(s, id=rid, submission_id=sub.id, profile_id=prow.id, submission_ref=ref,
                                  profile_name=prof.name, task_name=task.name, scenario=sc.name,
-                                 params={**sc.to_params(), "timeout_s": timeout_s, "energy": dict(energy or {})},
+                                 params={**sc.to_params(), "timeout_s": timeout_s, "energy": dict(energy or {}),
+                                         **({"trusted": True} if trusted else {})},
                                  status=RunStatus.QUEUED, trial=trial,
                                  group_id=group_id, extra=dict(extra or {}))
                     ids.append(rid)
@@ -166,7 +175,7 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
     for (task_, prof, scen, mach), rs in groups.items():
         rankable = [(r["run_id"], m.value, m.ci_low, m.ci_high) for r in rs
                     if (m := r["metrics"].get(rank_by)) is not None and m.value is not None
-                    and not m.method.startswith("estimate:")]
+                    and not m.method.startswith("estimate:") and r.get("isolation") != TRUSTED_NOTE]
         ranks = {x.key: x for x in rank_with_ties(rankable, lower_is_better=lower)}
         for r in rs:
             rk = ranks.get(r["run_id"])
@@ -259,8 +268,12 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
 
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
-                keep_dir: bool = False) -> RunOutcome:
-    """Execute one queued run and store its results (or its failure) in one transaction."""
+                keep_dir: bool = False, trusted: bool | None = None) -> RunOutcome:
+    """Execute one queued run and store its results (or its failure) in one transaction.
+
+    ``trusted``: None follows the run's params (``run --trusted``); True runs it trusted
+    (``execute --trusted``); False refuses a run queued trusted (the nightly, a fleet).
+    """
     executor = executor or LocalExecutor()
     with session_scope(db) as s:
         run = Q.get_run(s, run_id)
@@ -271,16 +284,25 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
                     store=Path(sub.store_path), manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
+    log_bytes = None
     run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
     try:
         profile = validate_runtime_sections(load_profile(info["profile"]))
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
         cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
+        queued_trusted = bool(info["params"].get("trusted"))
+        if trusted is False and queued_trusted:
+            raise RunError("it was queued --trusted (the model in the measuring process); "
+                           "trusted runs are for an author's own machine and are refused here")
+        run_trusted = queued_trusted if trusted is None else trusted
         job, precision_record = prepare_job(run_id, info["manifest"], info["store"], profile, cfg, info["params"],
                                             run_dir, data)
+        if run_trusted:
+            job = job.model_copy(update={"trusted": True})
         outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
                                    hide=[str(home_dir())])
+        log_bytes = outcome.log_bytes
         out.stderr_tail = outcome.stderr_tail
         if not outcome.ok:
             raise RunError(outcome.error)
@@ -302,12 +324,14 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             run.status = RunStatus.SUCCEEDED
             run.finished_at = Q.utcnow()
             run.stderr_tail = outcome.stderr_tail[-2000:] or None
-            run.controls = {**result.controls, "sandbox": outcome.sandbox,
+            # "sandbox": the model process's (code kinds), else the worker's; "worker_sandbox": the worker's
+            run.controls = {"sandbox": outcome.sandbox, **result.controls, "worker_sandbox": outcome.sandbox,
                             **({"precision": precision_record} if precision_record else {})}
             run.software = result.machine["software"]  # software_context() on the worker's machine
             run.extra = {**(run.extra or {}), "describe": result.describe,
                          "n_queries": result.n_queries, "stopped_by": result.stopped_by,
-                         "loop": result.loop, "executor": executor.name,
+                         "loop": result.loop, "executor": executor.name, "log_bytes": outcome.log_bytes,
+                         **({"trusted": True} if result.controls.get("isolation") == TRUSTED_NOTE else {}),
                          **({"sweep": sweep.extra} if sweep is not None else {})}
             Q.add_measurements(s, run_id, values)
             if sweep is not None:
@@ -318,6 +342,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
                 Q.add_samples(s, run_id, SampleKind.SCORES, arrays.scores.astype(np.float32))
             Q.add_group_metrics(s, run_id, group_rows)
         out.status = RunStatus.SUCCEEDED
+        out.isolation = result.controls.get("isolation")
         out.metrics = {v.name: v for v in values}
         out.sweep = sweep.extra if sweep is not None else None
     except Exception as e:  # noqa: BLE001  every failure is recorded, then reported
@@ -325,6 +350,9 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         out.error = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']}): {msg}"
         with session_scope(db) as s:
             Q.record_failure(s, run_id, out.error, out.stderr_tail)
+            if log_bytes is not None:
+                run = Q.get_run(s, run_id)
+                run.extra = {**(run.extra or {}), "log_bytes": log_bytes}
     finally:
         if not keep_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -332,13 +360,14 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
 
 
 def execute_queued(run_ids: list[str], *, db: str | None = None,
-                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None) -> list[RunOutcome]:
+                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None,
+                   trusted: bool | None = None) -> list[RunOutcome]:
     """Execute runs one after another; a failing run never stops the others."""
     outcomes = []
     for i, rid in enumerate(run_ids):
         if on_progress:
             on_progress(i, None, rid)
-        o = execute_run(rid, db=db)
+        o = execute_run(rid, db=db, trusted=trusted)
         outcomes.append(o)
         if on_progress:
             on_progress(i + 1, o, rid)

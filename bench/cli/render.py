@@ -83,9 +83,9 @@ class RichProgress:
             self._prog.console.print(f"[red]✗[/] {outcome.error}")
 
 
-def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs"):
+def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs", trusted: bool | None = None):
     from heptathlon.bench.app.service import execute_queued
 
     with RichProgress() as prog:
         prog.phase(label, len(run_ids))
-        return execute_queued(run_ids, db=db, on_progress=prog.on_run)
+        return execute_queued(run_ids, db=db, on_progress=prog.on_run, trusted=trusted)
