@@ -23,7 +23,7 @@ class BoundedLog:
         self.total = 0
         self._head_left = head
         self._tail = bytearray()
-        self._f = self.path.open("wb")
+        self._f = self.path.open("wb", buffering=0)  # the head is on disk as it arrives (a live log)
         self._thread: threading.Thread | None = None
 
     def feed(self, data: bytes) -> None:
