@@ -36,6 +36,8 @@ def _die_with_parent() -> None:
 
 def to_numpy(raw: Any) -> np.ndarray:
     """A model's raw output as an array that can travel (float32 or int64)."""
+    if isinstance(raw, (list, tuple)) and raw:  # ONNX Runtime's list of outputs: the first is the answer
+        raw = raw[0]
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(raw, torch.Tensor):
         t = raw.detach()

@@ -56,6 +56,7 @@ class ProxyAdapter(ModelAdapter):
         self._tokens = [int(t) for t in np.frombuffer(secrets.token_bytes(4 * _TOKENS), dtype="<u4") | 1]
         self.max_answer_bytes = ch.MAX_ARRAY_BYTES
         self.derivable: tuple[str, ...] = ()
+        self._broken: str | None = None  # the protocol violation that closed the channel
         self.remote_threads: dict[str, Any] | None = None  # the sweep's thread record, from the model process
 
     # ---- life cycle -------------------------------------------------------------------------------
@@ -122,6 +123,7 @@ class ProxyAdapter(ModelAdapter):
                 os.close(fd)
             except OSError:
                 pass
+        self._wfd = self._rfd = -1  # never a number the process may reuse for another file
         ch.unregister(proc)
         from heptathlon.runners.sandbox import cleanup_sandbox
 
@@ -213,6 +215,8 @@ class ProxyAdapter(ModelAdapter):
     def _control(self, obj: dict[str, Any], *, kind: int = ch.CALL, expect: int = ch.JSON,
                  what: str | None = None) -> dict[str, Any]:
         what = what or f"control message {obj.get('call')!r}"
+        if self._broken:
+            raise RunError(self._broken)
         try:
             ch.write_all(self._wfd, ch.json_frame(kind, obj))
         except BrokenPipeError:
@@ -268,8 +272,11 @@ class ProxyAdapter(ModelAdapter):
                                                     "(an answer sent before its request arrived?)")
 
     def _violation(self, where: str, what: str) -> None:
+        # Sticky: a caller that catches errors (the batch sweep stops at a failing size) still
+        # fails the run at the next control message (describe, always called).
+        self._broken = f"{self.label}: model process broke the channel protocol: {where}: {what}"
         self.close()  # a channel out of step cannot be trusted for another frame
-        raise RunError(f"{self.label}: model process broke the channel protocol: {where}: {what}")
+        raise RunError(self._broken)
 
     def _exit_code(self) -> int | str:
         if self.proc is None:

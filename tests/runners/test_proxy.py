@@ -166,3 +166,16 @@ def test_oversized_control_answers_are_refused(tmp_path):
 def test_channel_frames_refuse_unknown_dtypes():
     with pytest.raises(ch.ChannelError, match="cannot travel"):
         ch.array_frame(ch.ARRAY, 0, 1, np.zeros(2, dtype=np.complex64))
+
+
+def test_a_violation_swallowed_by_a_caller_still_fails_the_next_control_message(tmp_path):
+    # The batch sweep ends a runtime at the first size that raises; a protocol violation must not
+    # pass for "this batch size failed".
+    p = _host(tmp_path, "os.write(wfd, frame(11, rid, 99, (n,), bytes(8 * n)))")
+    with pytest.raises(RunError):
+        p.predict(p.prepare(X))
+    with pytest.raises(OSError):  # the channel is closed: no stray write to a reused descriptor
+        p.predict(p.prepare(X))
+    with pytest.raises(RunError, match=r"^submission 'hostile': model process broke the channel protocol: "
+                                       r"answer to request 1: dtype code 99"):
+        p.describe()
