@@ -106,7 +106,8 @@ def run_job(job: WorkerJob) -> WorkerResult:
 
     from heptathlon.runners.metering import open_meters
 
-    meters = open_meters(job.meters, profile, pids=_tree_pids())  # measures the idle baseline too, before the window opens
+    # measures the idle baseline too, before the window opens
+    meters = open_meters(job.meters, profile, pids=_tree_pids(), sync_gpu=controls["isolation"] != "model-process")
     min_duration_s = max(cfg.stop.min_duration_s, meters.min_window_s if meters else 0.0)  # counter-aware window
     if meters:
         meters.start()

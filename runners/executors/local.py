@@ -1,8 +1,10 @@
 """The local executor: a fresh worker process on this machine, one run at a time.
 
-The parent never imports model code, and the worker it starts runs harness code only. It waits on the worker with a blocking ``wait`` (no
-busy loop, unlike optimum-benchmark's launcher) while a sampler thread tracks memory, and
-it kills the worker's whole process group when the run ends or times out.
+The parent never imports model code, and the worker it starts runs harness code only
+(submitted code runs in the worker's sandboxed model process; docs/security.md). It waits on
+the worker with a blocking ``wait`` (no busy loop, unlike optimum-benchmark's launcher) while
+a sampler thread tracks memory and another drains the worker's output into a bounded log,
+and it kills the worker's whole process group when the run ends or times out.
 """
 
 from __future__ import annotations
