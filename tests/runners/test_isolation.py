@@ -128,3 +128,30 @@ def test_a_stderr_flood_keeps_head_and_tail_and_counts_every_byte(tmp_path):
     assert b"bytes omitted: the log keeps its first and last 64 KiB" in log.read_bytes()
     assert "THE-REAL-TAIL" in out.stderr_tail
     assert "Traceback" in out.stderr_tail  # the worker's own traceback after the model's flood: the real tail
+
+
+def test_the_model_process_is_pinned_in_the_run_cgroup_and_does_not_outlive_the_run(examples, tmp_path):
+    hostile = """
+import os, sys
+_build = build
+
+def build():
+    cg = open("/proc/self/cgroup").read().replace(chr(10), ";")
+    print("MODEL-PROC affinity=%s cgroup=%s" % (sorted(os.sched_getaffinity(0)), cg), file=sys.stderr, flush=True)
+    return _build()
+"""
+    d = _torch_submission(examples, tmp_path, "where-am-i", hostile)
+    job = make_job(d, tmp_path / "run", profile="cpu-1core-512m")
+    out = LocalExecutor().execute(job, timeout_s=180)
+    assert out.ok, (out.error, out.stderr_tail)
+    line = next(ln for ln in (job.out_dir / LOG_FILE).read_text().splitlines() if ln.startswith("MODEL-PROC"))
+    assert "affinity=[0]" in line  # the profile's pinned core, inherited from the worker
+    cg = out.result.controls["cgroup"]
+    leaves = {str(p).rstrip("/").split("/")[-1] for p in (cg.get("dirs") or {}).values()}
+    if leaves:  # where this machine gives the run a cgroup: the model process is in it too, as the worker is
+        assert all(cg["member"].values()), cg
+        assert all(leaf in line for leaf in leaves), (line, cg)
+    import psutil
+
+    left = [p for p in psutil.process_iter(["cmdline"]) if "heptathlon.runners.model_host" in (p.info["cmdline"] or [])]
+    assert not left
