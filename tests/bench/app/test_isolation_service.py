@@ -75,3 +75,21 @@ def test_a_flood_leaves_the_real_tail_and_the_byte_count_on_the_failed_run(tmp_p
         run = Q.get_run(s, rid)
         assert run.extra["log_bytes"] > 6 * 2**20
         assert "THE-REAL-TAIL" in run.stderr_tail and "Traceback" in run.stderr_tail
+
+
+def test_run_options_carry_trusted_to_the_queue_only_when_asked():
+    from heptathlon.bench.app.options import RunOptions
+
+    base = dict(profiles=["cpu-1core"], scenarios=["single_stream"])
+    assert "trusted" not in RunOptions.from_cli({}, **base).queue_kwargs()  # existing series keep their params
+    assert RunOptions.from_cli({"trusted": True}, trusted=True, **base).queue_kwargs()["trusted"] is True
+
+
+def test_run_cli_help_offers_trusted_and_execute_accepts_it():
+    from typer.testing import CliRunner
+
+    from heptathlon.bench.cli.main import app
+
+    for cmd in ("run", "execute"):
+        r = CliRunner().invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0 and "--trusted" in r.output
