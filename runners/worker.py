@@ -94,11 +94,11 @@ def run_job(job: WorkerJob) -> WorkerResult:
     profile = job.profile
     controls = apply_controls(profile)  # before any runtime is imported or the model loads
 
+    x = np.load(job.inputs)  # read before any submitted code runs, whatever a sandbox lets it reach
     adapter, controls["isolation"] = build_adapter(job)
     adapter.load()  # a code kind: the sandboxed model process starts and loads the model
     t_ready = time.time()
 
-    x = np.load(job.inputs)
     preds, scores = quality_pass(adapter, x, job.quality_batch)
 
     cfg = ScenarioConfig.from_params(job.scenario)
