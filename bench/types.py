@@ -72,6 +72,9 @@ class WorkerJob(_Contract):
     n_classes: int = Field(ge=2)  # the task's classes: answers are validated against it (runners.answers)
     context: dict[str, Any] = Field(default_factory=dict)  # e.g. model_path_override for a derived precision
     meters: MeterSettings = Field(default_factory=MeterSettings)
+    # --trusted: a torch/torchscript model runs in the worker itself (the author's own machine only)
+    trusted: bool = False
+    sandbox_hide: list[str] = Field(default_factory=list)  # more directories the model process must not see
 
     @property
     def result_path(self) -> Path:

@@ -1,6 +1,7 @@
 """Per-query harness overhead, and how well the harness recovers a known cost.
 
     python benchmarks/harness_overhead.py [--queries 20000] [--rounds 5] [--cpu N] [--costs 1000] [--json FILE]
+    python benchmarks/harness_overhead.py --quick    # part 1 only, fewer queries and rounds (about 10 s)
 
 Part 1, on a null model (a Python function that returns at once), in one process:
 - heptathlon in-process: ``heptathlon.runners.loadgen.run_closed_loop`` calling the null model;
@@ -9,7 +10,11 @@ Part 1, on a null model (a Python function that returns at once), in one process
 - heptathlon stdio: the ``command`` adapter talking to ``heptathlon.runners.stdio.serve`` in a child
   process, whose model is the busy-wait one at cost 0;
 - naive stdio: a plain JSON-lines loop on both sides (json.dumps/loads, buffered write + flush,
-  readline), the baseline the stdio path is optimised against.
+  readline), the baseline the stdio path is optimised against;
+- heptathlon isolated: the path every torch/torchscript submission takes by default, the
+  ``ProxyAdapter`` talking over its binary channel to ``heptathlon.runners.model_host`` in the
+  real sandbox (bwrap where it works), whose model is the null model (``NullAdapter``). Its p50
+  is the per-round-trip overhead of isolation (goal: at most 15 us on this project's machine).
 For each: the recorded per-query latency (the floor every measurement carries) and the loop's
 wall time per query (what the harness costs between queries too). The paths run in turn,
 ``--rounds`` times, so a burst of load from other processes hits all of them; the table gives
@@ -50,6 +55,7 @@ from heptathlon.runners.loadgen import (measure_sleep_overshoot, run_closed_loop
                              spin_margin_ns)
 
 TARGET_STDIO_P50_US = 30.0
+TARGET_ISOLATED_P50_US = 15.0
 TARGET_ERROR = 0.01
 
 
@@ -176,6 +182,16 @@ def adapter_for(folder: Path, env: dict):
 
 
 # ---- report ----------------------------------------------------------------------------------------------
+def isolated_null_adapter(tmp: Path):
+    """A loaded ProxyAdapter whose model process (sandboxed, as for a torch submission) runs the null model."""
+    from heptathlon.runners.adapters.proxy import ProxyAdapter
+
+    folder = calibrated_copy(tmp, "command", 0)
+    a = ProxyAdapter(load_manifest(folder), folder, None, {"host_adapter": "heptathlon.runners.model_host:NullAdapter"})
+    a.load()
+    return a
+
+
 def combine(rounds: list[dict]) -> dict:
     out = {}
     for k in rounds[0]:
@@ -198,7 +214,10 @@ def main() -> None:
     ap.add_argument("--calibrated-queries", type=int, default=2000)
     ap.add_argument("--cpu", type=int, default=None, help="pin this process (and its children) to one CPU")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--quick", action="store_true", help="part 1 only: 4000 queries, 3 rounds")
     args = ap.parse_args()
+    if args.quick:
+        args.queries, args.rounds = min(args.queries, 4000), min(args.rounds, 3)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     tmp = Path(tempfile.mkdtemp(prefix="heptathlon-overhead-"))
@@ -215,20 +234,27 @@ def main() -> None:
     cmd_prepared = [cmd.prepare(r) for r in rows]
     naive = NaiveStdio(env)
     naive_prepared = [naive.prepare(r) for r in rows]
+    iso = isolated_null_adapter(tmp)
+    iso_prepared = [iso.prepare(r) for r in rows]
     runs = {"inproc": lambda: heptathlon_loop(null_model, rows, args.queries),
             "loadgen": lambda: loadgen_single_stream(null_model, rows, args.queries, Path(tempfile.mkdtemp(dir=tmp))),
+            "isolated": lambda: heptathlon_loop(iso.predict, iso_prepared, args.queries // 4),
             "stdio": lambda: heptathlon_loop(cmd.predict, cmd_prepared, args.queries // 8),
             "naive": lambda: heptathlon_loop(naive.predict, naive_prepared, args.queries // 8)}
     results: dict[str, list[dict]] = {k: [] for k in runs}
     order = list(runs)
     for k in range(args.rounds):
-        for name in order[k % 4:] + order[:k % 4]:  # rotate, so no path always follows the same one
+        r = k % len(order)
+        for name in order[r:] + order[:r]:  # rotate, so no path always follows the same one
             results[name].append(runs[name]())
         print(f"round {k + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     cmd.close()
     naive.close()
+    iso_sandbox = (iso.sandbox or {}).get("mechanism") or "none"
+    iso.close()
     table = {k: combine(v) for k, v in results.items()}
     names = {"inproc": "heptathlon in-process", "loadgen": "MLPerf LoadGen SingleStream",
+             "isolated": f"heptathlon isolated (model_host, {iso_sandbox})",
              "stdio": "heptathlon stdio (adapter+helper)", "naive": "naive JSON-lines stdio"}
     lg = table["loadgen"]
     print("\nnull model: per-query harness overhead, median over rounds [min-max]")
@@ -241,6 +267,17 @@ def main() -> None:
     print(f"\nstdio p50 {table['stdio']['p50_us']:.1f} us (target <= {TARGET_STDIO_P50_US:g}); naive loop "
           f"{table['naive']['p50_us']:.1f} us; in-process vs LoadGen p50 "
           f"{table['inproc']['p50_us']:.2f} vs {lg['p50_us']:.2f} us")
+    iso_t = table["isolated"]
+    print(f"isolated (model process) p50 {iso_t['p50_us']:.1f} us per round trip (goal <= {TARGET_ISOLATED_P50_US:g}); "
+          f"{iso_t['p50_us'] / table['inproc']['p50_us']:.1f}x in-process, {iso_t['p50_us'] / lg['p50_us']:.1f}x LoadGen, "
+          f"{iso_t['p50_us'] / table['stdio']['p50_us']:.2f}x stdio; load average now {os.getloadavg()[0]:.2f} "
+          "(other processes on the machine inflate every path)")
+    if args.quick:
+        conditions["loadavg_end"] = os.getloadavg()
+        if args.json:
+            args.json.write_text(json.dumps({"conditions": conditions, "null": table}, indent=2, default=str))
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
 
     # Part 2 ------------------------------------------------------------------------------------------
     costs = [float(c) for c in args.costs.split(",")]

@@ -163,7 +163,9 @@ def leaderboard(s: Session, *, task: str | None = None, profile: str | None = No
                      "task": run.task_name, "profile": run.profile_name, "scenario": run.scenario,
                      "machine_id": run.machine_id, "finished_at": run.finished_at, "metrics": meas[run.id],
                      "trials": R.trials_of_headlines(meas[run.id]),
-                     "unsandboxed": bool(((run.controls or {}).get("sandbox") or {}).get("unsandboxed"))})
+                     "unsandboxed": bool(((run.controls or {}).get("sandbox") or {}).get("unsandboxed")),
+                     # "trusted-in-process" (--trusted), "model-process", "no-code-in-worker"; None before it was recorded
+                     "isolation": (run.controls or {}).get("isolation")})
     rows.sort(key=lambda r: (r["task"] or "", r["profile"], r["scenario"], r["submission"]))
     return rows
 

@@ -37,22 +37,25 @@ class OpenMeters:
         return out
 
 
-def open_meters(settings: MeterSettings, profile: Profile) -> OpenMeters | None:
+def open_meters(settings: MeterSettings, profile: Profile, pids: list[int] | None = None,
+                sync_gpu: bool = True) -> OpenMeters | None:
+    """``pids``: the processes whose GPU memory counts (the worker and its model process); default this one.
+    ``sync_gpu=False`` where the model runs in another process: a synchronize here would only
+    create a CUDA context in the worker (each answer already ends after the model process synchronised)."""
     if not settings.enabled:
         return None
     from heptathlon.runners.meters import GpuMemorySampler, measure_idle_power, select_meters
 
     sync = None
-    gpu_index = None
-    if profile.device == "cuda":
+    gpu_index = (profile.gpu.index if profile.gpu else 0) if profile.device == "cuda" else None
+    if profile.device == "cuda" and sync_gpu:
         import torch
 
-        gpu_index = profile.gpu.index if profile.gpu else 0
         sync = torch.cuda.synchronize
     sel = select_meters(profile.device, gpu_index, sync=sync, country_iso=settings.country_iso,
                         allow_estimate=settings.allow_estimate)
     idle = measure_idle_power(sel, seconds=max(settings.idle_s, sel.min_window_s))
-    gpu_mem = GpuMemorySampler([os.getpid()], gpu_index) if profile.device == "cuda" else None
+    gpu_mem = GpuMemorySampler(list(pids or [os.getpid()]), gpu_index) if profile.device == "cuda" else None
     return OpenMeters(sel, idle, gpu_mem, sel.min_window_s)
 
 

@@ -78,6 +78,10 @@ def derived_runtimes(adapter: ModelAdapter, profile, requested: tuple[str, ...] 
     include = [r for r in wanted if r in derivable]
     if not include:
         return out, None
+    if hasattr(adapter, "derive_remote"):  # a model process: the runtimes are derived there, driven from here
+        derived, adapter.remote_threads = adapter.derive_remote(include, make_np(EXAMPLE_BATCH), compile_budget_s)
+        out.update(derived)
+        return out, make_np
     import torch
 
     from heptathlon.runners.adapters.derive import derive_runtimes
@@ -130,7 +134,10 @@ def _sweep_one(rt: ModelAdapter, make_input: Callable[[int], Any], sizes: list[i
                             "reason": f"profiled pass not run: its time budget of {budget_s:g} s was spent",
                             "details": {}})
             continue
-        d = decompose_call(rt, make_input(b), repeats=repeats, warmup=PROFILE_WARMUP)
+        if hasattr(rt, "decompose_remote"):  # profiled inside the model process; labelled measured_in there
+            d = rt.decompose_remote(make_input(b), repeats=repeats, warmup=PROFILE_WARMUP)
+        else:
+            d = decompose_call(rt, make_input(b), repeats=repeats, warmup=PROFILE_WARMUP)
         decomps.append({"batch_size": b, "method": d.method, "wall_s": list(d.wall_s), "compute_s": list(d.compute_s),
                         "reason": d.reason, "details": d.details})
     entry.update(decompositions=decomps, profile_s=time.perf_counter() - t1)
@@ -213,6 +220,6 @@ def run_sweep_phase(adapter, cfg: ScenarioConfig, x: np.ndarray, profile) -> dic
                 payload["sequence_length"] = seq
         if len(lengths) > 1:
             payload.setdefault("by_sequence_length", {})[str(seq)] = at
-    payload["threads"] = _thread_record(profile, runtimes)
+    payload["threads"] = getattr(adapter, "remote_threads", None) or _thread_record(profile, runtimes)
     payload["phase_s"] = time.perf_counter() - t0
     return payload

@@ -1,6 +1,9 @@
 """The worker process: ``python -m heptathlon.runners.worker JOB.json``.
 
-Spawned fresh for every run (never forked). It reads a :class:`~heptathlon.bench.types.WorkerJob`;
+Spawned fresh for every run (never forked), outside the submission's sandbox, with a scrubbed
+environment: it runs harness code only. A kind that carries code runs it in a sandboxed model
+process (``build_adapter``; docs/security.md); the worker times it over a channel it owns and
+writes its result files in a run directory the model process cannot see. It reads a :class:`~heptathlon.bench.types.WorkerJob`;
 in order it applies the profile's controls, loads the model (the cold start), runs a quality
 pass, warms up, drives the scenario, takes the machine fingerprint, and writes one
 :class:`~heptathlon.bench.types.WorkerResult` (raw samples in its npz blob) or a
@@ -103,6 +106,46 @@ def text_arrays(adapter, x: np.ndarray) -> dict[str, np.ndarray]:
     return {"tokens": encoder.count_tokens(x), "tokenize_ns": np.asarray(encoder.tokenize_ns, dtype=np.int64)}
 
 
+# Kinds whose artifact carries no code: they may run in this (measuring) process. Every other
+# kind, including any kind added later, runs its code in a sandboxed model process.
+NO_CODE_KINDS = ("onnx", "transformers")  # transformers: safetensors + JSON only (bench/manifest.py refuses code)
+OWN_PROCESS_KINDS = ("command",)  # the submission is its own process, started sandboxed by its adapter
+
+
+def build_adapter(job: WorkerJob):
+    """(the adapter the loops drive, the run's isolation label); nothing is loaded yet.
+
+    - ``onnx``, ``transformers`` (safetensors and JSON, never code): the real adapter, in this
+      process ("no-code-in-worker");
+    - ``command``: its adapter starts the submitted process through the sandbox ("model-process");
+    - ``torch``, ``torchscript`` and any other kind: a ProxyAdapter over ``model_host``
+      ("model-process"), unless the job is ``trusted``: then in this process ("trusted-in-process").
+    """
+    from heptathlon.runners.adapters import make_adapter
+
+    kind = job.manifest.model.kind
+    context = {**job.context, "sandbox_hide": list(job.sandbox_hide)}
+    if kind in NO_CODE_KINDS:
+        return make_adapter(job.manifest, job.folder, job.profile, context), "no-code-in-worker"
+    if kind in OWN_PROCESS_KINDS:
+        return make_adapter(job.manifest, job.folder, job.profile, context), "model-process"
+    if job.trusted:
+        return make_adapter(job.manifest, job.folder, job.profile, context), "trusted-in-process"
+    from heptathlon.runners.adapters.proxy import ProxyAdapter
+
+    return ProxyAdapter(job.manifest, job.folder, job.profile, context), "model-process"
+
+
+def _tree_pids() -> list[int]:
+    """This process and its descendants (the model process): whose GPU memory the meters count."""
+    try:
+        import psutil
+
+        return [os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))]
+    except Exception:  # noqa: BLE001 - psutil missing or a child gone: this process at least
+        return [os.getpid()]
+
+
 def run_job(job: WorkerJob) -> WorkerResult:
     from heptathlon.bench.scenarios import ScenarioConfig
     from heptathlon.runners.loadgen import plan_scenario  # the measured loops live there
@@ -111,13 +154,11 @@ def run_job(job: WorkerJob) -> WorkerResult:
     profile = job.profile
     controls = apply_controls(profile)  # before any runtime is imported or the model loads
 
-    from heptathlon.runners.adapters import make_adapter
-
-    adapter = make_adapter(job.manifest, job.folder, profile, job.context)
-    adapter.load()
+    x = np.load(job.inputs)  # read before any submitted code runs, whatever a sandbox lets it reach
+    adapter, controls["isolation"] = build_adapter(job)
+    adapter.load()  # a code kind: the sandboxed model process starts and loads the model
     t_ready = time.time()
 
-    x = np.load(job.inputs)
     name = job.manifest.name
     preds, scores, quality = quality_pass(adapter, x, job.quality_batch, classes=job.n_classes, submission=name)
     if getattr(adapter, "encoder", None) is not None:
@@ -128,7 +169,8 @@ def run_job(job: WorkerJob) -> WorkerResult:
 
     from heptathlon.runners.metering import open_meters
 
-    meters = open_meters(job.meters, profile)  # measures the idle baseline too, before the window opens
+    # measures the idle baseline too, before the window opens
+    meters = open_meters(job.meters, profile, pids=_tree_pids(), sync_gpu=controls["isolation"] != "model-process")
     min_duration_s = max(cfg.stop.min_duration_s, meters.min_window_s if meters else 0.0)  # counter-aware window
     sampler = AnswerSampler()
     if meters:
@@ -161,12 +203,17 @@ def run_job(job: WorkerJob) -> WorkerResult:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job = WorkerJob.model_validate_json(Path(argv[0]).read_bytes())
+    from heptathlon.runners.model_channel import stop_all
+
     try:
         result = run_job(job)
     except BaseException as e:  # noqa: BLE001  every failure becomes a recorded reason
+        stop_all()  # the model process stops before anything is written
         traceback.print_exc(file=sys.stderr)
         _write_atomic(job.error_path, WorkerFailure(error=one_line(e), type=type(e).__name__).model_dump_json())
         return 3
+    finally:
+        stop_all()  # every exit path: no model process outlives its worker
     _write_atomic(job.result_path, result.model_dump_json())
     return 0
 

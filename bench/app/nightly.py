@@ -254,7 +254,7 @@ def _execute(run_id: str, db: str | None) -> None:
     from heptathlon.bench.app.service import execute_run
 
     try:
-        execute_run(run_id, db=db)
+        execute_run(run_id, db=db, trusted=False)  # the nightly never runs a model in its measuring process
     except Exception as e:  # noqa: BLE001  one entry's failure never stops the night
         with session_scope(db) as s:  # only a run this night left queued or running, never a finished one
             run = Q.get_run(s, run_id)

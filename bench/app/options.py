@@ -90,6 +90,7 @@ class RunOptions(BaseModel):
     energy: Optional[EnergyOptions] = None  # None: stored as no energy settings, as before this model
     scenario: ScenarioOptions = ScenarioOptions()
     allow_unsandboxed: bool = False  # code-carrying kinds without bubblewrap: run anyway, labelled
+    trusted: bool = False  # --trusted: a torch/torchscript model in the measuring process (own machine only)
 
     @classmethod
     def from_cli(cls, params: dict[str, Any], **fields: Any) -> "RunOptions":
@@ -114,4 +115,6 @@ class RunOptions(BaseModel):
             kw["energy"] = self.energy.model_dump(exclude_none=True)
         if self.allow_unsandboxed:
             kw["extra"] = {"allow_unsandboxed": True}
+        if self.trusted:
+            kw["trusted"] = True
         return kw

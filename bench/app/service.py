@@ -39,7 +39,8 @@ from heptathlon.runners.executors.local import LocalExecutor
 from heptathlon.runners.metering import energy_values
 
 DEFAULT_TIMEOUT_S = 120.0
-RUN_PARAMS = ("timeout_s", "energy")  # run.params keys that are not part of the scenario config
+RUN_PARAMS = ("timeout_s", "energy", "trusted")  # run.params keys that are not part of the scenario config
+TRUSTED_NOTE = "trusted-in-process"  # run.controls["isolation"] of a --trusted run: not comparable, not for a fleet
 
 
 @dataclass
@@ -55,12 +56,14 @@ class RunOutcome:
     sweep: dict[str, Any] | None = None  # batch_sweep: run.extra["sweep"]
     claimed: bool = True  # False: another executor had claimed it (or it was not queued); not executed
     note: str | None = None  # why an unclaimed run was not executed
+    isolation: str | None = None  # run.controls["isolation"]: model-process, no-code-in-worker, trusted-in-process
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "error": self.error, "submission": self.submission,
                 "profile": self.profile, "scenario": self.scenario,
                 "metrics": {k: v.to_json() for k, v in self.metrics.items()},
-                **({"sweep": self.sweep} if self.sweep is not None else {})}
+                **({"sweep": self.sweep} if self.sweep is not None else {}),
+                **({"isolation": self.isolation} if self.isolation == TRUSTED_NOTE else {})}
 
 
 # ---- artifact store -----------------------------------------------------------------------------
@@ -135,8 +138,13 @@ def verify_stored_artifact(run_id: str, store: Path, expected_sha: str) -> None:
 # ---- queueing -----------------------------------------------------------------------------------
 def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig], *, db: str | None = None,
                trials: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S, group_id: str | None = None,
-               extra: dict[str, Any] | None = None, energy: dict[str, Any] | None = None) -> list[str]:
+               extra: dict[str, Any] | None = None, energy: dict[str, Any] | None = None,
+               trusted: bool = False) -> list[str]:
     """Register the submission and queue one run per profile x scenario x trial.
+
+    ``trusted``: the runs load a torch/torchscript model in the measuring worker itself (no
+    model process); for an author on their own machine only. Such runs are labelled, and
+    kept out of every other series (params["trusted"]).
 
     A validation error still leaves one failed run per requested combination, then re-raises.
     """
@@ -167,7 +175,8 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
                     rid = str(uuid.uuid4())
                     Q.create_run(s, id=rid, submission_id=sub.id, profile_id=prow.id, submission_ref=ref,
                                  profile_name=prof.name, task_name=task.name, scenario=sc.name,
-                                 params={**sc.to_params(), "timeout_s": timeout_s, "energy": dict(energy or {})},
+                                 params={**sc.to_params(), "timeout_s": timeout_s, "energy": dict(energy or {}),
+                                         **({"trusted": True} if trusted else {})},
                                  status=RunStatus.QUEUED, trial=trial,
                                  group_id=group_id, extra=dict(extra or {}))
                     ids.append(rid)
@@ -218,7 +227,7 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
     for (task_, prof, scen, mach), rs in groups.items():
         rankable = [(r["run_id"], m.value, m.ci_low, m.ci_high) for r in rs
                     if (m := r["metrics"].get(rank_by)) is not None and m.value is not None
-                    and not m.method.startswith("estimate:")]
+                    and not m.method.startswith("estimate:") and r.get("isolation") != TRUSTED_NOTE]
         ranks = {x.key: x for x in rank_with_ties(rankable, lower_is_better=lower)}
         for r in rs:
             rk = ranks.get(r["run_id"])
@@ -334,7 +343,8 @@ def sandbox_policy(kind: str, allow_unsandboxed: bool) -> dict[str, Any]:
 
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
-                keep_dir: bool = False, lease_s: float | None = None, allow_unsandboxed: bool = False) -> RunOutcome:
+                keep_dir: bool = False, lease_s: float | None = None, allow_unsandboxed: bool = False,
+                trusted: bool | None = None) -> RunOutcome:
     """Claim one queued run, execute it and store its results (or its failure) in one transaction.
 
     The claim is a compare-and-set (heptathlon.db.lifecycle.claim_run): a run that another
@@ -344,7 +354,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     Interrupted, see heptathlon.bench.app.signals) record the run failed "interrupted by SIGINT",
     then propagate. Before anything is spawned: the stored copy's sha256 is checked, and a
     code-carrying kind without bubblewrap is refused unless ``allow_unsandboxed`` (or the run was
-    queued with it).
+    queued with it). ``trusted``: None follows the run's params (``run --trusted``); True runs it
+    trusted (``execute --trusted``); False refuses a run queued trusted (the nightly, a fleet).
     """
     executor = executor or LocalExecutor()
     lease_s = L.lease_seconds(lease_s)
@@ -360,7 +371,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
                     store=Path(sub.store_path), sha256=sub.artifact_sha256,
                     manifest=Manifest.model_validate(sub.manifest), params=dict(run.params),
-                    allow_unsandboxed=allow_unsandboxed or bool((run.extra or {}).get("allow_unsandboxed")))
+                    allow_unsandboxed=allow_unsandboxed or bool((run.extra or {}).get("allow_unsandboxed")),
+                    trusted=trusted)
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     label = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']})"
     run_dir: Path | None = None
@@ -386,6 +398,10 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         out.error = f"{label}: {msg}"
         with deferred():
             _record_failure(db, run_id, owner, out)
+            if info.get("log_bytes") is not None:
+                with session_scope(db) as s:
+                    run = Q.get_run(s, run_id)
+                    run.extra = {**(run.extra or {}), "log_bytes": info["log_bytes"]}
     finally:
         if run_dir is not None and not keep_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -451,10 +467,17 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
     task = resolve_task(info["manifest"].task, info["store"])
     data = task.load()
     cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
+    trusted, queued_trusted = info.get("trusted"), bool(info["params"].get("trusted"))
+    if trusted is False and queued_trusted:
+        raise RunError("it was queued --trusted (the model in the measuring process); "
+                       "trusted runs are for an author's own machine and are refused here")
     job, precision_record = prepare_job(run_id, info["manifest"], info["store"], profile, cfg, info["params"],
                                         run_dir, data)
+    if (queued_trusted if trusted is None else trusted):
+        job = job.model_copy(update={"trusted": True})
     outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
                                hide=[str(home_dir())])
+    info["log_bytes"] = outcome.log_bytes
     out.stderr_tail = outcome.stderr_tail
     if not outcome.ok:
         raise RunError(outcome.error)
@@ -472,6 +495,7 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
     with deferred():  # a signal now waits for the commit; the run then counts as done
         _store_success(run_id, owner, db, executor, outcome, values, sweep, group_rows, precision_record, policy)
         out.status = RunStatus.SUCCEEDED
+        out.isolation = result.controls.get("isolation")
         out.metrics = {v.name: v for v in values}
         out.sweep = sweep.extra if sweep is not None else None
 
@@ -489,15 +513,20 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
         run = Q.get_run(s, run_id)
         run.machine_id = machine.id
         run.stderr_tail = outcome.stderr_tail[-2000:] or None
-        unsandboxed = policy["unsandboxed"] or not (outcome.sandbox or {}).get("active")
+        # "sandbox": the model process's (code kinds), else the worker's; "worker_sandbox": the worker's.
+        # A kind without code (onnx, transformers) runs in the unsandboxed measuring worker by design.
+        sbx = result.controls.get("sandbox") or outcome.sandbox or {}
+        unsandboxed = bool(policy["unsandboxed"] or (policy["needs_bwrap"] and not sbx.get("active")))
         run.controls = {**result.controls,
-                        "sandbox": {**(outcome.sandbox or {}), "unsandboxed": unsandboxed,
-                                    "allow_unsandboxed": policy["allow_unsandboxed"]},
+                        "sandbox": {**sbx, "unsandboxed": unsandboxed, "allow_unsandboxed": policy["allow_unsandboxed"]},
+                        "worker_sandbox": outcome.sandbox,
                         **({"precision": precision_record} if precision_record else {})}
         run.software = result.machine["software"]  # software_context() on the worker's machine
         run.extra = {**(run.extra or {}), "describe": result.describe,
                      "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
                      "loop": result.loop, "executor": executor.name, "sandbox_policy": policy,
+                     "log_bytes": outcome.log_bytes,
+                     **({"trusted": True} if result.controls.get("isolation") == TRUSTED_NOTE else {}),
                      **({"answers": result.answers} if result.answers is not None else {}),
                      **({"sweep": sweep.extra} if sweep is not None else {})}
         Q.add_measurements(s, run_id, values)
@@ -512,7 +541,7 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
 
 def execute_queued(run_ids: list[str], *, db: str | None = None,
                    on_progress: Callable[[int, RunOutcome | None, str], None] | None = None,
-                   allow_unsandboxed: bool = False) -> list[RunOutcome]:
+                   allow_unsandboxed: bool = False, trusted: bool | None = None) -> list[RunOutcome]:
     """Execute runs one after another; a failing run never stops the others. A run another
     executor claimed first is skipped (its outcome has ``claimed=False``) and not returned.
     SIGINT/SIGTERM stop the loop: the runs not started yet stay queued."""
@@ -520,7 +549,7 @@ def execute_queued(run_ids: list[str], *, db: str | None = None,
     for i, rid in enumerate(run_ids):
         if on_progress:
             on_progress(i, None, rid)
-        o = execute_run(rid, db=db, allow_unsandboxed=allow_unsandboxed)
+        o = execute_run(rid, db=db, allow_unsandboxed=allow_unsandboxed, trusted=trusted)
         if o.claimed:
             outcomes.append(o)
         if on_progress:

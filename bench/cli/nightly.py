@@ -41,10 +41,16 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
             retry_failed: bool = typer.Option(False, "--retry-failed",
                                               help="Run again the entries that failed earlier on this night "
                                                    "(default: a failed run is the night's result)."),
+            trusted: bool = typer.Option(False, "--trusted", hidden=True,
+                                         help="Refused: the nightly never runs a model in its measuring process."),
             db: Db = None) -> None:
     """Run a nightly regression suite: run what the night still lacks, detect changes, store alerts, write reports."""
     from heptathlon.bench.app.nightly import load_nightly_suite, parse_night
     from heptathlon.bench.app.schedule import validate_cron
+
+    if trusted:
+        raise OptionsError("nightly: --trusted is refused: a nightly series must be measured with the model in its "
+                           "sandboxed model process (use `heptathlon run --trusted` on your own machine)")
 
     load_nightly_suite(suite)  # every problem in the suite at once, before anything runs or waits
     if schedule is None:

@@ -108,9 +108,10 @@ def print_failure(error: str | None, stderr_tail: str | None) -> None:
 
 
 def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs", *,
-                          allow_unsandboxed: bool = False):
+                          allow_unsandboxed: bool = False, trusted: bool | None = None):
     from heptathlon.bench.app.service import execute_queued
 
     with RichProgress() as prog:
         prog.phase(label, len(run_ids))
-        return execute_queued(run_ids, db=db, on_progress=prog.on_run, allow_unsandboxed=allow_unsandboxed)
+        return execute_queued(run_ids, db=db, on_progress=prog.on_run, allow_unsandboxed=allow_unsandboxed,
+                              trusted=trusted)

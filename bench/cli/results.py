@@ -55,11 +55,14 @@ def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile:
             for i, r in enumerate(g["rows"]):
                 name = r["submission"] + (f" [dim](pooled, {r['trials']} trials)[/]" if r.get("trials") else "")
                 name += " [yellow](unsandboxed)[/]" if r.get("unsandboxed") else ""
+                if r.get("isolation") == "trusted-in-process":  # --trusted: never ranked, always marked
+                    name += " [yellow](trusted: in-process, unranked)[/]"
                 t.add_row(g["profile"] if i == 0 else "", r["rank"], name, r["kind"],
                           *[cell(r["_m"].get(n)) for n in cols], end_section=i == len(g["rows"]) - 1)
         out.print(t)
     err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
-              "Estimated values are marked (est.) and never ranked against measured ones.[/]")
+              "Estimated values are marked (est.) and never ranked against measured ones; "
+              "--trusted runs (model in the measuring process) are marked and never ranked.[/]")
 
 
 def fairness(submission: Annotated[str, typer.Argument(help="Submission name (as in its submission.yaml).")],

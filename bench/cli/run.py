@@ -46,7 +46,13 @@ def submit(ctx: typer.Context, folder: Folder,
         err.print("execute them with: heptathlon execute")
 
 
-def execute(allow_unsandboxed: AllowUnsandboxed = False, db: Db = None) -> None:
+Trusted = Annotated[bool, typer.Option(
+    "--trusted", help="Load a torch/torchscript model in the measuring process itself (no sandboxed model "
+                      "process): lowest overhead, for your own model on your own machine. Such runs are "
+                      "marked and never ranked; the nightly refuses them.")]
+
+
+def execute(allow_unsandboxed: AllowUnsandboxed = False, db: Db = None, trusted: Trusted = False) -> None:
     """Execute every queued run."""
     from heptathlon.bench.app.service import pool_groups_of, queued_run_ids
 
@@ -54,7 +60,9 @@ def execute(allow_unsandboxed: AllowUnsandboxed = False, db: Db = None) -> None:
     if not ids:
         err.print("no queued runs; queue some with: heptathlon submit DIR")
         return
-    outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed)
+    if trusted:
+        err.print("[yellow]--trusted:[/] torch/torchscript models run in the measuring process; these runs are marked")
+    outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed, trusted=trusted or None)
     pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
     if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
         raise typer.Exit(1)
@@ -87,6 +95,7 @@ def run(ctx: typer.Context, folder: Folder,
         seq_lengths: SeqLengths = None,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON object and nothing else on stdout.")] = False,
+        trusted: Trusted = False,
         allow_unsandboxed: AllowUnsandboxed = False, db: Db = None) -> None:
     """Benchmark one submission on one profile and scenario, now."""
     import uuid
@@ -98,7 +107,7 @@ def run(ctx: typer.Context, folder: Folder,
     group_id = str(uuid.uuid4())
     try:
         opts = RunOptions.from_cli(ctx.params, profiles=[profile], scenarios=[scenario], trials=trials,
-                                   timeout_s=timeout,
+                                   timeout_s=timeout, trusted=trusted,
                                    energy=EnergyOptions(enabled=not no_meters, idle_s=idle_seconds, country_iso=country),
                                    allow_unsandboxed=allow_unsandboxed)
         cfgs = opts.scenario_configs()
@@ -151,7 +160,8 @@ def _fail_json(e: HeptathlonError, folder: Path, profile: str, scenario: str, as
 
 
 def _print_outcome(o) -> None:
-    t = Table(title=f"{o.submission} on {o.profile} / {o.scenario}  (run {o.run_id[:8]}, {o.status})")
+    trusted = " [yellow]· trusted: in-process, unranked[/]" if getattr(o, "isolation", None) == "trusted-in-process" else ""
+    t = Table(title=f"{o.submission} on {o.profile} / {o.scenario}  (run {o.run_id[:8]}, {o.status}){trusted}")
     t.add_column("metric")
     t.add_column("value [95% CI]", justify="right")
     t.add_column("unit")

@@ -65,11 +65,7 @@ class CommandAdapter(ModelAdapter):
         self.ignored_lines = 0
         self.ignored_bytes = 0
         self._next_id = 0
-        try:
-            self.proc = subprocess.Popen(argv, cwd=self.folder, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         env=self.context.get("command_env") or command_env(self.profile, self.folder))
-        except OSError as e:
-            raise RunError(f"submission {self.manifest.name!r}: field 'model.command': cannot start {argv[0]!r} ({e})") from None
+        self._start(argv)
         self._w = self.proc.stdin
         self._wfd = self._w.fileno()
         self._r = _LineReader(self.proc.stdout.fileno())
@@ -126,6 +122,43 @@ class CommandAdapter(ModelAdapter):
                 return
             line, r.buf = r.buf[:i + 1], r.buf[i + 1:]
             self._ignore(line)
+
+    def _start(self, argv: list[str]) -> None:
+        """Start the submitted process in the sandbox, in its own copy of the folder (the
+        measuring worker itself is not sandboxed); ``command_env`` in the context (the
+        harness-overhead benchmark) runs it unsandboxed with that environment."""
+        from heptathlon.runners import model_channel
+        from heptathlon.runners.controls import CGROUP_ENV
+        from heptathlon.runners.sandbox import sandbox_command
+
+        self.sandbox = None
+        if self.context.get("command_env"):
+            cwd, env, spawn = self.folder, self.context["command_env"], argv
+        else:
+            extra = command_env(self.profile, self.folder)
+            for k in ("PATH", "HOME"):
+                extra.pop(k, None)
+            if os.environ.get(CGROUP_ENV):
+                extra[CGROUP_ENV] = os.environ[CGROUP_ENV]
+            spawn, env, self.sandbox = sandbox_command(argv, self.folder, extra_env=extra,
+                                                       hide=list(self.context.get("sandbox_hide") or []),
+                                                       require=self.profile.require_sandbox,
+                                                       profile_name=self.profile.name)
+            cwd = self.sandbox["workdir"]
+            self.records["sandbox"] = {k: self.sandbox.get(k) for k in ("active", "mechanism", "isolation",
+                                                                         "env_dropped")}
+        try:
+            self.proc = subprocess.Popen(spawn, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        except OSError as e:
+            self._cleanup_sandbox()
+            raise RunError(f"submission {self.manifest.name!r}: field 'model.command': cannot start {argv[0]!r} ({e})") from None
+        model_channel.register(self.proc, self.sandbox)
+
+    def _cleanup_sandbox(self) -> None:
+        from heptathlon.runners.sandbox import cleanup_sandbox
+
+        if getattr(self, "sandbox", None):
+            cleanup_sandbox(self.sandbox)
 
     def prepare(self, batch: np.ndarray) -> Any:
         # Everything after the id, encoded once, outside timing.
@@ -185,11 +218,16 @@ class CommandAdapter(ModelAdapter):
                 "ignored_stdout_lines": self.ignored_lines, "ignored_stdout_bytes": self.ignored_bytes}
 
     def close(self) -> None:
+        from heptathlon.runners import model_channel
+
         try:
             self._w.close()  # EOF on stdin means exit
             self.proc.wait(timeout=5)
         except Exception:
             self.proc.kill()
+        model_channel.kill_process_tree(self.proc)
+        model_channel.unregister(self.proc)
+        self._cleanup_sandbox()
 
 
 def _encode_inputs(batch: np.ndarray) -> bytes:

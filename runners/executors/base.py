@@ -30,7 +30,8 @@ class WorkerOutcome:
     wall_s: float
     tree_rss: MemoryReading  # sampled peak RSS over the worker's process tree
     cgroup_peak: MemoryReading | None = None  # the run cgroup's exact counter, where the run had one
-    sandbox: dict[str, Any] = field(default_factory=dict)
+    sandbox: dict[str, Any] = field(default_factory=dict)  # the worker's own isolation (the model's is in result.controls)
+    log_bytes: int | None = None  # the worker log's full size (the stored log keeps head and tail)
 
     @property
     def ok(self) -> bool:

@@ -1,8 +1,10 @@
 """The local executor: a fresh worker process on this machine, one run at a time.
 
-The parent never imports model code. It waits on the worker with a blocking ``wait`` (no
-busy loop, unlike optimum-benchmark's launcher) while a sampler thread tracks memory, and
-it kills the worker's whole process group when the run ends or times out.
+The parent never imports model code, and the worker it starts runs harness code only
+(submitted code runs in the worker's sandboxed model process; docs/security.md). It waits on
+the worker with a blocking ``wait`` (no busy loop, unlike optimum-benchmark's launcher) while
+a sampler thread tracks memory and another drains the worker's output into a bounded log,
+and it kills the worker's whole process group when the run ends or times out.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from heptathlon.bench.types import WorkerFailure, WorkerJob, WorkerResult, Worke
 from heptathlon.runners.controls import control_env, create_run_cgroup, memory_limit_kill_reason, validate_profile_for_machine
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
 from heptathlon.runners.meters.tree_rss import TreeRssSampler
-from heptathlon.runners.sandbox import cleanup_sandbox, sandbox_command
+from heptathlon.runners.executors.logcap import BoundedLog, read_tail
+from heptathlon.runners.sandbox import scrub_env
 
 STDERR_TAIL_CHARS = 4000
 JOB_FILE, LOG_FILE = "job.json", "worker.log"
@@ -33,15 +36,17 @@ def worker_extra_env(profile: Profile) -> dict[str, str]:
 
 
 def tail(path: Path, limit: int = STDERR_TAIL_CHARS) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return data[-limit:].decode("utf-8", "replace")
+    return read_tail(path, limit)
 
 
 class LocalExecutor(Executor):
-    """Runs one worker at a time on this machine; the job's ``out_dir`` is the run directory."""
+    """Runs one worker at a time on this machine; the job's ``out_dir`` is the run directory.
+
+    The worker runs harness code only, so it is not sandboxed: its environment is scrubbed
+    (no DB URL, no secrets) and its run directory (job, inputs, result files, log) is private
+    to the harness (mode 0700, and outside any model process's sandbox). Submitted code runs
+    in the model process the worker starts sandboxed (docs/security.md).
+    """
 
     name = "local"
 
@@ -49,38 +54,50 @@ class LocalExecutor(Executor):
         profile = job.profile
         validate_profile_for_machine(profile)  # a CUDA profile on a CPU machine: nothing is spawned
         run_dir = job.out_dir
+        run_dir.chmod(0o700)
+        job = job.model_copy(update={"sandbox_hide": [*job.sandbox_hide, *map(str, hide)]})
         job_path = run_dir / JOB_FILE
         job_path.write_text(job.model_dump_json())
         log_path = run_dir / LOG_FILE
         cgroup = create_run_cgroup(job.run_id, profile)
-        argv, env, sbx = sandbox_command([sys.executable, "-m", "heptathlon.runners.worker", str(job_path)],
-                                         job.folder, extra_env={**worker_extra_env(profile), **cgroup.env()},
-                                         writable=[run_dir], hide=list(hide), copy_workdir=False,
-                                         require=profile.require_sandbox, profile_name=profile.name)
+        env, dropped = scrub_env(os.environ)
+        env.update({**worker_extra_env(profile), **cgroup.env(), "HOME": str(run_dir)})
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        argv = [sys.executable, "-m", "heptathlon.runners.worker", str(job_path)]
         try:
             spawn_time = time.time()
-            with log_path.open("wb") as log:
-                proc = subprocess.Popen(cgroup.wrap_argv(argv), cwd=sbx["workdir"], stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-                sampler = TreeRssSampler(proc.pid).start()
-                timed_out = False
-                try:
-                    code = proc.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    _kill_group(proc)
-                    code = proc.wait()
-                finally:
-                    tree_rss = sampler.stop()
-                    _kill_group(proc)  # a command submission's children must not outlive the run
-            out = WorkerOutcome(result=None, error=None, stderr_tail=tail(log_path), exit_code=code,
-                                spawn_time=spawn_time, wall_s=time.time() - spawn_time, tree_rss=tree_rss,
-                                cgroup_peak=cgroup.peak_memory(),
-                                sandbox={k: sbx.get(k) for k in ("active", "mechanism", "isolation", "env_dropped")})
+            rfd, wfd = os.pipe()
+            try:
+                proc = subprocess.Popen(cgroup.wrap_argv(argv), cwd=run_dir, stdin=subprocess.DEVNULL,
+                                        stdout=wfd, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            except BaseException:
+                os.close(rfd)
+                raise
+            finally:
+                os.close(wfd)
+            log = BoundedLog(log_path).drain(rfd)
+            sampler = TreeRssSampler(proc.pid).start()
+            timed_out = False
+            try:
+                code = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+                code = proc.wait()
+            finally:
+                tree_rss = sampler.stop()
+                _kill_group(proc)  # a command submission's children must not outlive the run
+                log_bytes = log.close()
+            out = WorkerOutcome(result=None, error=None, stderr_tail=read_tail(log_path, STDERR_TAIL_CHARS),
+                                exit_code=code, spawn_time=spawn_time, wall_s=time.time() - spawn_time,
+                                tree_rss=tree_rss, cgroup_peak=cgroup.peak_memory(),
+                                sandbox={"active": False, "mechanism": None, "role": "measuring worker",
+                                         "isolation": ["scrubbed-env", "harness-code-only", "private-run-dir"],
+                                         "env_dropped": dropped},
+                                log_bytes=log_bytes)
             mem_reason = memory_limit_kill_reason(profile, code, out.stderr_tail, cgroup)
         finally:
             cgroup.cleanup()
-            cleanup_sandbox(sbx)
         try:
             if timed_out:
                 out.error = f"run timed out after {timeout_s:g} s (the model never answered or is too slow); raise it with --timeout"

@@ -131,10 +131,12 @@ def test_torch_sweep_compares_runtimes(examples, sqlite_url):
     lower = sw["runtimes"]["eager"]["framework_tax_lower_bound"]  # the other side of the profiler's bracket
     assert set(lower) <= set(map(str, SIZES)) and all(0.0 <= x <= 1.0 for x in lower.values())
     assert sw["runtimes"]["torchscript"]["how"] == "torch.jit.trace + torch.jit.freeze"
-    # derived runtimes run under the profile's threads
+    # derived runtimes run under the profile's threads, in the model process (where torch and ORT are)
     assert sw["threads"] == {"profile_threads": 1, "torch_threads": 1, "ort_intra_op_num_threads": 1,
-                             "ort_inter_op_num_threads": 1}
+                             "ort_inter_op_num_threads": 1, "measured_in": "model-process"}
     assert_tax_or_reason(head["framework_tax"], "profiler:torch")
+    if head["framework_tax"].value is not None:  # the profiler ran inside the model process, and says so
+        assert head["framework_tax"].params["measured_in"] == "model-process"
     assert head["framework_tax"].params["runtime"] == "eager"
     assert head["batch_knee"].params["runtime"] == "eager" and head["batch_knee"].ci_low is not None
     other_knees = [m for m in rows if m.metric == "batch_knee"]  # derived runtimes' knees: detail rows

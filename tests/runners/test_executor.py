@@ -3,7 +3,11 @@ the exit code and the worker's stderr tail."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+import psutil
 
 from heptathlon.bench.types import RunArrays, WorkerResult
 from heptathlon.runners.executors.base import Executor
@@ -29,19 +33,52 @@ def test_success_returns_a_typed_result_whose_arrays_unpack(examples, tmp_path):
     assert out.spawn_time < out.result.ready_time
 
 
+def _kill_worker_when_logged(job, marker: bytes) -> threading.Thread:
+    """SIGKILL the real worker process of ``job`` once ``marker`` shows in its (live) log."""
+    def run() -> None:
+        log = job.out_dir / "worker.log"
+        for _ in range(1200):
+            if log.exists() and marker in log.read_bytes():
+                for p in psutil.process_iter(["cmdline"]):
+                    cmd = p.info["cmdline"] or []
+                    if "heptathlon.runners.worker" in cmd and str(job.out_dir / "job.json") in cmd:
+                        p.kill()
+                        return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 def test_worker_killed_mid_run_gives_the_signal_and_the_stderr_tail(tmp_path):
-    d = command_submission(tmp_path, "kills-worker", """
-        print("about to kill the worker", file=sys.stderr, flush=True)
-        os.kill(os.getppid(), signal.SIGKILL)
+    d = command_submission(tmp_path, "slow-model", """
+        print("model waiting", file=sys.stderr, flush=True)
         time.sleep(60)
     """)
-    out = LocalExecutor().execute(make_job(d, tmp_path / "run"), timeout_s=120)
+    job = make_job(d, tmp_path / "run")
+    _kill_worker_when_logged(job, b"model waiting")
+    out = LocalExecutor().execute(job, timeout_s=120)
     assert not out.ok and out.result is None
-    # bwrap (and unshare) report a child killed by a signal as exit code 128 + signal
-    how = {-9: "was killed by signal SIGKILL", 137: "exited with code 137"}
-    assert out.exit_code in how
-    assert out.error == f"worker {how[out.exit_code]} before reporting results (see stderr tail)"
-    assert "about to kill the worker" in out.stderr_tail
+    assert out.exit_code == -9  # the worker is no longer sandboxed: its own exit status
+    assert out.error == "worker was killed by signal SIGKILL before reporting results (see stderr tail)"
+    assert "model waiting" in out.stderr_tail
+
+
+def test_a_model_cannot_kill_its_measuring_worker(tmp_path):
+    # The command runs in its own PID namespace: its parent is the sandbox's init, not the worker.
+    d = command_submission(tmp_path, "kills-parent", """
+        print("about to kill my parent", file=sys.stderr, flush=True)
+        try:
+            os.kill(os.getppid(), signal.SIGKILL)
+        except OSError:
+            pass
+        sys.exit(5)
+    """)
+    out = LocalExecutor().execute(make_job(d, tmp_path / "run"), timeout_s=120)
+    assert not out.ok and out.exit_code == 3  # the worker lived to write its error.json
+    assert "command exited mid-run with code 5 while answering request 1" in out.error
+    assert "about to kill my parent" in out.stderr_tail
 
 
 def test_error_reported_by_the_worker_is_the_reason(tmp_path):

@@ -99,11 +99,14 @@ def test_missing_or_malformed_error_file(tmp_path):
 
 
 def test_fingerprint_taken_by_the_pinned_sandboxed_worker_hashes_like_the_parents(examples, tmp_path):
-    # cpu-1core pins the worker to core 0 and the worker runs sandboxed; anything in the
-    # fingerprint that depends on affinity or on what the sandbox hides would split every series.
+    # cpu-1core pins the worker to core 0; the worker runs harness code only, outside the sandbox,
+    # with a scrubbed environment. Anything in the fingerprint that depends on affinity or on the
+    # environment would split every series.
     out = LocalExecutor().execute(make_job(examples["arrests-mlp-onnx"], tmp_path / "run", run_id="fp"), timeout_s=120)
     assert out.ok, out.error
-    assert out.result.controls["cpu.cores"]["effective"] == [0] and out.sandbox["active"]
+    assert out.result.controls["cpu.cores"]["effective"] == [0]
+    assert out.sandbox["role"] == "measuring worker" and "scrubbed-env" in out.sandbox["isolation"]
+    assert out.result.controls["isolation"] == "no-code-in-worker"  # ONNX carries no code
     parent = collect_fingerprint()
     worker = out.result.machine
     stable = lambda fp: {k: v for k, v in fp.items() if k != "state"}  # noqa: E731
