@@ -268,7 +268,8 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
 
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
-                keep_dir: bool = False, lease_s: float | None = None) -> RunOutcome:
+                keep_dir: bool = False, lease_s: float | None = None,
+                fetch_store: Callable[[str], Path] | None = None) -> RunOutcome:
     """Claim one queued run, execute it and store its results (or its failure) in one transaction.
 
     The claim is a compare-and-set (heptathlon.db.lifecycle.claim_run): a run that another
@@ -276,7 +277,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     this process renews the run's lease (``lease_s``, default $HEPTATHLON_LEASE_S or 60 s) from a
     thread, and it writes the outcome only while it still owns the run. SIGINT/SIGTERM (as
     Interrupted, see heptathlon.bench.app.signals) record the run failed "interrupted by SIGINT",
-    then propagate.
+    then propagate. ``fetch_store(sha256)``: where a fleet worker gets the verified artifact
+    (heptathlon.bench.app.fleet) instead of the submitter's local store path; its failure is the run's.
     """
     executor = executor or LocalExecutor()
     lease_s = L.lease_seconds(lease_s)
@@ -290,13 +292,15 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             return _unclaimed(run)
         sub = run.submission
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
-                    store=Path(sub.store_path), manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
+                    store=Path(sub.store_path), sha256=sub.artifact_sha256, manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     label = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']})"
     run_dir: Path | None = None
     try:
         with L.LeaseKeeper(db, run_id, owner, lease_s):
             run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
+            if fetch_store is not None:  # a fleet worker: the artifact comes from the shared store
+                info["store"] = fetch_store(info["sha256"])
             _execute_claimed(run_id, owner, info, run_dir, executor, db, out)
     except KeyboardInterrupt as e:  # Interrupted (SIGINT, SIGTERM) or a plain Ctrl-C
         if out.status == RunStatus.SUCCEEDED:
