@@ -62,13 +62,18 @@ def _app(broker: str | None):
 
 # ---- submitting ---------------------------------------------------------------------------------------
 def dispatch_runs(run_ids: list[str], *, db: str | None, broker: str | None = None,
-                  artifacts: str | None = None) -> list[str]:
+                  artifacts: str | None = None, publish: Callable[[FleetMessage], str] | None = None) -> list[str]:
     """Put each queued run's artifact in the store and publish its message; returns the task ids.
 
     A run whose message cannot be published is failed with the reason (it would otherwise sit
     queued with nobody to run it), and the error is raised after the others were tried.
+    ``publish``: how a message is sent (default: on the broker's ``hw.<profile>`` queue).
     """
-    app = _app(broker)
+    if publish is None:
+        app = _app(broker)
+
+        def publish(m: FleetMessage) -> str:
+            return enqueue(app, m)
     store = ArtifactStore(artifacts)
     with session_scope(db) as s:
         rows = [(r.id, r.profile_name, r.scenario, r.submission.artifact_sha256, r.submission.store_path, r.status)
@@ -85,7 +90,7 @@ def dispatch_runs(run_ids: list[str], *, db: str | None, broker: str | None = No
             with session_scope(db) as s:  # before the message: a fast worker must find it
                 run = Q.get_run(s, rid)
                 run.extra = {**(run.extra or {}), "fleet": {"queue": queue_for(profile), "artifacts": store.url}}
-            task_ids.append(enqueue(app, FleetMessage(run_id=rid, sha256=sha, artifacts=store.url, profile=profile,
+            task_ids.append(publish(FleetMessage(run_id=rid, sha256=sha, artifacts=store.url, profile=profile,
                                                       scenario=scenario)))
         except Exception as e:  # noqa: BLE001  the broker or the store: this run fails with the reason
             why = f"run {rid[:8]}: could not be dispatched to the fleet ({type(e).__name__}: {e})"
@@ -287,8 +292,8 @@ def fleet_status(*, broker: str | None, db: str | None, timeout_s: float = 1.0, 
         since = utcnow() - timedelta(days=1)
         done = [_run_row(r) for r in s.scalars(select(Run).where(Run.status.in_(TERMINAL), Run.finished_at >= since)
                                                .order_by(Run.finished_at.desc()).limit(recent))]
-    return {"queues": {q: n for q, n in depths.items() if n is not None or any(
-                queue_for(p) == q for w in workers for p in w["profiles"])},
+    served = {queue_for(p) for w in workers for p in w["profiles"]}
+    return {"queues": {q: n for q, n in depths.items() if n or q in served},
             "workers": workers,
             "runs": {"queued": counts.get(RunStatus.QUEUED, 0), "running": counts.get(RunStatus.RUNNING, 0),
                      "succeeded": counts.get(RunStatus.SUCCEEDED, 0), "failed": counts.get(RunStatus.FAILED, 0)},

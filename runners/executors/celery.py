@@ -39,7 +39,7 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 _PROFILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class FleetError(Exception):
+class FleetError(ValueError):
     """A broker URL or message that cannot be used; one line."""
 
 
@@ -150,7 +150,10 @@ def queue_depths(app, queues: list[str]) -> dict[str, int | None]:
         for q in queues:
             ch = conn.channel()
             try:
-                out[q] = ch.queue_declare(queue=q, passive=True).message_count
+                if conn.transport.driver_type == "redis":  # a queue is a list; an empty one has no key
+                    out[q] = int(ch.client.llen(q))
+                else:
+                    out[q] = ch.queue_declare(queue=q, passive=True).message_count
             except Exception:  # noqa: BLE001  amqp: a missing queue closes the channel with 404
                 out[q] = None
             finally:
