@@ -119,11 +119,19 @@ def submit_fleet(folder: Path, profiles: list[str], scenarios: list[ScenarioConf
 
 
 # ---- following runs -----------------------------------------------------------------------------------
+REDELIVERED = (L.Interruption.HARNESS_DIED, L.Interruption.LEASE_EXPIRED)
+AWAITING_REDELIVERY = "awaiting-redelivery"
+
+
 def run_states(run_ids: list[str], db: str | None) -> dict[str, str]:
+    """{run id: status}; a fleet run whose worker died (reaped, "harness died" or "lease expired")
+    reads ``awaiting-redelivery``: its unacknowledged message comes back and runs it again."""
     from sqlalchemy import select
 
     with session_scope(db) as s:
-        return dict(s.execute(select(Run.id, Run.status).where(Run.id.in_(run_ids))).all())
+        rows = s.execute(select(Run.id, Run.status, Run.interruption).where(Run.id.in_(run_ids))).all()
+    return {rid: AWAITING_REDELIVERY if st == RunStatus.FAILED and intr in REDELIVERED else st
+            for rid, st, intr in rows}
 
 
 def wait_for_runs(run_ids: list[str], *, db: str | None, poll_s: float = 0.5, timeout_s: float | None = None,
