@@ -33,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from heptathlon.bench.app.artifacts import ArtifactStore, store_url
+from heptathlon.bench.app.artifacts import ArtifactStore
 from heptathlon.bench.errors import HeptathlonError, ProfileError, RunError
 from heptathlon.bench.profile import list_profiles, load_profile
 from heptathlon.bench.run_status import RunStatus
@@ -196,7 +196,8 @@ def handle_message(cfg: WorkerConfig, message: dict[str, Any]) -> dict[str, Any]
         if run.status == RunStatus.RUNNING:
             lease = L._aware(run.lease_expires_at)
             wait = max(1.0, (lease - utcnow()).total_seconds() + 1.0) if lease else L.lease_seconds()
-            raise _RetryLater(wait, f"run {rid[:8]} is running under {L.owner_of(run).describe() if L.owner_of(run) else '?'}")
+            owner = L.owner_of(run)
+            raise _RetryLater(wait, f"run {rid[:8]} is running under {owner.describe() if owner else '?'}")
         if run.status == RunStatus.FAILED and run.interruption:
             L.requeue_run(s, run)  # its harness died or its lease expired: run it again from scratch
             log.warning("run %s: requeued after %s (%s)", rid[:8], run.interruption, run.error)
@@ -313,3 +314,25 @@ def _run_row(r: Run) -> dict[str, Any]:
             "owner": f"{r.owner_host}:{r.owner_pid}" if r.owner_host else None,
             "executor": (r.extra or {}).get("executor"),
             "finished_at": r.finished_at.isoformat() if r.finished_at else None, "error": r.error}
+
+
+# ---- nightly on the fleet -------------------------------------------------------------------------------
+def nightly_dispatcher(*, db: str | None, broker: str | None = None, artifacts: str | None = None,
+                       timeout_s: float | None = None,
+                       on_progress: Callable[[dict[str, str]], None] | None = None) -> Callable[[list[str]], None]:
+    """The ``fleet`` argument of heptathlon.bench.app.nightly.run_nightly: dispatch the night's
+    pending runs to the profiles' queues, then wait until every one has finished."""
+    _app(broker)  # a bad broker URL is refused before the night takes its lock and queues anything
+
+    def dispatch_and_wait(run_ids: list[str]) -> None:
+        if not run_ids:
+            return
+        with session_scope(db) as s:
+            queued = [rid for rid in run_ids if (r := Q.get_run(s, rid)) is not None and r.status == RunStatus.QUEUED]
+        try:
+            dispatch_runs(queued, db=db, broker=broker, artifacts=artifacts)
+        except FleetUnavailable as e:  # those runs are failed with the reason; the night reports them
+            log.error("%s", e)
+        wait_for_runs(run_ids, db=db, timeout_s=timeout_s, on_progress=on_progress)
+
+    return dispatch_and_wait

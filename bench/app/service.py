@@ -292,7 +292,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             return _unclaimed(run)
         sub = run.submission
         info = dict(submission=sub.name, profile=run.profile_name, scenario=run.scenario,
-                    store=Path(sub.store_path), sha256=sub.artifact_sha256, manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
+                    store=Path(sub.store_path), sha256=sub.artifact_sha256,
+                    manifest=Manifest.model_validate(sub.manifest), params=dict(run.params))
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     label = f"run {run_id[:8]} ({info['submission']} on {info['profile']}/{info['scenario']})"
     run_dir: Path | None = None

@@ -28,7 +28,8 @@ def worker(profile: Annotated[list[str], typer.Option("--profile", "-p", help="A
            broker: Broker = None, db: Db = None,
            artifacts: Annotated[Optional[str], typer.Option(
                "--artifacts", help="Fetch artifacts from this store instead of the URL each message names.")] = None,
-           name: Annotated[Optional[str], typer.Option("--name", help="Worker name (default heptathlon-XXXXXX@host).")] = None,
+           name: Annotated[Optional[str], typer.Option(
+               "--name", help="Worker name (default heptathlon-XXXXXX@host).")] = None,
            loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO") -> None:
     """Serve the profiles' queues on this machine: one run at a time, results into the shared database."""
     from heptathlon.bench.app.fleet import serve

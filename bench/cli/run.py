@@ -43,7 +43,8 @@ def submit(ctx: typer.Context, folder: Folder,
                                scenarios=scenario, trials=trials)
     if fleet:
         if run_now:
-            raise typer.BadParameter("--run executes here; --fleet dispatches to the fleet: pick one", param_hint="--run")
+            raise typer.BadParameter("--run executes here; --fleet dispatches to the fleet: pick one",
+                                     param_hint="--run")
         from heptathlon.bench.cli.fleet import submit_to_fleet
 
         submit_to_fleet(folder, opts, db=db, broker=broker, artifacts=artifacts, wait=wait)

@@ -286,7 +286,8 @@ def test_two_submitters_at_once_lose_and_double_nothing(pg, redis_broker, worker
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPTATHLON_DB")}
     procs = [subprocess.Popen([sys.executable, "-m", "heptathlon.bench.cli", "submit", str(BUSY), "--fleet",
                                "--profile", "cpu-1core", "--trials", "2", "--broker", redis_broker, "--db", pg,
-                               "--artifacts", store], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--artifacts", store], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
              for _ in range(2)]
     for p in procs:
         _, stderr = p.communicate(timeout=300)
@@ -321,3 +322,40 @@ def test_rabbitmq_as_the_broker(pg, rabbit_broker, workers, tmp_path):
     st = F.fleet_status(broker=rabbit_broker, db=pg, timeout_s=3)
     assert st["queues"] == {"hw.cpu-1core": 0}
     assert [x["profiles"] for x in st["workers"]] == [["cpu-1core"]]
+
+
+def test_nightly_on_the_fleet_runs_across_the_profiles_queues_and_keeps_its_lock(pg, redis_broker, workers, tmp_path):
+    import yaml
+
+    from heptathlon.bench.app.nightly import EXIT_LOCKED
+
+    a = workers(["cpu-1core"], redis_broker, pg).wait_ready()
+    b = workers(["cpu-2core"], redis_broker, pg).wait_ready()
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "fleet-night", "submissions": [str(BUSY)], "profiles": ["cpu-1core", "cpu-2core"],
+        "scenarios": ["single_stream"], "params": dict(QUICK), "energy": {"enabled": False},
+        "baseline_window": 3, "min_baseline": 2}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPTATHLON_DB")}
+    args = [sys.executable, "-m", "heptathlon.bench.cli", "nightly", "--suite", str(suite), "--date", "2026-12-01",
+            "--fleet", "--broker", redis_broker, "--db", pg, "--artifacts", str(tmp_path / "store"),
+            "--report-dir", str(tmp_path / "reports")]
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + WAIT_S
+    while True:  # the first night holds the lock once its runs are queued
+        with session_scope(pg) as s:
+            if s.scalar(select(func.count()).select_from(Run)):
+                break
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.3)
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == EXIT_LOCKED, second.stderr
+    assert "another nightly run of this suite is in progress" in second.stderr
+    stdout, stderr = first.communicate(timeout=WAIT_S)
+    assert first.returncode == 0, stderr
+    assert "PASS nightly fleet-night 2026-12-01: 2 series" in stdout
+    with session_scope(pg) as s:
+        runs = list(s.scalars(select(Run)))
+    assert {(r.profile_name, r.owner_pid, r.status, r.extra["executor"]) for r in runs} == {
+        ("cpu-1core", a.pid, RunStatus.SUCCEEDED, "celery"), ("cpu-2core", b.pid, RunStatus.SUCCEEDED, "celery")}
+    assert (tmp_path / "reports").is_dir()
