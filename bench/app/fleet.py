@@ -33,6 +33,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from heptathlon.bench.app.artifacts import ArtifactStore
 from heptathlon.bench.errors import HeptathlonError, ProfileError, RunError
 from heptathlon.bench.profile import list_profiles, load_profile
@@ -42,7 +44,7 @@ from heptathlon.db import lifecycle as L
 from heptathlon.db import queries as Q
 from heptathlon.db.models import Run, utcnow
 from heptathlon.db.session import ensure_schema, session_scope
-from heptathlon.runners.executors.celery import (TASK_RUN, CeleryExecutor, FleetError, FleetMessage, enqueue, make_app,
+from heptathlon.runners.executors.celery import (CONTROL_QUEUE, TASK_NIGHTLY, TASK_RUN, CeleryExecutor, FleetError, FleetMessage, enqueue, make_app,
                                                  profile_of_queue, queue_depths, queue_for)
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,8 @@ class WorkerConfig:
     db: str | None
     profiles: list[str]
     artifacts: str | None = None  # overrides the URL in the messages (a worker-side mirror of the store)
+    control: bool = False  # also consume heptathlon.control: nightlies that Celery beat starts
+    broker: str | None = None
 
 
 def handle_message(cfg: WorkerConfig, message: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +234,10 @@ class _RetryLater(Exception):
 
 
 def register_tasks(app, cfg: WorkerConfig) -> None:
+    @app.task(name=TASK_NIGHTLY, acks_late=False, ignore_result=True)  # a night is resumable: ack at start
+    def nightly(**message: Any) -> dict[str, Any]:
+        return handle_nightly(cfg, message)
+
     @app.task(name=TASK_RUN, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
               max_retries=None)
     def run(self, **message: Any) -> dict[str, Any]:
@@ -245,13 +253,14 @@ def worker_name(host: str | None = None) -> str:
 
 
 def serve(profiles: list[str], *, broker: str | None, db: str | None, artifacts: str | None = None,
-          name: str | None = None, loglevel: str = "INFO") -> None:
-    """``heptathlon worker``: check the profiles, check the database, then consume their queues."""
-    served = check_profiles(profiles)
+          name: str | None = None, loglevel: str = "INFO", control: bool = False) -> None:
+    """``heptathlon worker``: check the profiles, check the database, then consume their queues
+    (and, with ``control``, the queue of nightlies that Celery beat starts)."""
+    served = check_profiles(profiles) if profiles or not control else []
     ensure_schema(db)
     app = _app(broker)
-    register_tasks(app, WorkerConfig(db=db, profiles=served, artifacts=artifacts))
-    queues = ",".join(queue_for(p) for p in served)
+    register_tasks(app, WorkerConfig(db=db, profiles=served, artifacts=artifacts, control=control, broker=broker))
+    queues = ",".join([queue_for(p) for p in served] + ([CONTROL_QUEUE] if control else []))
     logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.warning("worker %s serving %s on %s (database %s)", name or "?", queues,
@@ -336,3 +345,71 @@ def nightly_dispatcher(*, db: str | None, broker: str | None = None, artifacts: 
         wait_for_runs(run_ids, db=db, timeout_s=timeout_s, on_progress=on_progress)
 
     return dispatch_and_wait
+
+
+class NightlyMessage(BaseModel):
+    """What Celery beat sends to the control queue: which suite, and where its reports go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    suite: str = Field(min_length=1, max_length=4096)
+    report_dir: str | None = None
+    artifacts: str | None = None
+    retry_failed: bool = False
+
+
+def handle_nightly(cfg: WorkerConfig, message: dict[str, Any]) -> dict[str, Any]:
+    """A night that Celery beat started, run by a control worker: dispatched to the fleet, waited
+    for, detected and reported as ``heptathlon nightly --fleet`` does. The DB lock still makes a
+    second concurrent night of the suite (another beat, a manual run) do nothing."""
+    from heptathlon.bench.app.nightly import run_nightly
+
+    try:
+        msg = NightlyMessage.model_validate(message)
+    except Exception as e:  # noqa: BLE001
+        log.error("nightly message %r refused: %s", message, str(e).replace("\n", "; "))
+        return {"action": "refused", "error": str(e)}
+    try:
+        o = run_nightly(msg.suite, db=cfg.db, report_dir=msg.report_dir, retry_failed=msg.retry_failed,
+                        fleet=nightly_dispatcher(db=cfg.db, broker=cfg.broker, artifacts=msg.artifacts or cfg.artifacts))
+    except HeptathlonError as e:  # a held lock, a broken suite: one line in the log, the next night tries again
+        log.error("nightly %s: %s", msg.suite, e)
+        return {"action": "failed", "error": str(e), "exit_code": e.exit_code}
+    log.warning("nightly %s %s: exit code %s, report %s", o.suite, o.night.isoformat(), o.exit_code, o.paths.markdown)
+    return {"action": "ran", "exit_code": o.exit_code, "report": str(o.paths.markdown)}
+
+
+def beat_schedule(cron: str, message: NightlyMessage) -> dict[str, Any]:
+    """Celery beat's schedule for one suite: the five-field cron expression, in local time."""
+    from celery.schedules import crontab
+
+    from heptathlon.bench.app.schedule import validate_cron
+
+    validate_cron(cron)
+    fields = cron.split()
+    if len(fields) != 5:
+        from heptathlon.bench.errors import ScheduleError
+
+        raise ScheduleError(f"schedule {cron!r}: Celery beat takes five fields (minute hour day-of-month month "
+                            "day-of-week), e.g. '30 2 * * *'")
+    minute, hour, dom, month, dow = fields
+    return {"heptathlon-nightly": {"task": TASK_NIGHTLY, "kwargs": message.model_dump(),
+                                   "schedule": crontab(minute=minute, hour=hour, day_of_month=dom,
+                                                       month_of_year=month, day_of_week=dow),
+                                   "options": {"queue": CONTROL_QUEUE}}}
+
+
+def beat(cron: str, message: NightlyMessage, *, broker: str | None, schedule_file: Path | None = None,
+         loglevel: str = "INFO") -> None:
+    """``heptathlon beat``: Celery beat sending the suite's nightly to the control queue on schedule."""
+    from heptathlon.db.session import home_dir
+
+    app = _app(broker)
+    app.conf.beat_schedule = beat_schedule(cron, message)
+    app.conf.timezone = None  # the machine's local time, like the in-process schedule and the systemd timer
+    app.conf.enable_utc = False
+    sf = Path(schedule_file or home_dir() / "celerybeat-schedule")
+    sf.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app.start(["beat", f"--schedule={sf}", f"--loglevel={loglevel}"])

@@ -1,4 +1,4 @@
-"""``worker`` and ``status``: the measuring fleet (docs/fleet.md); ``submit --fleet`` and
+"""``worker``, ``status`` and ``beat``: the measuring fleet (docs/fleet.md); ``submit --fleet`` and
 ``nightly --fleet`` call :func:`submit_to_fleet` and :func:`wait_with_progress` from here."""
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ Artifacts = Annotated[Optional[str], typer.Option(
          "(default: $HEPTATHLON_HOME/artifacts/fleet).")]
 
 
-def worker(profile: Annotated[list[str], typer.Option("--profile", "-p", help="A profile to serve (repeat).")],
+def worker(profile: Annotated[Optional[list[str]], typer.Option(
+               "--profile", "-p", help="A profile to serve (repeat).")] = None,
            broker: Broker = None, db: Db = None,
+           control: Annotated[bool, typer.Option(
+               "--control", help="Also run the nightlies Celery beat starts (queue heptathlon.control); "
+                                 "start it on the coordinating machine, not a measuring one.")] = False,
            artifacts: Annotated[Optional[str], typer.Option(
                "--artifacts", help="Fetch artifacts from this store instead of the URL each message names.")] = None,
            name: Annotated[Optional[str], typer.Option(
@@ -34,7 +38,26 @@ def worker(profile: Annotated[list[str], typer.Option("--profile", "-p", help="A
     """Serve the profiles' queues on this machine: one run at a time, results into the shared database."""
     from heptathlon.bench.app.fleet import serve
 
-    serve(profile, broker=broker, db=db, artifacts=artifacts, name=name, loglevel=loglevel)
+    serve(profile or [], broker=broker, db=db, artifacts=artifacts, name=name, loglevel=loglevel, control=control)
+
+
+def beat(suite: Annotated[Path, typer.Option("--suite", help="The suite file (YAML; see docs/nightly.md).")],
+         schedule: Annotated[str, typer.Option("--schedule", metavar="CRON",
+                                               help="When a night starts, five cron fields in local time.")
+                             ] = "30 2 * * *",
+         report_dir: Annotated[Optional[Path], typer.Option("--report-dir")] = None,
+         broker: Broker = None, artifacts: Artifacts = None,
+         schedule_file: Annotated[Optional[Path], typer.Option(
+             "--schedule-file", help="Celery beat's state (default: $HEPTATHLON_HOME/celerybeat-schedule).")] = None,
+         loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO") -> None:
+    """Celery beat: start the suite's nightly on the fleet on schedule (run by a `worker --control`)."""
+    from heptathlon.bench.app.fleet import NightlyMessage, beat as run_beat
+    from heptathlon.bench.app.nightly import load_nightly_suite
+
+    load_nightly_suite(suite)  # every problem in the suite now, not at 02:30
+    msg = NightlyMessage(suite=str(suite.resolve()), report_dir=str(report_dir.resolve()) if report_dir else None,
+                         artifacts=artifacts)
+    run_beat(schedule, msg, broker=broker, schedule_file=schedule_file, loglevel=loglevel)
 
 
 def status(as_json: Json = False, broker: Broker = None, db: Db = None,
@@ -116,3 +139,4 @@ def wait_with_progress(run_ids: list[str], db: str | None, label: str = "fleet r
 def register(app: typer.Typer) -> None:
     app.command()(worker)
     app.command()(status)
+    app.command()(beat)

@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from heptathlon.runners.executors.local import LocalExecutor
 
 TASK_RUN = "heptathlon.run"
+TASK_NIGHTLY = "heptathlon.nightly"
+CONTROL_QUEUE = "heptathlon.control"  # nightlies started by Celery beat, for `heptathlon worker --control`
 QUEUE_PREFIX = "hw."
 BROKER_ENV = "HEPTATHLON_BROKER"
 VISIBILITY_ENV = "HEPTATHLON_VISIBILITY_TIMEOUT_S"

@@ -122,7 +122,8 @@ def rabbit_broker():
 
 # ---- workers --------------------------------------------------------------------------------------------
 class Worker:
-    def __init__(self, tmp: Path, profiles: list[str], broker: str, db: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, profiles: list[str], broker: str, db: str, env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
         self.name = f"w{uuid.uuid4().hex[:6]}"
         self.home = tmp / f"home-{self.name}"
         self.log = tmp / f"{self.name}.log"
@@ -130,6 +131,7 @@ class Worker:
                 "--name", f"{self.name}@{socket.gethostname()}"]
         for p in profiles:
             args += ["--profile", p]
+        args += extra_args or []
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("HEPTATHLON_DB")}
         full_env.update(HEPTATHLON_HOME=str(self.home), **(env or {}))
         with self.log.open("wb") as f:
@@ -169,8 +171,8 @@ class Worker:
 def workers(tmp_path):
     started: list[Worker] = []
 
-    def start(profiles, broker, db, **env) -> Worker:
-        w = Worker(tmp_path, profiles, broker, db, env)
+    def start(profiles, broker, db, extra_args=None, **env) -> Worker:
+        w = Worker(tmp_path, profiles, broker, db, env, extra_args)
         started.append(w)
         return w
 
@@ -359,3 +361,34 @@ def test_nightly_on_the_fleet_runs_across_the_profiles_queues_and_keeps_its_lock
     assert {(r.profile_name, r.owner_pid, r.status, r.extra["executor"]) for r in runs} == {
         ("cpu-1core", a.pid, RunStatus.SUCCEEDED, "celery"), ("cpu-2core", b.pid, RunStatus.SUCCEEDED, "celery")}
     assert (tmp_path / "reports").is_dir()
+
+
+def test_a_night_started_by_celery_beat_runs_on_a_control_worker(pg, redis_broker, workers, tmp_path):
+    """What beat sends on schedule (heptathlon.bench.app.fleet.beat_schedule), sent now: the control
+    worker runs the night on the fleet and writes its reports."""
+    import yaml
+
+    from heptathlon.runners.executors.celery import make_app
+
+    m = workers(["cpu-1core"], redis_broker, pg).wait_ready()
+    c = workers([], redis_broker, pg, extra_args=["--control"]).wait_ready()
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "beat-night", "submissions": [str(BUSY)], "profiles": ["cpu-1core"],
+        "scenarios": ["single_stream"], "params": dict(QUICK), "energy": {"enabled": False},
+        "baseline_window": 3, "min_baseline": 2}))
+    sched = F.beat_schedule("30 2 * * *", F.NightlyMessage(suite=str(suite), report_dir=str(tmp_path / "rep"),
+                                                           artifacts=str(tmp_path / "store")))
+    entry = sched["heptathlon-nightly"]
+    assert entry["options"] == {"queue": "heptathlon.control"}
+    assert (entry["schedule"].minute, entry["schedule"].hour) == ({30}, {2})
+    make_app(redis_broker).send_task(entry["task"], kwargs=entry["kwargs"], **entry["options"])
+    deadline = time.monotonic() + WAIT_S
+    while "nightly beat-night" not in c.text():
+        assert time.monotonic() < deadline and c.proc.poll() is None, c.text()[-3000:]
+        time.sleep(0.5)
+    assert "exit code 0" in c.text(), c.text()[-3000:]
+    assert list((tmp_path / "rep").glob("*.md"))
+    with session_scope(pg) as s:
+        runs = list(s.scalars(select(Run)))
+    assert [(r.status, r.owner_pid) for r in runs] == [(RunStatus.SUCCEEDED, m.pid)]
