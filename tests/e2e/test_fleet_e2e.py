@@ -321,6 +321,10 @@ def test_rabbitmq_as_the_broker(pg, rabbit_broker, workers, tmp_path):
     F.wait_for_runs(ids, db=pg, timeout_s=WAIT_S)
     runs = _assert_once(pg, ids)
     assert {r.owner_pid for r in runs.values()} == {w.pid}
+    vhost = rabbit_broker.rsplit("/", 1)[1]
+    listed = subprocess.run(["rabbitmqctl", "list_queues", "-q", "-p", vhost, "name", "durable"], check=True,
+                            capture_output=True, text=True, timeout=60).stdout.split()
+    assert listed[listed.index("hw.cpu-1core") + 1] == "true"  # a broker restart keeps the queue
     st = F.fleet_status(broker=rabbit_broker, db=pg, timeout_s=3)
     assert st["queues"] == {"hw.cpu-1core": 0}
     assert [x["profiles"] for x in st["workers"]] == [["cpu-1core"]]
