@@ -277,6 +277,13 @@ def requeue_run(s: Session, run: Run, *, host: str | None = None) -> None:
         raise RequeueRefused(f"run {rid}: changed while being requeued; look again with: heptathlon runs show {rid}")
 
 
+def lock_group(s: Session, group_id: str) -> None:
+    """Serialise writers of one group's rows until the transaction ends: a no-op UPDATE as the
+    transaction's first write takes SQLite's write lock and PostgreSQL's row locks."""
+    s.execute(update(Run).where(Run.group_id == group_id).values(group_id=Run.group_id)
+              .execution_options(synchronize_session=False))
+
+
 def find_runs(s: Session, prefix: str) -> list[Run]:
     """Runs whose id starts with ``prefix`` (at most 2: enough to tell an ambiguous prefix)."""
     return list(s.scalars(select(Run).where(Run.id.startswith(prefix, autoescape=True)).order_by(Run.id).limit(2)))

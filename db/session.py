@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from contextlib import contextmanager
 from importlib import resources
@@ -130,10 +131,10 @@ def ensure_schema(url: str | None = None) -> None:
 
     try:
         reap_stale_runs(url)
-    except SQLAlchemyError as e:
-        engine = get_engine(url)
-        raise StorageError(f"database {engine.url.render_as_string(hide_password=True)}: could not check for "
-                           f"stuck runs ({str(e).splitlines()[0]})") from None
+    except SQLAlchemyError as e:  # e.g. a read-only role (a dashboard): the next writer reaps them
+        logging.getLogger(__name__).warning("database %s: could not mark stuck runs failed (%s)",
+                                            get_engine(url).url.render_as_string(hide_password=True),
+                                            str(e).splitlines()[0])
 
 
 # Every session of ours stores each run's series key as it writes the run (heptathlon.db.series).

@@ -308,6 +308,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             raise  # it arrived as the results were committed: this run is done, the command stops
         signame = getattr(e, "signame", "SIGINT")
         out.error = f"{label}: interrupted by {signame}"
+        out.stderr_tail = out.stderr_tail or _log_tail(run_dir)
         with deferred():
             _record_failure(db, run_id, owner, out, interruption=signame)
         if isinstance(e, Interrupted):
@@ -324,6 +325,19 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         if run_dir is not None and not keep_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
     return out
+
+
+def _log_tail(run_dir: Path | None, limit: int = 4000) -> str | None:
+    """The end of the worker's log in an interrupted run's directory (read with a seek)."""
+    if run_dir is None:
+        return None
+    try:
+        with open(run_dir / "worker.log", "rb") as fh:  # runners/executors/local.py LOG_FILE
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode("utf-8", "replace") or None
+    except OSError:
+        return None
 
 
 class _LostRun(Exception):
@@ -466,6 +480,9 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
 
     pooled_sets: dict[str, list[MetricValue]] = {}
     with session_scope(db) as s:
+        # Two executors that shared a group's trials both pool it when they finish: lock the group
+        # first (SQLite's write lock, PostgreSQL's row locks) so that one pooled set replaces the other.
+        L.lock_group(s, group_id)
         # A query on the group's runs; heptathlon.db.queries has no group-level reader yet.
         runs = list(s.scalars(select(Run).where(Run.group_id == group_id, Run.status == RunStatus.SUCCEEDED)
                               .order_by(Run.trial, Run.finished_at)))

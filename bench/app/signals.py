@@ -18,7 +18,18 @@ from typing import Iterator
 from heptathlon.bench.errors import Interrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_state: dict = {"defer": 0, "pending": None}
+_state: dict = {"defer": 0, "pending": None, "last": None}
+
+
+def _raise(name: str, signum: int) -> None:
+    e = Interrupted(name, signum)
+    _state["last"] = e  # the CLI reads it back: typer turns a KeyboardInterrupt into a bare exit code
+    raise e
+
+
+def last_interrupt() -> Interrupted | None:
+    """The Interrupted raised by the last signal, if one arrived."""
+    return _state["last"]
 
 
 def _handler(signum: int, _frame) -> None:
@@ -26,7 +37,7 @@ def _handler(signum: int, _frame) -> None:
     if _state["defer"]:
         _state["pending"] = (name, signum)
         return
-    raise Interrupted(name, signum)
+    _raise(name, signum)
 
 
 @contextmanager
@@ -57,4 +68,4 @@ def deferred() -> Iterator[None]:
         pending = _state["pending"] if not _state["defer"] else None
         if pending:
             _state["pending"] = None
-            raise Interrupted(*pending)
+            _raise(*pending)

@@ -82,11 +82,13 @@ def _interrupted(e: Interrupted) -> None:
 
 
 def main() -> None:
-    from heptathlon.bench.app.signals import interruptible
+    from heptathlon.bench.app.signals import interruptible, last_interrupt
 
     try:
         with interruptible():  # SIGINT and SIGTERM raise Interrupted (heptathlon.bench.app.signals)
             rv = app(standalone_mode=False)  # returns the exit code of a typer.Exit in this mode
+        if last_interrupt() is not None:  # typer returned 130 for it: say which run it interrupted
+            _interrupted(last_interrupt())
         sys.exit(rv if isinstance(rv, int) else 0)
     except Interrupted as e:
         _interrupted(e)

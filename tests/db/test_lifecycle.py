@@ -109,7 +109,7 @@ def test_concurrent_claims_give_each_run_to_exactly_one_process(db_url):
     with session_scope(db_url) as s:
         rows = list(s.scalars(select(Run).where(Run.id.in_(ids))))
         assert {r.status for r in rows} == {"running"} and {r.owner_pid for r in rows} <= pids
-        for w, p in zip(won, procs):
+        for w, p in zip(won, procs, strict=True):
             assert all(s.get(Run, rid).owner_pid == p.pid for rid in w)
 
 
