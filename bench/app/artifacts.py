@@ -74,6 +74,8 @@ class ArtifactStore:
         import fsspec
 
         self.url = store_url(url)
+        if "://" not in self.url:  # a path: absolute, so that a message names the same place everywhere
+            self.url = str(Path(self.url).expanduser().resolve())
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url)
         except (ImportError, ValueError) as e:

@@ -93,11 +93,12 @@ def dispatch_runs(run_ids: list[str], *, db: str | None, broker: str | None = No
                 run = Q.get_run(s, rid)
                 run.extra = {**(run.extra or {}), "fleet": {"queue": queue_for(profile), "artifacts": store.url}}
             task_ids.append(publish(FleetMessage(run_id=rid, sha256=sha, artifacts=store.url, profile=profile,
-                                                      scenario=scenario)))
+                                                 scenario=scenario)))
         except Exception as e:  # noqa: BLE001  the broker or the store: this run fails with the reason
             why = f"run {rid[:8]}: could not be dispatched to the fleet ({type(e).__name__}: {e})"
             with session_scope(db) as s:
-                Q.record_failure(s, rid, why) if _still_queued(s, rid) else None
+                if _still_queued(s, rid):
+                    Q.record_failure(s, rid, why)
             failures.append(why)
     if failures:
         raise FleetUnavailable(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))

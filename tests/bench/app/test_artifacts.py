@@ -84,3 +84,9 @@ def test_fetch_refuses_a_tar_that_escapes_its_folder(tmp_path):
 def test_bad_sha_is_refused(tmp_path):
     with pytest.raises(ArtifactError, match="not a sha256"):
         ArtifactStore(str(tmp_path)).key("../../etc/passwd")
+
+
+def test_a_relative_store_path_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ArtifactStore("rel/store").url == str(tmp_path / "rel" / "store")
+    assert ArtifactStore("file:///srv/x").url == "file:///srv/x"
