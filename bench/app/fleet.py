@@ -44,7 +44,8 @@ from heptathlon.db import lifecycle as L
 from heptathlon.db import queries as Q
 from heptathlon.db.models import Run, utcnow
 from heptathlon.db.session import ensure_schema, session_scope
-from heptathlon.runners.executors.celery import (CONTROL_QUEUE, TASK_NIGHTLY, TASK_RUN, CeleryExecutor, FleetError, FleetMessage, enqueue, make_app,
+from heptathlon.runners.executors.celery import (CONTROL_QUEUE, TASK_NIGHTLY, TASK_RUN, CeleryExecutor, FleetError,
+                                                 FleetMessage, enqueue, make_app,
                                                  profile_of_queue, queue_depths, queue_for)
 
 log = logging.getLogger(__name__)
@@ -372,7 +373,8 @@ def handle_nightly(cfg: WorkerConfig, message: dict[str, Any]) -> dict[str, Any]
         return {"action": "refused", "error": str(e)}
     try:
         o = run_nightly(msg.suite, db=cfg.db, report_dir=msg.report_dir, retry_failed=msg.retry_failed,
-                        fleet=nightly_dispatcher(db=cfg.db, broker=cfg.broker, artifacts=msg.artifacts or cfg.artifacts))
+                        fleet=nightly_dispatcher(db=cfg.db, broker=cfg.broker,
+                                                 artifacts=msg.artifacts or cfg.artifacts))
     except HeptathlonError as e:  # a held lock, a broken suite: one line in the log, the next night tries again
         log.error("nightly %s: %s", msg.suite, e)
         return {"action": "failed", "error": str(e), "exit_code": e.exit_code}

@@ -57,7 +57,16 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
     if fleet:
         from heptathlon.bench.app.fleet import nightly_dispatcher
 
-        dispatch = nightly_dispatcher(db=db, broker=broker, artifacts=artifacts)
+        seen = {"done": -1}
+
+        def fleet_progress(states: dict[str, str]) -> None:  # one line each time another run finishes
+            done = sum(st in ("succeeded", "failed") for st in states.values())
+            if done != seen["done"]:
+                seen["done"] = done
+                err.print(f"[dim]fleet:[/] {done}/{len(states)} run(s) finished, "
+                          f"{sum(st == 'running' for st in states.values())} running")
+
+        dispatch = nightly_dispatcher(db=db, broker=broker, artifacts=artifacts, on_progress=fleet_progress)
     if schedule is None:
         raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed, dispatch))
     if night is not None:
