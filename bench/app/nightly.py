@@ -264,8 +264,12 @@ def _execute(run_id: str, db: str | None) -> None:
 
 
 def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerprint: Mapping[str, Any],
-                retry_failed: bool = False, on_progress: ProgressFn | None = None) -> list[EntryOutcome]:
-    """Run every entry of the suite that this night has not finished yet; reuse the rest."""
+                retry_failed: bool = False, on_progress: ProgressFn | None = None,
+                fleet: Callable[[list[str]], None] | None = None) -> list[EntryOutcome]:
+    """Run every entry of the suite that this night has not finished yet; reuse the rest.
+
+    ``fleet(run_ids)``: dispatch the night's pending runs to the measuring fleet and wait for
+    them (heptathlon.bench.app.fleet.nightly_dispatcher) instead of executing each here."""
     from heptathlon.bench.app.service import queue_runs, record_rejected
 
     group = night_group_id(suite.name, night, host)
@@ -274,6 +278,7 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
         machine_id = Q.get_or_create_machine(s, fingerprint_hash(dict(fingerprint)), dict(fingerprint)).id
     entries = suite.entries()
     outcomes = []
+    deferred_entries: list[tuple[SuiteEntry, dict[str, Any], str, list[str]]] = []
     for i, entry in enumerate(entries):
         marker = nightly_marker(suite.name, entry, night, host, fingerprint)
         with session_scope(db) as s:
@@ -315,24 +320,37 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
             action = "resumed"
             if on_progress:
                 on_progress(i + 1, len(entries), entry, "resuming")
+        if fleet is not None:
+            deferred_entries.append((entry, marker, action, pending))
+            continue
         for rid in pending:
             _execute(rid, db)
-        with session_scope(db) as s:
-            current = [r for r in NQ.runs_of_night(s, group)
-                       if (m := NQ.nightly_marker(r)) and m.get("entry") == marker["entry"] and not m.get("superseded")]
-            NQ.tag_nightly_runs(s, [r.id for r in current], marker, machine_id=machine_id, software=software)
-            bad = [r for r in current if r.status != RunStatus.SUCCEEDED]
-            outcome = EntryOutcome(entry, action, RunStatus.FAILED if bad else RunStatus.SUCCEEDED, tuple(r.id for r in current),
-                                   bad[-1].error if bad else None)
-        outcomes.append(outcome)
+        outcomes.append(_entry_outcome(db, group, entry, marker, action, machine_id, software))
         if on_progress:
-            on_progress(i + 1, len(entries), entry, f"{action}: {outcome.status}"
-                        + (f" ({outcome.error})" if outcome.error else ""))
+            o = outcomes[-1]
+            on_progress(i + 1, len(entries), entry, f"{action}: {o.status}" + (f" ({o.error})" if o.error else ""))
+    if fleet is not None:
+        fleet([rid for *_, pending in deferred_entries for rid in pending])
+        for i, (entry, marker, action, _) in enumerate(deferred_entries):
+            outcomes.append(o := _entry_outcome(db, group, entry, marker, action, machine_id, software))
+            if on_progress:
+                on_progress(i + 1, len(entries), entry, f"{action}: {o.status}" + (f" ({o.error})" if o.error else ""))
     if suite.spec.params.trials > 1:
         from heptathlon.bench.app.service import pool_trials
 
         pool_trials(group, db=db)
     return outcomes
+
+
+def _entry_outcome(db: str | None, group: str, entry: SuiteEntry, marker: dict[str, Any], action: str,
+                   machine_id: int, software: dict[str, Any]) -> EntryOutcome:
+    with session_scope(db) as s:
+        current = [r for r in NQ.runs_of_night(s, group)
+                   if (m := NQ.nightly_marker(r)) and m.get("entry") == marker["entry"] and not m.get("superseded")]
+        NQ.tag_nightly_runs(s, [r.id for r in current], marker, machine_id=machine_id, software=software)
+        bad = [r for r in current if r.status != RunStatus.SUCCEEDED]
+        return EntryOutcome(entry, action, RunStatus.FAILED if bad else RunStatus.SUCCEEDED, tuple(r.id for r in current),
+                            bad[-1].error if bad else None)
 
 
 # ---- from database rows to NightlyRun values -----------------------------------------------------------------
@@ -575,7 +593,8 @@ class NightlyOutcome:
 
 def run_nightly(suite_path: Path | str, *, night: date | str | None = None, report_dir: Path | str | None = None,
                 db: str | None = None, retry_failed: bool = False, host: str | None = None,
-                lock_max_age: timedelta = LOCK_MAX_AGE, on_progress: ProgressFn | None = None) -> NightlyOutcome:
+                lock_max_age: timedelta = LOCK_MAX_AGE, on_progress: ProgressFn | None = None,
+                fleet: Callable[[list[str]], None] | None = None) -> NightlyOutcome:
     """One night of a suite: validate, lock, run what is missing, detect, store alerts, write reports."""
     suite = load_nightly_suite(suite_path)  # every problem, before anything runs
     night = parse_night(night)
@@ -586,7 +605,7 @@ def run_nightly(suite_path: Path | str, *, night: date | str | None = None, repo
     try:
         fingerprint = collect_fingerprint()
         entries = run_entries(suite, night, db=db, host=host, fingerprint=fingerprint, retry_failed=retry_failed,
-                              on_progress=on_progress)
+                              on_progress=on_progress, fleet=fleet)
         data = load_night(suite, night, db=db, host=host)
         results = check_night(data.candidates, data.history, suite.detection_config())
         ids = store_alerts(results, db=db, suite=suite.name, night=night, host=host)

@@ -344,7 +344,7 @@ def sandbox_policy(kind: str, allow_unsandboxed: bool) -> dict[str, Any]:
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
                 keep_dir: bool = False, lease_s: float | None = None, allow_unsandboxed: bool = False,
-                trusted: bool | None = None) -> RunOutcome:
+                trusted: bool | None = None, fetch_store: Callable[[str], Path] | None = None) -> RunOutcome:
     """Claim one queued run, execute it and store its results (or its failure) in one transaction.
 
     The claim is a compare-and-set (heptathlon.db.lifecycle.claim_run): a run that another
@@ -356,6 +356,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     code-carrying kind without bubblewrap is refused unless ``allow_unsandboxed`` (or the run was
     queued with it). ``trusted``: None follows the run's params (``run --trusted``); True runs it
     trusted (``execute --trusted``); False refuses a run queued trusted (the nightly, a fleet).
+    ``fetch_store(sha256)``: where a fleet worker gets the verified artifact
+    (heptathlon.bench.app.fleet) instead of the submitter's local store path; its failure is the run's.
     """
     executor = executor or LocalExecutor()
     lease_s = L.lease_seconds(lease_s)
@@ -379,6 +381,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     try:
         with L.LeaseKeeper(db, run_id, owner, lease_s):
             run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
+            if fetch_store is not None:  # a fleet worker: the artifact comes from the shared store
+                info["store"] = fetch_store(info["sha256"])
             _execute_claimed(run_id, owner, info, run_dir, executor, db, out)
     except KeyboardInterrupt as e:  # Interrupted (SIGINT, SIGTERM) or a plain Ctrl-C
         if out.status == RunStatus.SUCCEEDED:

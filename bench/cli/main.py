@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from heptathlon.bench.cli import fleet as _fleet
 from heptathlon.bench.cli import nightly as _nightly
 from heptathlon.bench.cli import profiles as _profiles
 from heptathlon.bench.cli import results as _results
@@ -68,6 +69,7 @@ _run.register_demo(app)
 app.command()(dashboard)
 _nightly.register(app)  # `nightly` and `alerts`
 _runs.register(app)  # `runs`, `runs show`, `requeue`
+_fleet.register(app)  # `worker`, `status` (docs/fleet.md)
 
 
 def _interrupted(e: Interrupted) -> None:

@@ -43,7 +43,13 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
                                                    "(default: a failed run is the night's result)."),
             trusted: bool = typer.Option(False, "--trusted", hidden=True,
                                          help="Refused: the nightly never runs a model in its measuring process."),
-            db: Db = None) -> None:
+            db: Db = None,
+            fleet: bool = typer.Option(False, "--fleet", help="Run the night's runs on the measuring fleet's "
+                                                               "queues (docs/fleet.md), then detect and report here."),
+            broker: Optional[str] = typer.Option(None, "--broker", envvar="HEPTATHLON_BROKER",
+                                                 help="--fleet: the Celery broker URL."),
+            artifacts: Optional[str] = typer.Option(None, "--artifacts", envvar="HEPTATHLON_ARTIFACTS",
+                                                    help="--fleet: the shared artifact store URL.")) -> None:
     """Run a nightly regression suite: run what the night still lacks, detect changes, store alerts, write reports."""
     from heptathlon.bench.app.nightly import load_nightly_suite, parse_night
     from heptathlon.bench.app.schedule import validate_cron
@@ -53,15 +59,30 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
                            "sandboxed model process (use `heptathlon run --trusted` on your own machine)")
 
     load_nightly_suite(suite)  # every problem in the suite at once, before anything runs or waits
+    dispatch = None
+    if fleet:
+        from heptathlon.bench.app.fleet import nightly_dispatcher
+
+        seen = {"done": -1}
+
+        def fleet_progress(states: dict[str, str]) -> None:  # one line each time another run finishes
+            done = sum(st in ("succeeded", "failed") for st in states.values())
+            if done != seen["done"]:
+                seen["done"] = done
+                err.print(f"[dim]fleet:[/] {done}/{len(states)} run(s) finished, "
+                          f"{sum(st == 'running' for st in states.values())} running")
+
+        dispatch = nightly_dispatcher(db=db, broker=broker, artifacts=artifacts, on_progress=fleet_progress)
     if schedule is None:
-        raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed))
+        raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed, dispatch))
     if night is not None:
         raise OptionsError("--date and --schedule exclude each other: a scheduled night is dated by the day it fires")
     validate_cron(schedule)
-    _serve_schedule(schedule, suite, report_dir, db, retry_failed)
+    _serve_schedule(schedule, suite, report_dir, db, retry_failed, dispatch)
 
 
-def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optional[str], retry_failed: bool) -> int:
+def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optional[str], retry_failed: bool,
+               dispatch: Any = None) -> int:
     from heptathlon.bench.app.nightly import run_nightly
     from heptathlon.bench.app.report import format_alert
 
@@ -70,7 +91,8 @@ def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optiona
         err.print(f"[dim][{done}/{total}][/] {escape(what)}: {escape(note)}")
 
     err.print(f"nightly suite {suite} for {night.isoformat()}")
-    o = run_nightly(suite, night=night, report_dir=report_dir, db=db, retry_failed=retry_failed, on_progress=progress)
+    o = run_nightly(suite, night=night, report_dir=report_dir, db=db, retry_failed=retry_failed, on_progress=progress,
+                    fleet=dispatch)
     if o.lock_note:
         err.print(f"[yellow]{escape(o.lock_note)}[/]")
     reused = sum(e.action == "reused" for e in o.entries)
@@ -88,7 +110,8 @@ def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optiona
     return o.exit_code
 
 
-def _serve_schedule(cron: str, suite: Path, report_dir: Optional[Path], db: Optional[str], retry_failed: bool) -> None:
+def _serve_schedule(cron: str, suite: Path, report_dir: Optional[Path], db: Optional[str], retry_failed: bool,
+                    dispatch: Any = None) -> None:
     from heptathlon.bench.app.nightly import run_nightly_on_schedule
     from heptathlon.bench.app.schedule import next_fire_times
 
@@ -101,7 +124,7 @@ def _serve_schedule(cron: str, suite: Path, report_dir: Optional[Path], db: Opti
 
     def night_job(night: date) -> int:
         try:
-            code = _run_night(suite, night, report_dir, db, retry_failed)
+            code = _run_night(suite, night, report_dir, db, retry_failed, dispatch)
         except HeptathlonError as e:  # a bad suite edit or a held lock: say so, wait for the next night
             err.print(f"[red]error:[/] {escape(str(e))}")
             return e.exit_code

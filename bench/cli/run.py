@@ -27,14 +27,32 @@ def submit(ctx: typer.Context, folder: Folder,
            max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
            ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
            seq_lengths: SeqLengths = None,
-           allow_unsandboxed: AllowUnsandboxed = False, db: Db = None) -> None:
-    """Validate, hash and store a submission, and queue its runs."""
+           allow_unsandboxed: AllowUnsandboxed = False,
+           db: Db = None,
+           fleet: Annotated[bool, typer.Option(
+               "--fleet", help="Dispatch the runs to the measuring fleet's queues (docs/fleet.md).")] = False,
+           broker: Annotated[Optional[str], typer.Option(
+               "--broker", envvar="HEPTATHLON_BROKER", help="--fleet: the Celery broker URL.")] = None,
+           artifacts: Annotated[Optional[str], typer.Option(
+               "--artifacts", envvar="HEPTATHLON_ARTIFACTS", help="--fleet: the shared artifact store URL.")] = None,
+           wait: Annotated[bool, typer.Option("--wait", help="--fleet: follow the runs to the end.")] = False) -> None:
+    """Validate, hash and store a submission, and queue its runs (on this machine, or --fleet)."""
     from heptathlon.bench.app.options import RunOptions
     from heptathlon.bench.app.service import pool_groups_of, queue_runs
     from heptathlon.bench.profile import default_profiles
 
     opts = RunOptions.from_cli(ctx.params, profiles=profile or [p.name for p in default_profiles()],
                                scenarios=scenario, trials=trials, allow_unsandboxed=allow_unsandboxed)
+    if fleet:
+        if run_now:
+            raise typer.BadParameter("--run executes here; --fleet dispatches to the fleet: pick one",
+                                     param_hint="--run")
+        from heptathlon.bench.cli.fleet import submit_to_fleet
+
+        submit_to_fleet(folder, opts, db=db, broker=broker, artifacts=artifacts, wait=wait)
+        return
+    if wait:
+        raise typer.BadParameter("--wait follows fleet runs; add --fleet (or use --run here)", param_hint="--wait")
     ids = queue_runs(folder, opts.profiles, opts.scenario_configs(), db=db, **opts.queue_kwargs())
     err.print(f"queued {len(ids)} run(s) for {folder}")
     if run_now:
