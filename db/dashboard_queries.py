@@ -30,6 +30,7 @@ from heptathlon.bench.run_status import FINISHED, RunStatus
 from heptathlon.db import queries as Q
 from heptathlon.db import results as R
 from heptathlon.db.results import chunks as _chunks
+from heptathlon.db.nightly_queries import NIGHTLY
 from heptathlon.db.models import Alert, GroupMetric, Machine, Measurement, Run, Samples, Submission
 from heptathlon.db.session import ensure_schema, session_scope
 
@@ -133,6 +134,42 @@ def headline_measurements(s: Session, run_ids: Sequence[str]) -> pd.DataFrame:
     best = R.pick_headlines(rows, run_id=lambda r: r[0], metric=lambda r: r[1], params=lambda r: r[9],
                             row_id=lambda r: r[10])
     return pd.DataFrame([tuple(r[:10]) for r in best.values()], columns=MEASUREMENT_COLUMNS)
+
+
+ATTEMPT_COLUMNS = ["run_id", "submission", "version", "status", "when", "error", "machine_id", "artifact_sha256"]
+
+
+def latest_attempts(s: Session, *, task: str, profile: str, scenario: str,
+                    machine_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """The newest finished run (succeeded or failed) of each submission name in one group.
+
+    The leaderboard marks a submission whose newest run failed: its last good result is then
+    older than what the submitter last sent. A failed run may have no machine (it broke before the
+    fingerprint), so it counts for every machine class; succeeded runs only for ``machine_ids``.
+    """
+    q = (select(Run.id, Submission.name, Submission.version, Run.status,
+                func.coalesce(Run.finished_at, Run.created_at), Run.error, Run.machine_id, Submission.artifact_sha256)
+         .join(Submission, Run.submission_id == Submission.id)
+         .where(Run.task_name == task, Run.profile_name == profile, Run.scenario == scenario,
+                Run.status.in_(FINISHED)))
+    wanted = None if machine_ids is None else set(machine_ids)
+    newest: dict[str, tuple] = {}
+    for row in s.execute(q):
+        if wanted is not None and row[6] is not None and row[6] not in wanted:
+            continue
+        if wanted is not None and row[6] is None and row[3] != RunStatus.FAILED:
+            continue
+        cur = newest.get(row[1])
+        if cur is None or (_utc(row[4]), row[0]) > (_utc(cur[4]), cur[0]):
+            newest[row[1]] = tuple(row)
+    return pd.DataFrame(sorted(newest.values(), key=lambda r: r[1]), columns=ATTEMPT_COLUMNS)
+
+
+def _utc(t: Any) -> Any:
+    """Timestamps compare across backends: SQLite returns naive UTC, PostgreSQL aware."""
+    from datetime import timezone
+
+    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
 
 
 # ---- framework tax sweeps ------------------------------------------------------------------------
@@ -320,7 +357,7 @@ def latency_samples_ms(s: Session, run_id: str) -> np.ndarray | None:
 
 # ---- history -------------------------------------------------------------------------------------
 HISTORY_COLUMNS = ["run_id", "status", "created_at", "finished_at", "machine_id", "trial", "error", "value",
-                   "ci_low", "ci_high", "n", "method", "unit", "series_key"]
+                   "ci_low", "ci_high", "n", "method", "unit", "series_key", "night"]
 
 
 def series_history(s: Session, *, submission: str | None = None, profile: str | None = None,
@@ -334,7 +371,7 @@ def series_history(s: Session, *, submission: str | None = None, profile: str | 
     may have no machine, so the machine filter applies to succeeded runs only.
     """
     q = (select(Run.id, Run.status, Run.created_at, Run.finished_at, Run.machine_id, Run.trial, Run.error,
-                Run.series_key)
+                Run.series_key, Run.extra)
          .where(Run.status.in_(FINISHED)).order_by(Run.created_at, Run.id))
     if series_key is not None:
         q = q.where(Run.series_key == series_key)
@@ -345,11 +382,19 @@ def series_history(s: Session, *, submission: str | None = None, profile: str | 
             if machine_ids is None or r[1] == RunStatus.FAILED or r[4] in set(machine_ids)]
     best = R.headline_measurements(s, [r[0] for r in rows if r[1] == RunStatus.SUCCEEDED], metric=metric)
     out = []
-    for rid, status, created, finished, mid, trial, error, key in rows:
+    for rid, status, created, finished, mid, trial, error, key, extra in rows:
         m = best.get(rid, {}).get(metric)
         values = (None,) * 6 if m is None else (m.value, m.ci_low, m.ci_high, m.n, m.method, m.unit)
-        out.append((rid, status, created, finished, mid, trial, error, *values, key))
+        out.append((rid, status, created, finished, mid, trial, error, *values, key, night_of(extra, created)))
     return pd.DataFrame(out, columns=HISTORY_COLUMNS)
+
+
+def night_of(extra: dict[str, Any] | None, created: Any) -> str | None:
+    """The night a run belongs to (YYYY-MM-DD): its nightly marker's date, else its creation date."""
+    marker = (extra or {}).get(NIGHTLY)
+    if isinstance(marker, dict) and marker.get("date"):
+        return str(marker["date"])[:10]
+    return None if created is None else created.date().isoformat()
 
 
 ALERT_COLUMNS = ["id", "series_key", "metric", "kind", "candidate_run_id", "test", "p_value", "effect", "z_score",
@@ -399,6 +444,13 @@ def load_latest_results(url: str, *, task: str | None = None, profile: str | Non
     with session_scope(url) as s:
         return latest_results(s, task=task, profile=profile, scenario=scenario, machine_ids=machine_ids,
                               submission=submission)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_latest_attempts(url: str, *, task: str, profile: str, scenario: str,
+                         machine_ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return latest_attempts(s, task=task, profile=profile, scenario=scenario, machine_ids=machine_ids)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

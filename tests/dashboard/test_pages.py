@@ -117,13 +117,19 @@ def test_only_failed_runs_is_not_measured_everywhere(failed_only_db, monkeypatch
 def test_leaderboard_on_real_runs(filled_db, monkeypatch):
     at = open_page(filled_db["url"], monkeypatch, PAGES[0])
     board = leaderboard(at)
-    assert set(board) == {"arrests-mlp-onnx", "arrests-mlp-command"}  # one task per group
-    onnx, cmd = board["arrests-mlp-onnx"], board["arrests-mlp-command"]
-    # Every stored metric is a column, CI, n and method on hover.
+    # One task per group; the submission that never ran is on the board with its failure.
+    assert set(board) == {"arrests-mlp-onnx", "arrests-mlp-command", "broken-model"}
+    onnx, cmd, broken = board["arrests-mlp-onnx"], board["arrests-mlp-command"], board["broken-model"]
+    assert broken["status"][0].startswith("failed") and "command exited with code 1" in broken["status"][0]
+    assert broken["#"][0] == "—" and broken["score"][0] == "—"
+    assert onnx["status"][0] == "ok"
+    # The headline metrics are columns (the column chooser offers the rest), CI, n and method on hover.
     assert {"latency_p50_ms", "throughput_sps", "accuracy", "peak_rss_mb", "load_s", "params",
             "energy_per_sample_j"} <= set(onnx)
     text, cls, title = onnx["latency_p50_ms"]
-    assert float(text) > 0 and "95% CI [" in title and "method: timer:perf_counter_ns" in title
+    number, unit = text.split()
+    assert float(number) > 0 and unit in ("ns", "µs", "ms", "s")  # an SI prefix, never 0.007629 ms
+    assert "95% CI [" in title and "method: timer:perf_counter_ns" in title
     # Not measured: the command submission's parameter count, and energy (meters off) everywhere.
     assert cmd["params"][0] == "not measured" and "method: unavailable" in cmd["params"][2]
     assert onnx["energy_per_sample_j"][0] == "not measured"
@@ -148,7 +154,9 @@ def test_leaderboard_weights_change_the_score(filled_db, monkeypatch):
     for s in at.slider:
         s.set_value(0.0)
     at.slider(key="lb_w_load_s").set_value(1.0).run()
-    scores = sorted(float(row["score"][0]) for row in leaderboard(at).values())
+    scores = sorted(float(row["score"][0]) for row in leaderboard(at).values() if row["status"][0] == "ok")
+    w = dict(p.split(":") for p in at.query_params["w"].split(","))  # the weights are in the URL
+    assert w["load_s"] == "1" and w["accuracy"] == "0"
     # One metric, two entries: the better one scores 100, the other 0 unless their CIs overlap
     # (load_s has no CI, so they do not).
     assert scores == [0.0, 100.0]
@@ -235,7 +243,10 @@ def test_leaderboard_marks_estimates_and_never_ranks_them(augmented_db, monkeypa
     assert board["arrests-mlp-command"]["score"][0] == "—" and "energy_per_sample_j" in board[
         "arrests-mlp-command"]["score"][2]
     assert "No score" in texts(at)
-    assert board["arrests-mlp-onnx"]["made_up_metric"][0] == "3"  # unknown to the registry: shown, unranked
+    assert "made_up_metric" not in board["arrests-mlp-onnx"]  # not a default column: offered in the chooser
+    at.multiselect(key="lb_cols").select("made_up_metric").run()
+    board = leaderboard(at)
+    assert board["arrests-mlp-onnx"]["made_up_metric"][0] == "3 widgets"  # unknown to the registry: shown, unranked
     assert "made_up_metric" not in [o.split(" (")[0] for o in at.selectbox(key="lb_rank_by").options]
 
 
