@@ -167,9 +167,9 @@ def latest_attempts(s: Session, *, task: str, profile: str, scenario: str,
 
 def _utc(t: Any) -> Any:
     """Timestamps compare across backends: SQLite returns naive UTC, PostgreSQL aware."""
-    from datetime import timezone
+    from datetime import UTC
 
-    return t.replace(tzinfo=timezone.utc) if t is not None and t.tzinfo is None else t
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 # ---- framework tax sweeps ------------------------------------------------------------------------

@@ -64,8 +64,8 @@ methods = {m: sorted(meas.loc[meas["metric"] == m, "method"].dropna().unique()) 
 st.html(B.board_html(board, methods))
 
 n_rows = len(board.rows)
-notes = [f"{n_rows} submission(s) on **{group['class_label']}** · {group['task']} · {group['profile']} · "
-         f"{group['scenario']}. Ranks are by **{rank_by}**; entries compare only within this group."]
+notes = [(f"{n_rows} submission(s) on **{group['class_label']}** · {group['task']} · {group['profile']} · "
+          f"{group['scenario']}. Ranks are by **{rank_by}**; entries compare only within this group.")]
 if board.hidden_by_search:
     notes.append(f"{board.hidden_by_search} submission(s) hidden by the search “{search}”.")
 if len(shown_metrics) < len(metrics):

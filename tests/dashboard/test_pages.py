@@ -126,7 +126,7 @@ def test_leaderboard_on_real_runs(filled_db, monkeypatch):
     # The headline metrics are columns (the column chooser offers the rest), CI, n and method on hover.
     assert {"latency_p50_ms", "throughput_sps", "accuracy", "peak_rss_mb", "load_s", "params",
             "energy_per_sample_j"} <= set(onnx)
-    text, cls, title = onnx["latency_p50_ms"]
+    text, _, title = onnx["latency_p50_ms"]
     number, unit = text.split()
     assert float(number) > 0 and unit in ("ns", "µs", "ms", "s")  # an SI prefix, never 0.007629 ms
     assert "95% CI [" in title and "method: timer:perf_counter_ns" in title
