@@ -119,6 +119,24 @@ def describe_value(v: Value | None, unit: str = "") -> str:
     return " · ".join(parts)
 
 
+def opt(x: Any) -> Any:
+    """None for a missing value (None, NaN, NaT), else the value."""
+    if x is None:
+        return None
+    try:
+        return None if pd.isna(x) else x
+    except (TypeError, ValueError):  # lists and dicts
+        return x
+
+
+def esc_md(x: Any) -> str:
+    """Text safe inside Markdown (a submission name cannot inject links or emphasis)."""
+    text = "" if x is None else str(x)
+    for ch in "\\`*_[]<>#|$~":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def esc(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
@@ -325,3 +343,46 @@ def load_common() -> tuple[str, pd.DataFrame, pd.DataFrame]:
 def no_succeeded_runs() -> None:
     st.info("No succeeded runs yet: every metric is **not measured**. Failed runs are listed on the "
             "Run detail page.")
+
+
+# ---- comparing two runs ------------------------------------------------------------------------------
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b.c": value}`` (lists stay values)."""
+    if not isinstance(d, dict):
+        return {prefix: d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def context_diff(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, str]]:
+    """What differs between two runs' contexts (run_detail dicts): artifact, submission, profile,
+    scenario parameters, software and machine. One row per differing field: area, field, A, B."""
+    def ctx(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        sub = d.get("submission") or {}
+        mach = d.get("machine") or {}
+        return {
+            "artifact": {"sha256": sub.get("artifact_sha256"), "kind": sub.get("kind")},
+            "submission": {"name": sub.get("name") or d.get("submission_ref"), "version": sub.get("version"),
+                           "task": d.get("task")},
+            "profile": {"name": d.get("profile"), "spec_hash": d.get("profile_spec_hash")},
+            "scenario": {"name": d.get("scenario"), **flatten(d.get("params") or {})},
+            "software": flatten(d.get("software") or {}),
+            "machine": {"fingerprint": mach.get("fingerprint_hash"), **flatten(mach.get("specs") or {})},
+        }
+
+    ca, cb = ctx(a), ctx(b)
+    rows = []
+    for area in ca:
+        keys = sorted(set(ca[area]) | set(cb[area]))
+        for k in keys:
+            va, vb = ca[area].get(k), cb[area].get(k)
+            if va != vb:
+                rows.append({"area": area, "field": k, "A": "—" if va is None else str(va),
+                             "B": "—" if vb is None else str(vb)})
+    return rows

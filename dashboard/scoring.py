@@ -228,6 +228,37 @@ def pareto_front_ci(points: Sequence[tuple[str, Value, Value]], *, x_lower_is_be
     return {p for p in iv if not any(dominates(q, p) for q in iv if q != p)}
 
 
+def difference_ci(a: Value, b: Value) -> tuple[float | None, float | None, float | None]:
+    """a − b with an approximate 95% CI from the two CIs (MOVER, Zou & Donner 2008).
+
+    L = d − √((a − a_lo)² + (b_hi − b)²), U = d + √((a_hi − a)² + (b − b_lo)²); the two runs are
+    independent samples. Without both CIs only the point difference is returned.
+    """
+    if not (_finite(a.value) and _finite(b.value)):
+        return None, None, None
+    d = float(a.value) - float(b.value)
+    if not all(_finite(x) for x in (a.ci_low, a.ci_high, b.ci_low, b.ci_high)):
+        return d, None, None
+    lo = d - math.hypot(a.value - a.ci_low, b.ci_high - b.value)
+    hi = d + math.hypot(a.ci_high - a.value, b.value - b.ci_low)
+    return d, lo, hi
+
+
+def format_p(p: float | None) -> str:
+    """A p-value as people read it: ``p = 0.032``, ``p < 0.0001``; never ``0.000``."""
+    if not _finite(p):
+        return "p: —"
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+
+
+def format_signed(value: float | None, unit: str = "", *, ref: float | None = None) -> str:
+    """A difference with its sign: ``+1.2 ms``, ``−350 µs``."""
+    if not _finite(value):
+        return "—"
+    text = format_si(abs(value), unit, ref=ref if _finite(ref) else abs(value))
+    return ("+" if value > 0 else "−" if value < 0 else "±") + text
+
+
 _SI_UNITS = {"ms": ("s", 1e-3), "us": ("s", 1e-6), "s": ("s", 1.0), "J": ("J", 1.0), "g": ("g", 1.0),
              "W": ("W", 1.0), "MB": ("B", 1e6)}
 _PREFIXES = [(1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")]

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from heptathlon.db.session import session_scope
+from tests.dashboard.conftest import copy_sqlite
+
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ["views/leaderboard.py", "views/tradeoffs.py", "views/hardware.py", "views/framework_tax.py",
          "views/fairness.py", "views/run_detail.py", "views/history.py"]
@@ -283,3 +286,86 @@ def test_history_marks_failures_and_alerts(augmented_db, monkeypatch):
     assert names == ["latency_p50_ms", "failed run", "alert: regression"]
     assert len(fig["data"][0]["x"]) == 5  # four earlier nights and the real run; the failed night apart
     assert "regression" in str(at.dataframe[0].value["kind"].tolist())
+
+
+# ---- last night ---------------------------------------------------------------------------------------
+LAST_NIGHT, COMPARE = "views/last_night.py", "views/compare.py"
+
+
+def test_last_night_is_the_landing_page_after_a_recent_nightly(nightly_db, filled_db, monkeypatch):
+    at = open_page(nightly_db["url"], monkeypatch, PAGES[0])  # the app's default page
+    assert at.title[0].value == "Last night"
+    shown = texts(at).replace("\\_", "_")  # Markdown-escaped names
+    # Every verdict but pass is listed by default; the regression with its effect in ms and its CI.
+    assert "regressed (1)" in shown and "broke (1)" in shown and "skipped (1)" in shown and "pass" not in [
+        s.value for s in at.subheader]
+    assert "arrests-mlp-onnx · cpu-1core · single_stream" in shown
+    effect = next(m.value for m in at.markdown if "regression** of `latency_p50_ms`" in m.value)
+    assert "+24" in effect and "µs" in effect and "[" in effect and "(+23.8%)" in effect  # unit, CI, relative
+    assert "p < 0.0001" in shown and "000" not in shown.split("p < 0.0001")[0][-5:]
+    assert "Mann-Whitney U" in shown and "software.onnxruntime: 1.17.0 -> 1.18.0" in shown
+    assert "worker crashed: out of memory" in shown
+    assert any("history?" in m.value and "submission=arrests-mlp-onnx" in m.value and "metric=latency_p50_ms"
+               in m.value for m in at.markdown)
+    # The filled database alone has no nightly: the leaderboard stays the landing page.
+    plain = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    assert plain.title[0].value == "Leaderboard"
+
+
+def test_last_night_lists_passing_series_on_request(nightly_db, monkeypatch):
+    at = open_page(nightly_db["url"], monkeypatch, PAGES[0], query={"verdicts": "pass"})
+    assert [s.value for s in at.subheader] == ["✅ pass (1)"]
+    assert "arrests-mlp-command · cpu-1core" in texts(at).replace("\\_", "_")
+
+
+def test_acknowledge_writes_what_the_cli_writes(nightly_db, monkeypatch, tmp_path):
+    from heptathlon.bench.app.nightly import list_alerts, set_alert_status
+    from heptathlon.db.models import Alert as AlertRow
+
+    at = open_page(nightly_db["url"], monkeypatch, PAGES[0])
+    at.button(key=f"ln_ack_{nightly_db['alert_id']}").click().run()
+    assert not at.exception
+    assert f"alert #{nightly_db['alert_id']} · **acknowledged**" in texts(at)
+    assert not [b for b in at.button if b.key == f"ln_ack_{nightly_db['alert_id']}"]  # no action left
+    # The CLI's function on a second copy gives the same row (status, history entry shape).
+    twin = copy_sqlite(nightly_db["path"], tmp_path / "twin.db")
+    with session_scope(twin) as s:
+        row = s.get(AlertRow, nightly_db["alert_id"])
+        row.status, row.detail = "open", {k: v for k, v in row.detail.items() if k != "history"}
+    set_alert_status(twin, [nightly_db["alert_id"]], "acknowledged")
+    mine = next(a for a in list_alerts(nightly_db["url"], include_closed=True) if a["id"] == nightly_db["alert_id"])
+    cli = next(a for a in list_alerts(twin, include_closed=True) if a["id"] == nightly_db["alert_id"])
+    strip = [{k: v for k, v in h.items() if k != "at"} for h in mine["history"]]
+    assert mine["status"] == cli["status"] == "acknowledged"
+    assert strip == [{k: v for k, v in h.items() if k != "at"} for h in cli["history"]]
+    # "Expected" on a broke alert is refused (a failed run cannot start a baseline): the button is disabled.
+    assert at.button(key=f"ln_exp_{nightly_db['broke_alert_id']}").disabled
+
+
+def test_expected_marks_the_alert_expected(nightly_db, monkeypatch):
+    from heptathlon.bench.app.nightly import list_alerts
+
+    at = open_page(nightly_db["url"], monkeypatch, PAGES[0])
+    at.button(key=f"ln_exp_{nightly_db['alert_id']}").click().run()
+    row = next(a for a in list_alerts(nightly_db["url"], include_closed=True) if a["id"] == nightly_db["alert_id"])
+    assert row["status"] == "expected" and row["history"][-1]["from"] == "open"
+
+
+# ---- compare -------------------------------------------------------------------------------------------
+def test_compare_two_runs(filled_db, monkeypatch):
+    one = filled_db["outcomes"][0].run_id  # arrests-mlp-onnx on cpu-1core
+    two = filled_db["outcomes"][1].run_id  # arrests-mlp-onnx on cpu-2core
+    at = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    at.switch_page(COMPARE)
+    at.query_params.update({"a": one, "b": two})
+    at.run()
+    assert not at.exception and at.title[0].value == "Compare runs"
+    metrics = at.dataframe[0].value.set_index("metric")
+    row = metrics.loc["latency_p50_ms"]
+    assert "[" in row["A"] and "[" in row["B"] and "[" in row["B − A"]  # both CIs and the difference's
+    assert row["verdict"] in ("B better", "B worse", "inside the noise")
+    context = at.dataframe[1].value
+    assert {"profile"} <= set(context["area"]) and "cpu-2core" in set(context["B"])
+    (fig,) = charts(at)
+    assert [t["name"] for t in fig["data"] if t["type"] == "bar"] == [f"A · {one[:8]}", f"B · {two[:8]}"]
+    assert at.query_params["a"] == one and at.query_params["b"] == two
