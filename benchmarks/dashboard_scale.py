@@ -197,19 +197,21 @@ def main() -> None:
     ap.add_argument("--measurements", type=int, default=1_000_000)
     ap.add_argument("--submissions", type=int, default=300)
     ap.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary file)")
+    ap.add_argument("--reuse", action="store_true", help="time an existing --db file again instead of filling one")
     ap.add_argument("--repeat", type=int, default=3, help="renders (each with its peer) to take the median of")
     args = ap.parse_args()
     path = args.db or Path(tempfile.mkdtemp(prefix="heptathlon-scale-")) / "scale.db"
-    if path.exists():
-        raise SystemExit(f"{path} exists; pass a new path")
     url = f"sqlite:///{path}"
-
-    t = time.perf_counter()
-    counts = fill(url, args.runs, args.measurements, args.submissions)
-    fill_s = time.perf_counter() - t
-    size_mb = path.stat().st_size / 1e6
-    print(f"filled {counts['runs']:,} runs ({counts['succeeded']:,} succeeded, {counts['series']:,} series), "
-          f"{counts['measurements']:,} measurements in {fill_s:.1f} s; {size_mb:.0f} MB at {path}")
+    if path.exists() and not args.reuse:
+        raise SystemExit(f"{path} exists; pass a new path (or --reuse to time an earlier fill again)")
+    if not path.exists():
+        t = time.perf_counter()
+        counts = fill(url, args.runs, args.measurements, args.submissions)
+        fill_s = time.perf_counter() - t
+        print(f"filled {counts['runs']:,} runs ({counts['succeeded']:,} succeeded, {counts['series']:,} series), "
+              f"{counts['measurements']:,} measurements in {fill_s:.1f} s; {path.stat().st_size / 1e6:.0f} MB at {path}")
+    else:
+        print(f"reusing {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
     with session_scope(url) as s:
         classes = DQ.machine_classes(s)
@@ -227,6 +229,9 @@ def main() -> None:
     rows = [("leaderboard query: latest_results(one group)", q(DQ.latest_results, **group)),
             ("filter options: result_options", q(DQ.result_options)),
             ("overview: database_overview", q(DQ.database_overview)),
+            ("board status: latest_attempts(one group)", q(DQ.latest_attempts, task="arrests", profile="cpu-1core",
+                                                          scenario="single_stream", machine_ids=ids)),
+            ("landing check: latest_nightly_time", q(DQ.latest_nightly_time)),
             ("CLI leaderboard: heptathlon.db.queries.leaderboard(task, profile, scenario)",
              q(Q.leaderboard, task="arrests", profile="cpu-1core", scenario="single_stream"))]
     print(f"\nleaderboard group: {len(runs)} entries, {len(meas)} headline values")
