@@ -226,3 +226,43 @@ def test_profile_colours_are_the_same_everywhere():
     assert group_bars(df, "x").data[0].marker.color == group_bars(alone, "x").data[0].marker.color == colour(
         "cpu-2core")
     assert colour("zz-new-profile") == colour("zz-new-profile") and colour("cpu-1core") != colour("cpu-2core")
+
+
+def _sweep(knee_lo, knee_hi):
+    from heptathlon.dashboard.figures import sweep_figure
+
+    lat = pd.DataFrame([{"runtime": "onnxruntime", "batch_size": b, "value": 0.05 + 0.004 * max(0, b - 16),
+                         "ci_low": None, "ci_high": None, "method": M} for b in (1, 2, 4, 8, 16, 32, 64)])
+    return sweep_figure(lat, [{"runtime": "onnxruntime", "knee": 16.0, "ci_low": knee_lo, "ci_high": knee_hi}],
+                        "latency_p50_ms")
+
+
+def test_knee_ci_band_is_clipped_to_the_measured_batches():
+    narrow = _sweep(8.0, 32.0)
+    bands = [t for t in narrow.data if t.fill == "toself"]
+    assert len(bands) == 1 and min(bands[0].x) == 8.0 and max(bands[0].x) == 32.0
+    wide = _sweep(0.0, 10_000.0)  # a CI that says nothing: no band over the whole plot, said in the legend
+    assert not [t for t in wide.data if t.fill == "toself"]
+    assert any("CI spans every batch size" in (t.name or "") for t in wide.data)
+    assert list(narrow.layout.xaxis.tickvals) == [1, 2, 4, 8, 16, 32, 64]
+    assert all(lab.endswith("s") for lab in narrow.layout.yaxis.ticktext)  # "50 µs", never "9, 8 … 2"
+
+
+def test_estimated_tax_bars_are_marked():
+    from heptathlon.dashboard.figures import tax_figure
+
+    tax = pd.DataFrame([{"runtime": "command", "batch_size": b, "value": 0.5, "ci_low": None, "ci_high": None,
+                         "method": "estimate:intercept"} for b in (1, 2)])
+    bar = tax_figure(tax).data[0]
+    assert list(bar.marker.pattern.shape) == ["/", "/"] and "estimated" in bar.name and bar.text[0] == "≈ est."
+
+
+def test_history_x_axis_is_the_night():
+    from heptathlon.dashboard.figures import history_figure
+
+    t = pd.Timestamp("2026-11-30 00:30", tz="UTC")  # finished after midnight, belongs to the 29th
+    series = pd.DataFrame([{"run_id": "r", "status": "succeeded", "created_at": t, "finished_at": t,
+                            "value": 1.0, "ci_low": 0.9, "ci_high": 1.1, "method": M, "error": None,
+                            "night": "2026-11-29"}])
+    fig = history_figure(series, pd.DataFrame(), "latency_p50_ms")
+    assert str(fig.data[0].x[0])[:10] == "2026-11-29" and fig.layout.xaxis.title.text == "night"

@@ -133,3 +133,127 @@ def test_history_metric_is_in_the_url(filled_db, monkeypatch):
     assert at.selectbox(key="hi_submission").value == "arrests-mlp-onnx"
     (fig,) = charts(at)
     assert fig["layout"]["xaxis"]["title"]["text"] == "night"
+
+
+# ---- the board's states ------------------------------------------------------------------------
+def _db_with(filled_db, tmp_path, change) -> str:
+    from heptathlon.db.session import session_scope
+    from tests.dashboard.conftest import copy_sqlite
+
+    url = copy_sqlite(filled_db["path"], tmp_path / "states.db")
+    with session_scope(url) as s:
+        change(s)
+    return url
+
+
+def _onnx_run(s, profile="cpu-1core"):
+    from heptathlon.db.models import Run
+
+    return next(r for r in s.query(Run).filter(Run.status == "succeeded", Run.profile_name == profile)
+                if r.submission is not None and r.submission.name == "arrests-mlp-onnx")
+
+
+def _clone_run(s, src, *, status="succeeded", submission_id=None, minutes=5, error=None):
+    import uuid
+    from datetime import timedelta
+
+    from heptathlon.db.models import Measurement, Run
+
+    t = src.finished_at + timedelta(minutes=minutes)
+    rid = str(uuid.uuid4())
+    s.add(Run(id=rid, submission_id=submission_id or src.submission_id, profile_id=src.profile_id,
+              machine_id=src.machine_id, submission_ref=src.submission_ref, profile_name=src.profile_name,
+              task_name=src.task_name, scenario=src.scenario, params=src.params, status=status, created_at=t,
+              started_at=t, finished_at=t, error=error))
+    s.flush()
+    if status == "succeeded":
+        for m in src.measurements:
+            s.add(Measurement(run_id=rid, metric=m.metric, unit=m.unit, value=m.value, ci_low=m.ci_low,
+                              ci_high=m.ci_high, n=m.n, method=m.method, params=m.params, note=m.note))
+    return rid
+
+
+def test_a_failed_latest_run_is_on_the_board_with_the_older_result_marked(filled_db, monkeypatch, tmp_path):
+    def fail_last_night(s):
+        _clone_run(s, _onnx_run(s), status="failed", error="run x (arrests-mlp-onnx on cpu-1core/single_stream): "
+                                                          "worker timed out after 600 s")
+
+    url = _db_with(filled_db, tmp_path, fail_last_night)
+    at = open_page(url, monkeypatch, PAGES[0])
+    row = leaderboard(at)["arrests-mlp-onnx"]
+    text, cls, title = row["status"]
+    assert text.startswith("latest run failed") and "worker timed out after 600 s" in text and "older" in text
+    assert cls == "failed" and "worker timed out" in title
+    assert row["latency_p50_ms"][0] != "—"  # the last good result is still shown (greyed via the row class)
+    assert "class='older'" in next(h.value for h in at.get("html") if "hep-leaderboard" in h.value)
+
+
+def test_a_changed_artifact_leaves_one_row(filled_db, monkeypatch, tmp_path):
+    from heptathlon.db.models import Submission
+
+    def new_artifact(s):
+        src = _onnx_run(s)
+        old = src.submission
+        sub = Submission(name=old.name, version=old.version, task=old.task, kind=old.kind,
+                         artifact_sha256="f" * 64, manifest=old.manifest, store_path=old.store_path + "-new")
+        s.add(sub)
+        s.flush()
+        _clone_run(s, src, submission_id=sub.id)
+
+    url = _db_with(filled_db, tmp_path, new_artifact)
+    at = open_page(url, monkeypatch, PAGES[0])
+    html = next(h.value for h in at.get("html") if "hep-leaderboard" in h.value)
+    assert html.count(">arrests-mlp-onnx v1<") == 1  # one row, not two identical ones
+    assert leaderboard(at)["arrests-mlp-onnx"]["status"][0] == "ok · new artifact"
+
+
+def test_the_download_is_the_table_shown(filled_db, monkeypatch):
+    import csv
+    import io
+
+    from heptathlon.dashboard import board as B
+
+    at = open_page(filled_db["url"], monkeypatch, PAGES[0], query={"q": "command", "cols": "latency_p50_ms,accuracy"})
+    shown = leaderboard(at)
+    assert set(shown) == {"arrests-mlp-command"}
+    assert [e.proto.label for e in at.get("download_button")] == ["Download this table (1 rows, CSV)"]
+    # The CSV is built from the same Board the HTML is drawn from: same header, same cell text.
+    header = list(next(iter(shown.values())))
+    assert header == ["submission", "#", "score", "status", "latency_p50_ms", "accuracy"]
+    runs = [{"run_id": "r1", "submission": "x", "version": "1", "kind": "onnx", "finished_at": "t"}]
+    from heptathlon.dashboard.scoring import Value
+
+    board = B.build_board(runs, {"r1": {"latency_p50_ms": Value(0.007629, 0.007, 0.008, "timer", 9, "ms")}}, [],
+                          metrics=["latency_p50_ms"], rank_by="latency_p50_ms", weights={}, inline_ci=True)
+    rows = list(csv.reader(io.StringIO(board.csv())))
+    assert rows == [["submission", "#", "score", "status", "latency_p50_ms"],
+                    ["x v1", "1", "—", "ok", "7.63 µs [7 µs, 8 µs]"]]
+    assert "position: sticky; left: 0" in B.STYLE and "<th class='sub'" in B.board_html(board)  # pinned name
+
+
+def test_scenario_default_is_single_stream_not_alphabetical():
+    import pandas as pd
+
+    from heptathlon.dashboard.common import most_common
+
+    opts = pd.DataFrame({"scenario": ["batch_sweep", "single_stream", "batch_sweep", "single_stream"],
+                         "submission": ["a", "a", "b", "b"]})
+    assert most_common(opts, "scenario") == ["single_stream", "batch_sweep"]
+
+
+def test_fairness_delta_follows_the_metric(augmented_db, monkeypatch):
+    at = open_page(augmented_db["url"], monkeypatch, PAGES[4], query={"submission": "arrests-mlp-onnx"})
+    assert "Δ accuracy against the reference profile" in [s.value for s in at.subheader]
+    other = [m for m in at.selectbox(key="fa_metric").options if m != "accuracy"]
+    assert other, "the real runs store more than one group metric"
+    at.selectbox(key="fa_metric").set_value(other[0]).run()
+    assert f"Δ {other[0]} against the reference profile" in [s.value for s in at.subheader]
+    assert at.query_params["metric"] == other[0]
+    figs = charts(at)
+    assert figs[0]["data"][0]["zmin"] is not None  # the heatmap's colour scale is fixed, not fitted to the data
+
+
+def test_score_formula_renders_as_latex(filled_db, monkeypatch):
+    at = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    assert [e.value for e in at.get("latex")] and r"\text{score}" in at.get("latex")[0].value
+    assert not any("$$" in m.value for m in at.markdown)
