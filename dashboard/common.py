@@ -14,7 +14,7 @@ import streamlit as st
 
 import heptathlon.bench.framework_tax  # noqa: F401  registers batch_knee and fixed_overhead_ms in METRICS
 from heptathlon.bench.metrics import METRICS
-from heptathlon.dashboard.scoring import Value, format_value
+from heptathlon.dashboard.scoring import Value, format_si, format_value
 from heptathlon.db import dashboard_queries as DQ
 from heptathlon.db.session import default_url
 
@@ -343,6 +343,28 @@ def load_common() -> tuple[str, pd.DataFrame, pd.DataFrame]:
 def no_succeeded_runs() -> None:
     st.info("No succeeded runs yet: every metric is **not measured**. Failed runs are listed on the "
             "Run detail page.")
+
+
+def alerts_table(alerts: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """Alert rows as readers read them: the series by name (not its hash), p-values as ``p < 0.0001``,
+    the effect as a signed percentage with the values it compares in the metric's unit."""
+    from heptathlon.dashboard.scoring import format_p
+
+    rows = []
+    for a in alerts.to_dict("records"):
+        detail = a.get("detail") or {}
+        unit = METRICS[a["metric"]].unit if a["metric"] in METRICS else ""
+        base, cand = detail.get("baseline_value"), detail.get("candidate_value")
+        effect = "" if opt(a["effect"]) is None else f"{a['effect']:+.1%}"
+        if base is not None and cand is not None:
+            effect += f" ({format_si(base, unit)} → {format_si(cand, unit)})"
+        rows.append({"id": a.get("id"), "kind": a["kind"], "metric": a["metric"], "status": a["status"],
+                     "series": detail.get("series") or a.get("series_key"), "test": a.get("test") or "—",
+                     "p": format_p(opt(a["p_value"])) if opt(a["p_value"]) is not None else "—",
+                     "z": "—" if opt(a["z_score"]) is None else f"{a['z_score']:+.1f}", "effect": effect or "—",
+                     "on this metric": metric is None or a["metric"] in (None, "run", metric),
+                     "night": detail.get("date") or "", "run": a.get("candidate_run_id")})
+    return pd.DataFrame(rows)
 
 
 # ---- comparing two runs ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from heptathlon.bench.metrics import METRICS
 from heptathlon.bench.run_status import RunStatus
-from heptathlon.dashboard.scoring import format_si
+from heptathlon.dashboard.scoring import format_p, format_si
 
 PALETTE = qualitative.Safe
 # One colour per profile and per runtime on every page: fixed for the bundled profiles and the
@@ -391,7 +391,7 @@ def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> g
                     continue
                 xs.append(run["t"])
                 ys.append(_nan_none(run["value"]) if _nan_none(run["value"]) is not None else floor)
-                p = "" if _nan_none(a["p_value"]) is None else f" · p = {a['p_value']:.2g}"
+                p = "" if _nan_none(a["p_value"]) is None else f" · {format_p(a['p_value'])}"
                 z = "" if _nan_none(a["z_score"]) is None else f" · z = {a['z_score']:.1f}"
                 texts.append(f"{kind} ({a['status']}){p}{z}")
             if xs:

@@ -42,8 +42,7 @@ st.subheader("Regression alerts")
 if alerts.empty:
     st.info("No alerts for this series yet (the nightly suite stores them in the alert table).")
 else:
-    shown = alerts.assign(on_this_metric=alerts["metric"].isna() | alerts["metric"].isin(["run", metric]))
-    st.dataframe(shown.drop(columns=["detail"]), hide_index=True, width="stretch")
+    st.dataframe(C.alerts_table(alerts, metric), hide_index=True, width="stretch")
 
 with st.expander("Runs of this series"):
     st.dataframe(series, hide_index=True, width="stretch")

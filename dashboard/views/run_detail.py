@@ -131,7 +131,7 @@ if not d["groups"].empty:
     st.dataframe(d["groups"], hide_index=True, width="stretch")
 if not d["alerts"].empty:
     st.subheader("Alerts on this run")
-    st.dataframe(d["alerts"], hide_index=True, width="stretch")
+    st.dataframe(C.alerts_table(d["alerts"]), hide_index=True, width="stretch")
 if d["status"] != RunStatus.FAILED and d["stderr_tail"]:
     with st.expander("stderr (tail)"):
         st.code(d["stderr_tail"], language="text")

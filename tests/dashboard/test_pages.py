@@ -285,7 +285,11 @@ def test_history_marks_failures_and_alerts(augmented_db, monkeypatch):
     names = [t["name"] for t in fig["data"]]
     assert names == ["latency_p50_ms", "failed run", "alert: regression"]
     assert len(fig["data"][0]["x"]) == 5  # four earlier nights and the real run; the failed night apart
-    assert "regression" in str(at.dataframe[0].value["kind"].tolist())
+    table = at.dataframe[0].value
+    assert "regression" in str(table["kind"].tolist())
+    # The series by name, not its hash; p as people read it; the effect with its values in ms.
+    assert table["series"].tolist() == ["arrests-mlp-onnx/cpu-1core/single_stream"]
+    assert table["p"].tolist() == ["p = 0.0004"] and table["effect"].tolist()[0].startswith("+25.0%")
 
 
 # ---- last night ---------------------------------------------------------------------------------------
