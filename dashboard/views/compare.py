@@ -55,6 +55,16 @@ st.subheader("Metrics")
 meas = data["measurements"]
 va = C.entries_from(meas[meas["run_id"] == da["run_id"]]).get(da["run_id"], {})
 vb = C.entries_from(meas[meas["run_id"] == db_["run_id"]]).get(db_["run_id"], {})
+
+
+def show(v: Value | None, unit: str) -> str:
+    if v is None or v.value is None:
+        return C.NOT_MEASURED
+    ci = (f" [{format_si(v.ci_low, unit, ref=v.value)}, {format_si(v.ci_high, unit, ref=v.value)}]"
+          if v.ci_low is not None and v.ci_high is not None else "")
+    return ("≈ " if v.estimated else "") + format_si(v.value, unit) + ci
+
+
 rows = []
 for m in ordered_metrics(set(va) | set(vb)):
     x, y = va.get(m), vb.get(m)
@@ -74,15 +84,8 @@ for m in ordered_metrics(set(va) | set(vb)):
     if (x is not None and x.estimated) or (y is not None and y.estimated):
         verdict += " · ≈ estimate"
 
-    def show(v: Value | None) -> str:
-        if v is None or v.value is None:
-            return C.NOT_MEASURED
-        ci = (f" [{format_si(v.ci_low, unit, ref=v.value)}, {format_si(v.ci_high, unit, ref=v.value)}]"
-              if v.ci_low is not None and v.ci_high is not None else "")
-        return ("≈ " if v.estimated else "") + format_si(v.value, unit) + ci
-
     rel = (d / x.value) if d is not None and x is not None and x.value else None
-    rows.append({"metric": m, "A": show(x), "B": show(y),
+    rows.append({"metric": m, "A": show(x, unit), "B": show(y, unit),
                  "B − A": format_signed(d, unit) + (f" [{format_signed(lo, unit, ref=abs(d))}, "
                                                     f"{format_signed(hi, unit, ref=abs(d))}]" if lo is not None else ""),
                  "relative": "—" if rel is None else f"{rel:+.1%}", "verdict": verdict})
