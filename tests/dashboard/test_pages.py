@@ -373,3 +373,14 @@ def test_compare_two_runs(filled_db, monkeypatch):
     (fig,) = charts(at)
     assert [t["name"] for t in fig["data"] if t["type"] == "bar"] == [f"A · {one[:8]}", f"B · {two[:8]}"]
     assert at.query_params["a"] == one and at.query_params["b"] == two
+
+
+@pytest.mark.parametrize("page,title", [(LAST_NIGHT, "Last night"), (COMPARE, "Compare runs")])
+def test_new_pages_on_empty_and_failed_only_databases(empty_db, failed_only_db, monkeypatch, page, title):
+    at = open_page(empty_db, monkeypatch, PAGES[0])
+    at.switch_page(page).run()
+    assert at.title[0].value == title and "No results yet" in texts(at) and not charts(at)
+    at = open_page(failed_only_db, monkeypatch, PAGES[0])
+    at.switch_page(page).run()
+    assert not at.exception
+    assert ("No nightly run" if page == LAST_NIGHT else "needs two succeeded runs") in texts(at)
