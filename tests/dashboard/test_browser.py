@@ -135,7 +135,8 @@ def test_every_page_renders_in_chromium(server, browser, augmented_db, filled_db
     b = load(browser, f"{server}/", "table.hep-leaderboard tbody tr", "1-leaderboard")
     rows = b.find_elements(By.CSS_SELECTOR, "table.hep-leaderboard tbody tr")
     names = sorted(r.find_element(By.CSS_SELECTOR, "td.sub a").text for r in rows)
-    assert names == ["arrests-mlp-command v1", "arrests-mlp-onnx v1"]
+    assert names == ["arrests-mlp-command v1", "arrests-mlp-onnx v1", "broken-model v1"]  # the failure is shown
+    assert b.find_elements(By.CSS_SELECTOR, "table.hep-leaderboard tr.failed td.failed")
     titles = [c.get_attribute("title") for c in rows[0].find_elements(By.CSS_SELECTOR, "td")]
     assert any("95% CI [" in t and "method: timer:perf_counter_ns" in t for t in titles)
     assert b.find_elements(By.CSS_SELECTOR, "table.hep-leaderboard td.est")  # the estimate is marked
