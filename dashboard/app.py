@@ -37,12 +37,15 @@ def nightly_is_recent(when) -> bool:
 
 
 night_first = nightly_is_recent(overview.get("last_nightly"))
-# The default page lives at "/" (Streamlit ignores its url_path); the other one keeps its own path.
+# The Leaderboard is always the default page, at "/" (Streamlit ignores a default page's url_path,
+# so a default that moved would break every shared /leaderboard link). When a nightly ran in the
+# last 24 hours a fresh session opened on the bare "/" lands on Last night instead (below).
+LAST_NIGHT = st.Page(VIEWS / "last_night.py", title="Last night", icon=":material/nightlight:",
+                     url_path="last-night")
+LEADERBOARD = st.Page(VIEWS / "leaderboard.py", title="Leaderboard", icon=":material/trophy:", default=True)
 PAGES = [
-    st.Page(VIEWS / "last_night.py", title="Last night", icon=":material/nightlight:", url_path="last-night",
-            default=night_first),
-    st.Page(VIEWS / "leaderboard.py", title="Leaderboard", icon=":material/trophy:", url_path="leaderboard",
-            default=not night_first),
+    LAST_NIGHT,
+    LEADERBOARD,
     st.Page(VIEWS / "tradeoffs.py", title="Trade-offs", icon=":material/scatter_plot:", url_path="tradeoffs"),
     st.Page(VIEWS / "hardware.py", title="Hardware comparison", icon=":material/memory:", url_path="hardware"),
     st.Page(VIEWS / "framework_tax.py", title="Framework tax", icon=":material/speed:", url_path="framework-tax"),
@@ -57,6 +60,11 @@ if problem is not None:
     st.title(page.title)
     st.error(f"Cannot read the results database: {problem}")
     st.stop()
+
+first_run = not st.session_state.get("_landed")
+st.session_state["_landed"] = True
+if first_run and night_first and page.url_path == LEADERBOARD.url_path and not st.query_params:
+    st.switch_page(LAST_NIGHT)  # the landing view after a recent nightly; a link with settings is kept
 
 C.sidebar(url, overview)
 if overview["runs"] == 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.dashboard import test_browser as TB
 
 PAGES = {
-    "1-leaderboard": ("/leaderboard", "table.hep-leaderboard tbody tr"),
+    "1-leaderboard": ("/?task=arrests", "table.hep-leaderboard tbody tr"),
     "2-last-night": ("/last-night", "h1"),
     "3-tradeoffs": ("/tradeoffs", ".js-plotly-plot g.trace"),
     "4-hardware": ("/hardware", ".js-plotly-plot g.trace"),

@@ -311,13 +311,23 @@ def test_last_night_is_the_landing_page_after_a_recent_nightly(nightly_db, fille
     assert "worker crashed: out of memory" in shown
     assert any("history?" in m.value and "submission=arrests-mlp-onnx" in m.value and "metric=latency_p50_ms"
                in m.value for m in at.markdown)
+    # A link with settings opens what it names, not the landing view.
+    linked = open_page(nightly_db["url"], monkeypatch, PAGES[0], query={"profile": "cpu-2core"})
+    assert linked.title[0].value == "Leaderboard"
     # The filled database alone has no nightly: the leaderboard stays the landing page.
     plain = open_page(filled_db["url"], monkeypatch, PAGES[0])
     assert plain.title[0].value == "Leaderboard"
 
 
 def test_last_night_lists_passing_series_on_request(nightly_db, monkeypatch):
-    at = open_page(nightly_db["url"], monkeypatch, PAGES[0], query={"verdicts": "pass"})
+    monkeypatch.setenv("HEPTATHLON_DB", nightly_db["url"])
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["profile"] = "cpu-1core"  # a link with settings: no landing redirect
+    at.run()
+    at.switch_page(LAST_NIGHT)  # the page's first render in this session: its settings come from the URL
+    at.query_params["verdicts"] = "pass"
+    at.run()
+    assert not at.exception and at.title[0].value == "Last night", at.title
     assert [s.value for s in at.subheader] == ["✅ pass (1)"]
     assert "arrests-mlp-command · cpu-1core" in texts(at).replace("\\_", "_")
 
