@@ -168,20 +168,33 @@ def _choose(browser, label: str, option: str) -> None:
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    box = next(b for b in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"]')
-               if b.find_element(By.CSS_SELECTOR, "label").text.strip() == label)
+    box = _box(browser, label)
     box.find_element(By.CSS_SELECTOR, 'button[aria-haspopup="listbox"]').click()  # a react-aria ComboBox
     wait = WebDriverWait(browser, 30)
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '[role="option"]')))
     next(o for o in browser.find_elements(By.CSS_SELECTOR, '[role="option"]') if o.text.strip() == option).click()
 
 
+def _box(browser, label: str):
+    """The selectbox labelled ``label``, waiting (bounded) until the page has drawn it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(d):
+        try:
+            return next((b for b in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"]')
+                         if b.find_element(By.CSS_SELECTOR, "label").text.strip() == label), False)
+        except StaleElementReferenceException:
+            return False
+
+    return WebDriverWait(browser, 30).until(find, f"no selectbox labelled {label!r}")
+
+
 def _selected(browser, label: str) -> str:
     from selenium.webdriver.common.by import By
 
-    box = next(b for b in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSelectbox"]')
-               if b.find_element(By.CSS_SELECTOR, "label").text.strip() == label)
-    return box.find_element(By.CSS_SELECTOR, 'input[role="combobox"]').get_attribute("value").strip()
+    return _box(browser, label).find_element(By.CSS_SELECTOR, 'input[role="combobox"]').get_attribute("value").strip()
 
 
 def _board(browser) -> list[str]:
