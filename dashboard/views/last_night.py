@@ -18,7 +18,9 @@ from heptathlon.dashboard import common as C
 from heptathlon.dashboard.scoring import Value, difference_ci, format_p, format_si, format_signed
 from heptathlon.db import dashboard_queries as DQ
 
-ICON = {"pass": "✅", "regressed": "🔺", "broke": "❌", "drifted": "🔶", "improved": "🟢", "skipped": "⏭️"}
+# Material icons, not emoji: headless and minimal browsers often lack an emoji font.
+ICON = {"pass": ":material/check_circle:", "regressed": ":material/trending_up:", "broke": ":material/cancel:",
+        "drifted": ":material/swap_vert:", "improved": ":material/trending_down:", "skipped": ":material/skip_next:"}
 TEST_NAMES = {"mann-whitney-u+z-score": "Mann-Whitney U and z-score", "flip-rate": "prediction flip rate",
               "value-change": "value change", None: "—"}
 
@@ -86,15 +88,19 @@ for verdict in [v for v in verdicts if v in shown]:
                            f"{DetectionConfig().min_window} needed for a baseline.")
             if r["alert_id"] is None:
                 continue
-            eff, how = effect_text(r)
             c1, c2, c3 = st.columns([3, 2, 2])
-            metric = r["metric"] if r["metric"] != "run" else "the run"
-            c1.markdown(f"**{r['kind']}** of `{metric}`: **{eff}**", help=how)
-            c2.markdown(f"test: {TEST_NAMES.get(r['test'], r['test'])} · {format_p(C.opt(r['p_value']))}"
-                        + (f" · z = {r['z_score']:+.1f}" if C.opt(r["z_score"]) is not None else ""))
+            if r["kind"] == "broke":
+                c1.markdown("**broke**: the run failed")
+                c2.markdown("test: none (a failed run is its own verdict)")
+            else:
+                eff, how = effect_text(r)
+                c1.markdown(f"**{r['kind']}** of `{r['metric']}`: **{eff}**", help=how)
+                test = C.opt(r["test"])
+                c2.markdown(f"test: {TEST_NAMES.get(test, test)} · {format_p(C.opt(r['p_value']))}"
+                            + (f" · z = {r['z_score']:+.1f}" if C.opt(r["z_score"]) is not None else ""))
             c3.markdown(f"alert #{r['alert_id']} · **{r['alert_status']}**")
             if r["kind"] == "broke":
-                st.error(f"The run failed: {r['error'] or r['message'] or 'no reason recorded'}")
+                st.error(f"The run failed: {C.opt(r['error']) or C.opt(r['message']) or 'no reason recorded'}")
             diff = r["context_diff"] or []
             st.markdown("**Context diff** since the baseline: " + ("; ".join(f"`{c}`" for c in diff)
                                                                     if diff else "none (same artifact, profile, "

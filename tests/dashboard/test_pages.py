@@ -328,7 +328,7 @@ def test_last_night_lists_passing_series_on_request(nightly_db, monkeypatch):
     at.query_params["verdicts"] = "pass"
     at.run()
     assert not at.exception and at.title[0].value == "Last night", at.title
-    assert [s.value for s in at.subheader] == ["✅ pass (1)"]
+    assert [s.value for s in at.subheader] == [":material/check_circle: pass (1)"]
     assert "arrests-mlp-command · cpu-1core" in texts(at).replace("\\_", "_")
 
 
