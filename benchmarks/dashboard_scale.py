@@ -157,9 +157,29 @@ for name in ("first", "cache_cleared", "warm"):
     out[name + "_s"] = time.perf_counter() - t
     assert not at.exception, [e.value for e in at.exception]
     html = [h.value for h in at.get("html") if "hep-leaderboard" in h.value]
-    out["rows"] = html[0].count("<tr>") - 1 if html else 0
+    out["rows"] = html[0].count("<tr") - 1 if html else 0
 print(json.dumps(out))
 """
+
+
+PEER = r"""
+import json, time
+t0 = time.perf_counter()
+import pandas, plotly.graph_objects, sqlalchemy, streamlit  # noqa: F401,E401  what any Streamlit app imports
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_string("import streamlit as st\nst.title('peer')\nst.dataframe({'a': [1, 2, 3]})")
+at.run()
+print(json.dumps({"peer_s": time.perf_counter() - t0}))
+"""
+
+
+def time_peer() -> float:
+    """A fresh process that imports the same libraries and renders a trivial app: the floor any
+    first render pays on this machine right now (the load of other work included)."""
+    p = subprocess.run([sys.executable, "-c", PEER], capture_output=True, text=True, cwd=REPO, check=False)
+    if p.returncode != 0:
+        raise SystemExit(f"peer failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])["peer_s"]
 
 
 def time_render(url: str) -> dict[str, float]:
@@ -177,18 +197,21 @@ def main() -> None:
     ap.add_argument("--measurements", type=int, default=1_000_000)
     ap.add_argument("--submissions", type=int, default=300)
     ap.add_argument("--db", type=Path, help="SQLite file to create (default: a temporary file)")
+    ap.add_argument("--reuse", action="store_true", help="time an existing --db file again instead of filling one")
+    ap.add_argument("--repeat", type=int, default=3, help="renders (each with its peer) to take the median of")
     args = ap.parse_args()
     path = args.db or Path(tempfile.mkdtemp(prefix="heptathlon-scale-")) / "scale.db"
-    if path.exists():
-        raise SystemExit(f"{path} exists; pass a new path")
     url = f"sqlite:///{path}"
-
-    t = time.perf_counter()
-    counts = fill(url, args.runs, args.measurements, args.submissions)
-    fill_s = time.perf_counter() - t
-    size_mb = path.stat().st_size / 1e6
-    print(f"filled {counts['runs']:,} runs ({counts['succeeded']:,} succeeded, {counts['series']:,} series), "
-          f"{counts['measurements']:,} measurements in {fill_s:.1f} s; {size_mb:.0f} MB at {path}")
+    if path.exists() and not args.reuse:
+        raise SystemExit(f"{path} exists; pass a new path (or --reuse to time an earlier fill again)")
+    if not path.exists():
+        t = time.perf_counter()
+        counts = fill(url, args.runs, args.measurements, args.submissions)
+        fill_s = time.perf_counter() - t
+        print(f"filled {counts['runs']:,} runs ({counts['succeeded']:,} succeeded, {counts['series']:,} series), "
+              f"{counts['measurements']:,} measurements in {fill_s:.1f} s; {path.stat().st_size / 1e6:.0f} MB at {path}")
+    else:
+        print(f"reusing {path} ({path.stat().st_size / 1e6:.0f} MB)")
 
     with session_scope(url) as s:
         classes = DQ.machine_classes(s)
@@ -206,6 +229,9 @@ def main() -> None:
     rows = [("leaderboard query: latest_results(one group)", q(DQ.latest_results, **group)),
             ("filter options: result_options", q(DQ.result_options)),
             ("overview: database_overview", q(DQ.database_overview)),
+            ("board status: latest_attempts(one group)", q(DQ.latest_attempts, task="arrests", profile="cpu-1core",
+                                                          scenario="single_stream", machine_ids=ids)),
+            ("landing check: latest_nightly_time", q(DQ.latest_nightly_time)),
             ("CLI leaderboard: heptathlon.db.queries.leaderboard(task, profile, scenario)",
              q(Q.leaderboard, task="arrests", profile="cpu-1core", scenario="single_stream"))]
     print(f"\nleaderboard group: {len(runs)} entries, {len(meas)} headline values")
@@ -214,13 +240,25 @@ def main() -> None:
         first, med = time_ms(fn)
         print(f"{name:66s} {first:9.1f} {med:10.1f}")
 
-    r = time_render(url)
-    print(f"\nfirst page render (AppTest.run, fresh process; importing streamlit.testing took "
-          f"{r['import_testing_s']:.2f} s before it):")
-    print(f"  first run (cold: module imports, schema check, queries): {r['first_s']:.2f} s")
-    print(f"  rerun with the query cache cleared:                      {r['cache_cleared_s']:.2f} s")
-    print(f"  rerun with the query cache warm:                         {r['warm_s']:.2f} s")
-    print(f"  leaderboard rows rendered: {r['rows']}")
+    # Render and peer alternate, three times each, so that both see the same load.
+    renders, peers = [], []
+    for _ in range(args.repeat):
+        peers.append(time_peer())
+        renders.append(time_render(url))
+    med = {k: statistics.median(r[k] for r in renders) for k in ("import_testing_s", "first_s", "cache_cleared_s",
+                                                                 "warm_s")}
+    peer = statistics.median(peers)
+    print(f"\nfirst page render (AppTest.run, fresh process, median of {args.repeat}; importing streamlit.testing "
+          f"took {med['import_testing_s']:.2f} s before it):")
+    print(f"  first run (cold: module imports, schema check, queries): {med['first_s']:.2f} s"
+          f"  = {(med['import_testing_s'] + med['first_s']) / peer:.2f} x peer (import + first run)")
+    print(f"  rerun with the query cache cleared:                      {med['cache_cleared_s']:.2f} s")
+    print(f"  rerun with the query cache warm:                         {med['warm_s']:.2f} s")
+    print(f"  peer: a fresh process importing the same libraries and rendering a trivial app: {peer:.2f} s")
+    print(f"  leaderboard rows rendered: {renders[-1]['rows']}")
+    print("  every try (first, cleared, warm / peer): "
+          + "; ".join(f"{r['first_s']:.2f}, {r['cache_cleared_s']:.2f}, {r['warm_s']:.2f} / {p:.2f}"
+                      for r, p in zip(renders, peers)))
 
 
 if __name__ == "__main__":

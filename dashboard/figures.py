@@ -12,9 +12,27 @@ from plotly.subplots import make_subplots
 
 from heptathlon.bench.metrics import METRICS
 from heptathlon.bench.run_status import RunStatus
-from heptathlon.dashboard.scoring import format_value
+from heptathlon.dashboard.scoring import format_p, format_si
 
 PALETTE = qualitative.Safe
+# One colour per profile and per runtime on every page: fixed for the bundled profiles and the
+# runtimes the harness knows, a stable hash into a wider palette for any other name.
+FIXED_COLOURS = {
+    "cpu-1core": "#1f77b4", "cpu-2core": "#ff7f0e", "cpu-halfcore": "#2ca02c", "cpu-1core-512m": "#9467bd",
+    "cpu-1core-int8": "#8c564b", "cpu-1core-bf16": "#e377c2", "cuda-fp16": "#17becf", "cuda-tf32": "#bcbd22",
+    "onnxruntime": "#1f77b4", "torch-eager": "#d62728", "torchscript": "#ff7f0e", "torch-compile": "#2ca02c",
+    "command": "#7f7f7f", "default": "#7f7f7f",
+}
+_WIDE = qualitative.Dark24 + qualitative.Light24
+
+
+def colour(name: str) -> str:
+    """The colour of a profile or runtime name, the same in every figure of every page."""
+    if name in FIXED_COLOURS:
+        return FIXED_COLOURS[name]
+    import hashlib
+
+    return _WIDE[int(hashlib.sha1(name.encode()).hexdigest(), 16) % len(_WIDE)]
 ALERT_STYLE = {  # kind -> (marker symbol, colour)
     "regression": ("triangle-up", "#c01c28"),
     "improvement": ("triangle-down", "#26a269"),
@@ -42,6 +60,26 @@ def _nan_none(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) or pd.isna(x) else float(x)
 
 
+def log_ticks(lo: float, hi: float, unit: str = "") -> tuple[list[float], list[str]]:
+    """Tick values and labels for a log axis from ``lo`` to ``hi``: 1-2-5 steps per decade, every
+    label a full number (Plotly's own minor labels read ``0.1, 9, 8 … 2`` on short ranges)."""
+    if not (lo > 0 and hi > lo):
+        return [], []
+    vals = []
+    for steps in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        vals = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+                for m in steps if lo <= m * 10.0 ** e <= hi]
+        if len(vals) >= 4:
+            break
+    if len(vals) < 2:
+        vals = sorted({lo, hi, *vals})
+    return vals, [format_si(v, unit) if unit else f"{v:g}" for v in vals]
+
+
+def _estimate_label(method: Any) -> str:
+    return f"estimate ({method})" if str(method).startswith("estimate:") else ""
+
+
 def _layout(fig: go.Figure, **kw: Any) -> go.Figure:
     fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50},
                       legend={"orientation": "h", "y": -0.2}, **kw)
@@ -50,27 +88,33 @@ def _layout(fig: go.Figure, **kw: Any) -> go.Figure:
 
 # ---- trade-offs ----------------------------------------------------------------------------------
 def pareto_figure(points: list[dict[str, Any]], front: set[str], x_metric: str) -> go.Figure:
-    """Accuracy (y) against a cost (x); one colour per profile, frontier points outlined and joined."""
+    """Accuracy (y) against a cost (x); one colour per profile, frontier points outlined and joined.
+
+    Estimated points are hollow and labelled "≈ name (est.)"; they never enter the frontier.
+    """
     fig = go.Figure()
     profiles = sorted({p["profile"] for p in points})
-    for i, prof in enumerate(profiles):
+    for prof in profiles:
         for estimated in (False, True):
             ps = [p for p in points if p["profile"] == prof and (p["x"].estimated or p["y"].estimated) == estimated]
             if not ps:
                 continue
             xs, ys = [p["x"].value for p in ps], [p["y"].value for p in ps]
             on = [p["run_id"] in front for p in ps]
+            # Names on frontier points and on estimates; dominated points crowd the plot, their names are on hover.
+            text = [f"≈ {p['submission']} (est.)" if estimated else p["submission"] if o else ""
+                    for p, o in zip(ps, on)]
             fig.add_trace(go.Scatter(
-                x=xs, y=ys, mode="markers+text", name=prof + (" (estimated)" if estimated else ""),
-                # Names on frontier points only: dominated points crowd the plot; their names are on hover.
-                text=[p["submission"] if p["run_id"] in front else "" for p in ps], textposition="top center",
-                textfont={"size": 11},
-                marker={"size": [16 if o else 10 for o in on], "color": PALETTE[i % len(PALETTE)],
+                x=xs, y=ys, mode="markers+text", name=prof + (" (estimated, hollow)" if estimated else ""),
+                text=text, textposition="top center", textfont={"size": 11},
+                marker={"size": [16 if o else 11 for o in on], "color": colour(prof),
                         "symbol": "circle-open" if estimated else "circle",
-                        "line": {"width": [2.5 if o else 0.5 for o in on], "color": "#222"}},
+                        "line": {"width": [2.5 if o else (2 if estimated else 0.5) for o in on],
+                                 "color": colour(prof) if estimated else "#222"}},
                 error_x=_err(xs, [p["x"].ci_low for p in ps], [p["x"].ci_high for p in ps]),
                 error_y=_err(ys, [p["y"].ci_low for p in ps], [p["y"].ci_high for p in ps]),
-                customdata=[[p["label"], "on the frontier" if o else "dominated", p["x"].method, p["y"].method]
+                customdata=[[p["label"], "estimated: not on the frontier" if estimated else
+                             "on the frontier" if o else "dominated beyond the CIs", p["x"].method, p["y"].method]
                             for p, o in zip(ps, on)],
                 hovertemplate="%{customdata[0]}<br>" + x_metric + " %{x:.4g} (%{customdata[2]})<br>"
                               "accuracy %{y:.4f} (%{customdata[3]})<br>%{customdata[1]}<extra></extra>"))
@@ -78,14 +122,20 @@ def pareto_figure(points: list[dict[str, Any]], front: set[str], x_metric: str) 
     if fr:
         fig.add_trace(go.Scatter(x=[p["x"].value for p in fr], y=[p["y"].value for p in fr], mode="lines",
                                  line={"shape": "hv", "width": 2, "color": "#1a5fb4", "dash": "dot"},
-                                 name="Pareto frontier", hoverinfo="skip"))
+                                 name="Pareto frontier (CI-aware)", hoverinfo="skip"))
     return _layout(fig, title=f"Accuracy against {x_metric}", xaxis_title=_axis_title(x_metric),
                    yaxis_title="accuracy (fraction)", height=520)
 
 
 # ---- hardware comparison -------------------------------------------------------------------------
-def hardware_figure(df: pd.DataFrame, panels: list[str], order: list[str]) -> go.Figure:
-    """One bar panel per metric, one bar per profile (``where``), 95% CI error bars."""
+def hardware_figure(df: pd.DataFrame, panels: list[str], order: list[str],
+                    profile_of: dict[str, str] | None = None) -> go.Figure:
+    """One bar panel per metric, one bar per profile (``where``), 95% CI error bars.
+
+    Bars take their profile's colour (``profile_of`` maps a ``where`` label to its profile);
+    estimates are hatched, faded and labelled ≈ … (est.).
+    """
+    profile_of = profile_of or {}
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[_axis_title(m) for m in panels],
                         horizontal_spacing=0.08)
     for j, m in enumerate(panels, start=1):
@@ -102,10 +152,11 @@ def hardware_figure(df: pd.DataFrame, panels: list[str], order: list[str]) -> go
         est = [str(mt).startswith("estimate:") for mt in sub["method"]]
         fig.add_trace(go.Bar(
             x=list(sub.index), y=vals, name=m, showlegend=False,
-            marker={"color": [PALETTE[order.index(w) % len(PALETTE)] for w in sub.index],
+            marker={"color": [colour(profile_of.get(w, w)) for w in sub.index],
+                    "opacity": [0.45 if e else 1.0 for e in est],
                     "pattern": {"shape": ["/" if e else "" for e in est]}},
             error_y=_err(vals, [_nan_none(x) for x in sub["ci_low"]], [_nan_none(x) for x in sub["ci_high"]]),
-            text=[("≈ " if e else "") + format_value(v, _unit(m)) for v, e in zip(vals, est)],
+            text=[("≈ " if e else "") + format_si(v, _unit(m)) + (" (est.)" if e else "") for v, e in zip(vals, est)],
             textposition="outside",
             customdata=np.stack([sub["method"].astype(str), sub["n"].astype(str)], axis=-1),
             hovertemplate="%{x}<br>%{y:.4g}<br>method %{customdata[0]} · n %{customdata[1]}<extra></extra>"),
@@ -115,50 +166,69 @@ def hardware_figure(df: pd.DataFrame, panels: list[str], order: list[str]) -> go
 
 # ---- framework tax --------------------------------------------------------------------------------
 def sweep_figure(lat: pd.DataFrame, knees: list[dict[str, Any]], metric: str) -> go.Figure:
-    """Latency against batch size per runtime (log-2 axes), knee b* marked per runtime."""
+    """Latency against batch size per runtime (log-2 axes), knee b* marked per runtime.
+
+    A knee's CI band is clipped to the batch sizes measured and drawn only when it says
+    something: a CI that covers every batch size is stated in the legend instead.
+    """
     fig = go.Figure()
     runtimes = sorted(lat["runtime"].unique())
-    colour = {rt: PALETTE[i % len(PALETTE)] for i, rt in enumerate(runtimes)}
     for rt in runtimes:
         g = lat[lat["runtime"] == rt].sort_values("batch_size")
         vals = [_nan_none(v) for v in g["value"]]
+        est = [str(mt).startswith("estimate:") for mt in g["method"]]
         fig.add_trace(go.Scatter(
-            x=g["batch_size"], y=vals, mode="lines+markers", name=rt, line={"color": colour[rt]},
+            x=g["batch_size"], y=vals, mode="lines+markers", name=rt + (" (≈ estimated, hollow)" if any(est) else ""),
+            line={"color": colour(rt)},
+            marker={"symbol": ["circle-open" if e else "circle" for e in est], "size": 8},
             error_y=_err(vals, [_nan_none(x) for x in g["ci_low"]], [_nan_none(x) for x in g["ci_high"]]),
             hovertemplate=f"{rt}<br>batch %{{x}}<br>%{{y:.4g}} {_unit(metric)}<extra></extra>"))
     # Knees as traces, not layout shapes: shapes on a log axis take log10 coordinates, traces data ones.
-    y = [v for v in lat["value"] if _nan_none(v) is not None]
+    y = [v for v in lat["value"] if _nan_none(v) is not None and v > 0]
     lo_y, hi_y = (min(y) * 0.8, max(y) * 1.25) if y else (0.1, 10.0)
+    batches = sorted(int(b) for b in lat["batch_size"].unique()) or [1]
+    b_lo, b_hi = batches[0], batches[-1]
     for k in knees:
-        c = colour.get(k["runtime"], "#555")
+        c = colour(k["runtime"])
         label = f"b* = {k['knee']:.0f} ({k['runtime']}{', fitted here' if k.get('fitted') else ''})"
-        if k.get("ci_low") is not None and k.get("ci_high") is not None:
-            fig.add_trace(go.Scatter(x=[k["ci_low"], k["ci_high"], k["ci_high"], k["ci_low"], k["ci_low"]],
-                                     y=[lo_y, lo_y, hi_y, hi_y, lo_y], fill="toself", fillcolor=c, opacity=0.15,
-                                     line={"width": 0}, mode="lines", hoverinfo="skip", showlegend=False,
-                                     legendgroup=k["runtime"]))
+        lo, hi = _nan_none(k.get("ci_low")), _nan_none(k.get("ci_high"))
+        if lo is not None and hi is not None:
+            lo, hi = max(lo, b_lo), min(hi, b_hi)
+            if lo <= b_lo and hi >= b_hi:
+                label += ", CI spans every batch size"
+            elif hi > lo:
+                fig.add_trace(go.Scatter(x=[lo, hi, hi, lo, lo], y=[lo_y, lo_y, hi_y, hi_y, lo_y], fill="toself",
+                                         fillcolor=c, opacity=0.12, line={"width": 0}, mode="lines",
+                                         hoverinfo="skip", showlegend=False, legendgroup=k["runtime"]))
         fig.add_trace(go.Scatter(x=[k["knee"], k["knee"]], y=[lo_y, hi_y], mode="lines", name=label,
                                  line={"color": c, "dash": "dash", "width": 2}, legendgroup=k["runtime"],
                                  hovertemplate=label + "<extra></extra>"))
-    fig.update_xaxes(type="log", dtick=np.log10(2), title="batch size")
-    fig.update_yaxes(type="log", title=_axis_title(metric), range=[np.log10(lo_y), np.log10(hi_y)])
+    yt, ytext = log_ticks(lo_y, hi_y, _unit(metric))
+    fig.update_xaxes(type="log", tickvals=batches, ticktext=[str(b) for b in batches], title="batch size",
+                     range=[np.log10(b_lo) - 0.1, np.log10(b_hi) + 0.1])
+    fig.update_yaxes(type="log", title=_axis_title(metric), range=[np.log10(lo_y), np.log10(hi_y)],
+                     tickvals=yt, ticktext=ytext)
     return _layout(fig, height=480, title=f"{metric} against batch size (dashed: knee b*, band: its 95% CI)")
 
 
 def tax_figure(tax: pd.DataFrame) -> go.Figure:
     """FT(b) per batch size, one bar group per runtime, 95% CI error bars."""
     fig = go.Figure()
-    for i, rt in enumerate(sorted(tax["runtime"].unique())):
+    for rt in sorted(tax["runtime"].unique()):
         g = tax[tax["runtime"] == rt].sort_values("batch_size")
         vals = [_nan_none(v) for v in g["value"]]
+        est = [str(mt).startswith("estimate:") for mt in g["method"]]
         fig.add_trace(go.Bar(
-            x=[str(b) for b in g["batch_size"]], y=vals, name=rt, marker_color=PALETTE[i % len(PALETTE)],
+            x=[str(b) for b in g["batch_size"]], y=vals, name=rt + (" (≈ estimated, hatched)" if any(est) else ""),
+            marker={"color": colour(rt), "opacity": [0.45 if e else 1.0 for e in est],
+                    "pattern": {"shape": ["/" if e else "" for e in est]}},
+            text=["≈ est." if e else "" for e in est], textposition="outside",
             error_y=_err(vals, [_nan_none(x) for x in g["ci_low"]], [_nan_none(x) for x in g["ci_high"]]),
             customdata=g["method"].astype(str), hovertemplate=f"{rt}<br>batch %{{x}}<br>FT %{{y:.1%}}"
                                                              "<br>%{customdata}<extra></extra>"))
     fig.update_yaxes(tickformat=".0%", range=[0, 1.05], title="framework tax (share of wall time)")
     fig.update_xaxes(type="category", title="batch size")
-    return _layout(fig, barmode="group", height=400, title="Framework tax FT(b)")
+    return _layout(fig, barmode="group", height=400, title="Framework tax FT(b) (hatched bars are estimates)")
 
 
 # ---- fairness ------------------------------------------------------------------------------------
@@ -182,21 +252,34 @@ def group_heatmap(df: pd.DataFrame, metric: str) -> go.Figure:
         hover[i][j] = f"{r['group']} on {r['profile']}<br>{metric} {v:.4f}<br>95% CI {ci}<br>n = {r['n']}" + (
             "<br>† below the minimum group size" if r["small"] else "")
     reverse = METRICS[metric].lower_is_better if metric in METRICS else metric.endswith("loss")
+    zmin, zmax = heatmap_range(metric, z)
     fig = go.Figure(go.Heatmap(z=z, x=profiles, y=groups, text=text, texttemplate="%{text}", hovertext=hover,
                                hoverinfo="text", colorscale="RdYlGn_r" if reverse else "RdYlGn",
-                               colorbar={"title": metric}))
+                               zmin=zmin, zmax=zmax, colorbar={"title": metric}))
     return _layout(fig, height=max(260, 70 * len(groups) + 120), title=f"{metric} per group",
                    xaxis_title="profile", yaxis_title="group")
+
+
+def heatmap_range(metric: str, z: np.ndarray) -> tuple[float, float]:
+    """A fixed colour scale: [0, 1] for fractions (accuracy, rates), [0, max] otherwise, so that
+    0.418 against 0.428 is two shades of one colour, not red against green."""
+    unit = _unit(metric)
+    if unit == "fraction" or metric in ("accuracy", "flip_rate", "fairness_gap") or metric.endswith("_rate"):
+        return 0.0, 1.0
+    finite = z[np.isfinite(z)] if z.size else z
+    top = float(finite.max()) if finite.size else 1.0
+    bottom = min(0.0, float(finite.min())) if finite.size else 0.0
+    return bottom, top if top > bottom else bottom + 1.0
 
 
 def group_bars(df: pd.DataFrame, label: str, zero_line: bool = False) -> go.Figure:
     """Grouped bars: x = group, one bar per profile, 95% CI error bars where stored."""
     fig = go.Figure()
-    for i, prof in enumerate(sorted(df["profile"].unique())):
+    for prof in sorted(df["profile"].unique()):
         g = df[df["profile"] == prof]
         vals = [_nan_none(v) for v in g["value"]]
         fig.add_trace(go.Bar(
-            x=list(g["group"]), y=vals, name=prof, marker_color=PALETTE[i % len(PALETTE)],
+            x=list(g["group"]), y=vals, name=prof, marker_color=colour(prof),
             error_y=_err(vals, [_nan_none(x) for x in g["ci_low"]], [_nan_none(x) for x in g["ci_high"]]),
             text=[("" if v is None else f"{v:+.3f}" if zero_line else f"{v:.3f}") for v in vals],
             textposition="outside", hovertemplate=f"{prof}<br>%{{x}}<br>%{{y:.4f}}<extra></extra>"))
@@ -207,38 +290,83 @@ def group_bars(df: pd.DataFrame, label: str, zero_line: bool = False) -> go.Figu
 
 # ---- run detail ----------------------------------------------------------------------------------
 def latency_histogram(lat_ms: np.ndarray) -> go.Figure:
-    """Histogram of raw per-query latencies with p50 and p99 marked.
+    """The latency distribution of one run: log-binned histogram and CDF (see latency_figure)."""
+    return latency_figure({"queries": lat_ms})
 
-    Binned here, not in the browser: a long run stores millions of samples, and only the bin
-    counts need to travel.
+
+def _cdf_points(x: np.ndarray, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    q = np.linspace(0.0, 1.0, min(n, x.size))
+    return np.quantile(x, q), q
+
+
+def latency_figure(runs: dict[str, np.ndarray], colours: dict[str, str] | None = None) -> go.Figure:
+    """Per-query latency distributions, one or several runs overlaid.
+
+    Left: a histogram over log-spaced bins (drawn on log10 coordinates with labels in the
+    latency's unit), so one 200 ms outlier takes its own bar instead of squeezing the bulk into
+    one. Right: the empirical CDF on a log axis. Binned here, not in the browser: a long run
+    stores millions of samples and only the counts need to travel. With one run the bars are
+    query counts; with several they are shares of each run's queries, so runs of different
+    lengths overlay. p50 and p99 are legend entries (no labels on the plot to collide).
     """
-    p50, p99 = np.percentile(lat_ms, [50, 99])
-    # Bins over the bulk (up to p99.9); the few slower queries are folded into the last bin.
-    hi = float(np.percentile(lat_ms, 99.9))
-    lo = float(lat_ms.min())
-    n_bins = int(min(80, max(10, np.sqrt(lat_ms.size) * 2)))
-    counts, edges = np.histogram(np.clip(lat_ms, lo, hi), bins=n_bins, range=(lo, hi if hi > lo else lo + 1e-9))
-    centres = (edges[:-1] + edges[1:]) / 2
-    fig = go.Figure(go.Bar(x=centres.tolist(), y=counts.tolist(), width=float(edges[1] - edges[0]),
-                           marker_color=PALETTE[0], name="queries",
-                           customdata=np.stack([edges[:-1], edges[1:]], axis=-1).tolist(),
-                           hovertemplate="%{customdata[0]:.4g}–%{customdata[1]:.4g} ms<br>%{y} queries<extra></extra>"))
-    fig.add_vline(x=p50, line={"dash": "dash", "color": "#1a5fb4"}, annotation_text=f"p50 {p50:.4g} ms")
-    fig.add_vline(x=p99, line={"dash": "dot", "color": "#c01c28"}, annotation_text=f"p99 {p99:.4g} ms",
-                  annotation_position="top left")
-    return _layout(fig, height=360, title=f"Per-query latency, {lat_ms.size:,} queries (slowest 0.1% in the last bin)",
-                   xaxis_title="latency (ms)", yaxis_title="queries", bargap=0.02)
+    colours = colours or {}
+    runs = {k: np.asarray(v, dtype=np.float64) for k, v in runs.items() if v is not None and np.size(v)}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.09,
+                        subplot_titles=["histogram (log-spaced bins)", "cumulative share of queries"])
+    if not runs:
+        return _layout(fig, height=380, title="Per-query latency: not measured")
+    allv = np.concatenate(list(runs.values()))
+    pos = allv[allv > 0]
+    lo = float(pos.min()) if pos.size else 1e-6
+    hi = float(allv.max()) if allv.size else lo * 10
+    hi = hi if hi > lo else lo * 1.01
+    n_bins = int(min(80, max(10, np.sqrt(allv.size) * 2)))
+    edges = np.geomspace(lo, hi, n_bins + 1)
+    le = np.log10(edges)
+    single = len(runs) == 1
+    for i, (name, x) in enumerate(runs.items()):
+        c = colours.get(name) or (PALETTE[0] if single else _WIDE[i % len(_WIDE)])
+        counts, _ = np.histogram(np.clip(x, lo, hi), bins=edges)
+        y = counts if single else counts / max(1, x.size)
+        fig.add_trace(go.Bar(x=((le[:-1] + le[1:]) / 2).tolist(), y=y.tolist(), width=(le[1:] - le[:-1]).tolist(),
+                             marker_color=c, opacity=1.0 if single else 0.55, name=name, legendgroup=name,
+                             customdata=np.stack([edges[:-1], edges[1:]], axis=-1).tolist(),
+                             hovertemplate=name + "<br>%{customdata[0]:.4g}–%{customdata[1]:.4g} ms<br>%{y}"
+                                           "<extra></extra>"), row=1, col=1)
+        cx, cy = _cdf_points(x)
+        fig.add_trace(go.Scatter(x=cx.tolist(), y=cy.tolist(), mode="lines", line={"color": c}, name=name,
+                                 legendgroup=name, showlegend=False,
+                                 hovertemplate=name + "<br>%{x:.4g} ms<br>%{y:.1%} of queries<extra></extra>"),
+                      row=1, col=2)
+        p50, p99 = np.percentile(x, [50, 99])
+        top = float(y.max()) if y.size else 1.0
+        for q, v, dash in (("p50", p50, "dash"), ("p99", p99, "dot")):
+            label = f"{'' if single else name + ' '}{q} {format_si(v, 'ms')}"
+            fig.add_trace(go.Scatter(x=[np.log10(max(v, lo))] * 2, y=[0, top], mode="lines", name=label,
+                                     line={"color": "#1a5fb4" if single and q == "p50" else
+                                           "#c01c28" if single else c, "dash": dash, "width": 1.5},
+                                     legendgroup=name, hovertemplate=label + "<extra></extra>"), row=1, col=1)
+    tv, tt = log_ticks(lo, hi, "ms")
+    fig.update_xaxes(tickvals=np.log10(tv).tolist(), ticktext=tt, title="latency", row=1, col=1)
+    fig.update_xaxes(type="log", tickvals=tv, ticktext=tt, title="latency", row=1, col=2)
+    fig.update_yaxes(title="queries" if single else "share of queries", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    total = sum(x.size for x in runs.values())
+    return _layout(fig, height=400, bargap=0.02, barmode="overlay",
+                   title=(f"Per-query latency, {total:,} queries" if single else
+                          f"Per-query latency of {len(runs)} runs overlaid"))
 
 
 # ---- history -------------------------------------------------------------------------------------
 def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> go.Figure:
     """A metric over time with CI error bars; failed runs and alerts marked."""
+    series = series.assign(t=_night(series))
     ok = series[(series["status"] == RunStatus.SUCCEEDED) & series["value"].notna()].copy()
-    ok["t"] = ok["finished_at"].fillna(ok["created_at"])
     vals = [float(v) for v in ok["value"]]
     est = ok["method"].astype(str).str.startswith("estimate:").tolist()
     fig = go.Figure(go.Scatter(
-        x=ok["t"], y=vals, mode="lines+markers", name=metric, line={"color": PALETTE[0]},
+        x=ok["t"], y=vals, mode="lines+markers+text", name=metric, line={"color": PALETTE[0]},
+        text=["≈ est." if e else "" for e in est], textposition="top center",
         marker={"symbol": ["circle-open" if e else "circle" for e in est], "size": 8},
         error_y=_err(vals, [_nan_none(x) for x in ok["ci_low"]], [_nan_none(x) for x in ok["ci_high"]]),
         customdata=np.stack([ok["run_id"], ok["method"].astype(str)], axis=-1),
@@ -246,7 +374,7 @@ def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> g
     floor = min(vals) if vals else 0.0
     failed = series[series["status"] == RunStatus.FAILED]
     if not failed.empty:
-        fig.add_trace(go.Scatter(x=failed["finished_at"].fillna(failed["created_at"]), y=[floor] * len(failed),
+        fig.add_trace(go.Scatter(x=failed["t"], y=[floor] * len(failed),
                                  mode="markers", name="failed run", marker={"symbol": "x", "size": 11,
                                                                             "color": "#c01c28"},
                                  text=failed["error"].fillna("").str.slice(0, 160),
@@ -261,9 +389,9 @@ def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> g
                 run = by_run.get(a["candidate_run_id"])
                 if run is None:
                     continue
-                xs.append(run["finished_at"] or run["created_at"])
+                xs.append(run["t"])
                 ys.append(_nan_none(run["value"]) if _nan_none(run["value"]) is not None else floor)
-                p = "" if _nan_none(a["p_value"]) is None else f" · p = {a['p_value']:.2g}"
+                p = "" if _nan_none(a["p_value"]) is None else f" · {format_p(a['p_value'])}"
                 z = "" if _nan_none(a["z_score"]) is None else f" · z = {a['z_score']:.1f}"
                 texts.append(f"{kind} ({a['status']}){p}{z}")
             if xs:
@@ -271,5 +399,16 @@ def history_figure(series: pd.DataFrame, alerts: pd.DataFrame, metric: str) -> g
                                          marker={"symbol": symbol, "size": 18, "color": colour,
                                                  "line": {"width": 1, "color": "#fff"}},
                                          hovertemplate="%{text}<extra></extra>"))
-    return _layout(fig, height=440, title=f"{metric} over time", xaxis_title="finished",
+    fig.update_xaxes(type="date", tickformat="%Y-%m-%d", dtick=86_400_000 if ok["t"].nunique() <= 31 else None)
+    return _layout(fig, height=440, title=f"{metric} night by night", xaxis_title="night",
                    yaxis_title=_axis_title(metric))
+
+
+def _night(series: pd.DataFrame) -> pd.Series:
+    """The night each run belongs to: the nightly marker's date where the run has one, else the
+    UTC date it was created (a run that finished after midnight still belongs to its night)."""
+    created = pd.to_datetime(series["created_at"], utc=True).dt.tz_localize(None).dt.normalize()
+    if "night" not in series.columns:
+        return created
+    night = pd.to_datetime(series["night"], errors="coerce")
+    return night.fillna(created)

@@ -24,23 +24,29 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "hw_disparity": 1.0,          # hardware-induced fairness disparity
 }
 
-SCORE_FORMULA = r"""
+# The formula is rendered with st.latex (KaTeX); the rules below it are plain Markdown, so that
+# no inline math can fail to parse and print as raw red LaTeX.
+SCORE_LATEX = (r"\text{score}(e) = 100 \cdot \frac{\sum_m w_m\, s_m(e)}{\sum_m w_m}, \qquad "
+               r"s_m(e) = \frac{N_m - \bar r_m(e)}{N_m - 1}, \qquad "
+               r"\bar r_m(e) = \frac{\text{best}_m(e) + \text{worst}_m(e)}{2}")
+
+SCORE_RULES = """
 **Heptathlon score** (0–100, higher is better), computed within the group shown (one task, profile,
 scenario and machine class):
 
-$$\text{score}(e) = 100 \cdot \frac{\sum_m w_m\, s_m(e)}{\sum_m w_m}, \qquad
-s_m(e) = \frac{N_m - \bar r_m(e)}{N_m - 1}, \qquad \bar r_m(e) = \tfrac{1}{2}\,(\text{best}_m(e) + \text{worst}_m(e))$$
-
-- $[\text{best}_m, \text{worst}_m]$ is the entry's tie-aware rank range on metric $m$ among the $N_m$ entries
-  with a **measured** value: entries whose 95% CIs overlap share a range (`heptathlon.bench.ranking`), so a
-  difference inside the noise moves nobody. $s_m = 1$ when only one entry has the metric.
+- [best, worst] is the entry's tie-aware rank range on metric *m* among the *N* entries with a
+  **measured** value: entries whose 95% CIs overlap share a range (`heptathlon.bench.ranking`), so a
+  difference inside the noise moves nobody.
 - The direction of each metric comes from the metric registry (`lower_is_better`).
 - Estimated values (`estimate:*`) count as not measured here: they are never ranked against measurements.
 - A weighted metric that no entry in the group has measured is dropped from the sum (listed below the
   table). An entry that lacks a measured value of a metric that others have gets no score.
+- **A score needs a comparison:** ranks mean something only against another entry, so when fewer
+  than two entries of the group can be scored, none is (a lone entry shows —, not 100).
 - Default weights: 1 for one metric per event (accuracy, p50 latency, throughput, peak RSS,
   energy per sample, framework tax, hardware disparity), 0 for the rest.
 """
+SCORE_FORMULA = SCORE_RULES  # the name older callers import
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class Score:
     score: float | None  # None: missing a measured value of a weighted metric
     parts: dict[str, float] = field(default_factory=dict)  # metric -> s_m in [0, 1]
     missing: tuple[str, ...] = ()
+    reason: str = ""  # why there is no score, for the tooltip
 
 
 @dataclass(frozen=True)
@@ -140,9 +147,15 @@ def heptathlon_scores(entries: Mapping[str, Mapping[str, Value]], weights: Mappi
             mid = (rk.best + rk.worst) / 2
             parts[metric] = 1.0 if n == 1 else (n - mid) / (n - 1)
         if missing or not used:
-            scores[key] = Score(key, None, parts, tuple(missing))
+            reason = (", ".join(missing) + " not measured") if missing else "no weighted metric measured"
+            scores[key] = Score(key, None, parts, tuple(missing), reason)
         else:
             scores[key] = Score(key, 100.0 * sum(used[m] * parts[m] for m in used) / total, parts)
+    scored = [k for k, sc in scores.items() if sc.score is not None]
+    if len(scored) < 2:  # a lone entry would score 100 against nobody (SCORE_RULES)
+        for k in scored:
+            scores[k] = Score(k, None, scores[k].parts, (), "the only entry that can be scored in this group: "
+                                                            "nothing to compare it against")
     return ScoreTable(scores, used, tuple(dropped))
 
 
@@ -163,7 +176,7 @@ def score_ranks(scores: Mapping[str, Score]) -> dict[str, str]:
 
 def pareto_front(points: Sequence[tuple[str, float, float]], *, x_lower_is_better: bool = True,
                  y_lower_is_better: bool = False) -> set[str]:
-    """Keys of the non-dominated (key, x, y) points.
+    """Keys of the non-dominated (key, x, y) points, on point estimates alone.
 
     A point is dominated when another is at least as good on both axes and strictly better on one.
     Duplicated points are all kept on the front.
@@ -178,8 +191,110 @@ def pareto_front(points: Sequence[tuple[str, float, float]], *, x_lower_is_bette
     return front
 
 
+def _interval(v: Value, sign: float) -> tuple[float, float] | None:
+    """(low, high) of a value's 95% CI in "lower is better" orientation; the point without a CI."""
+    if not _finite(v.value):
+        return None
+    lo = v.ci_low if _finite(v.ci_low) else v.value
+    hi = v.ci_high if _finite(v.ci_high) else v.value
+    a, b = sorted((sign * lo, sign * hi))
+    return min(a, sign * v.value), max(b, sign * v.value)
+
+
+def pareto_front_ci(points: Sequence[tuple[str, Value, Value]], *, x_lower_is_better: bool = True,
+                    y_lower_is_better: bool = False) -> set[str]:
+    """Keys of the (key, x, y) entries that no other entry dominates **beyond the 95% CIs**.
+
+    Entry q dominates p when q is better than p beyond the CIs on at least one axis (q's whole
+    interval is better than p's whole interval) and not worse beyond the CIs on the other (the
+    intervals overlap, or q is better). A difference inside the noise decides nothing, so entries
+    whose CIs overlap on both axes are all on the frontier. A value without a CI is its point.
+    """
+    sx = 1.0 if x_lower_is_better else -1.0
+    sy = 1.0 if y_lower_is_better else -1.0
+    iv = {}
+    for k, x, y in points:
+        ix, iy = _interval(x, sx), _interval(y, sy)
+        if ix is not None and iy is not None:
+            iv[k] = (ix, iy)
+
+    def better(a: tuple[float, float], b: tuple[float, float]) -> bool:  # a clearly below b
+        return a[1] < b[0]
+
+    def dominates(q, p) -> bool:
+        (qx, qy), (px, py) = iv[q], iv[p]
+        return ((better(qx, px) or better(qy, py)) and not better(px, qx) and not better(py, qy))
+
+    return {p for p in iv if not any(dominates(q, p) for q in iv if q != p)}
+
+
+def difference_ci(a: Value, b: Value) -> tuple[float | None, float | None, float | None]:
+    """a − b with an approximate 95% CI from the two CIs (MOVER, Zou & Donner 2008).
+
+    L = d − √((a − a_lo)² + (b_hi − b)²), U = d + √((a_hi − a)² + (b − b_lo)²); the two runs are
+    independent samples. Without both CIs only the point difference is returned.
+    """
+    if not (_finite(a.value) and _finite(b.value)):
+        return None, None, None
+    d = float(a.value) - float(b.value)
+    if not all(_finite(x) for x in (a.ci_low, a.ci_high, b.ci_low, b.ci_high)):
+        return d, None, None
+    lo = d - math.hypot(a.value - a.ci_low, b.ci_high - b.value)
+    hi = d + math.hypot(a.ci_high - a.value, b.value - b.ci_low)
+    return d, lo, hi
+
+
+def format_p(p: float | None) -> str:
+    """A p-value as people read it: ``p = 0.032``, ``p < 0.0001``; never ``0.000``."""
+    if not _finite(p):
+        return "p: —"
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
+
+
+def format_signed(value: float | None, unit: str = "", *, ref: float | None = None) -> str:
+    """A difference with its sign: ``+1.2 ms``, ``−350 µs``."""
+    if not _finite(value):
+        return "—"
+    text = format_si(abs(value), unit, ref=ref if _finite(ref) else abs(value))
+    return ("+" if value > 0 else "−" if value < 0 else "±") + text
+
+
+_SI_UNITS = {"ms": ("s", 1e-3), "us": ("s", 1e-6), "s": ("s", 1.0), "J": ("J", 1.0), "g": ("g", 1.0),
+             "W": ("W", 1.0), "MB": ("B", 1e6)}
+_PREFIXES = [(1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n")]
+_NO_PREFIX_ABOVE = {"s": 1.0}  # no kiloseconds
+_NO_PREFIX_BELOW = {"B": 1.0}  # no millibytes
+
+
+def format_si(value: float | None, unit: str = "", *, ref: float | None = None) -> str:
+    """A value with its unit, scaled to an SI prefix: ``7.63 µs`` for 0.007629 ms, ``12.4 µJ`` for
+    1.241e-05 J, ``1.2 GB`` for 1200 MB. ``ref`` picks the prefix (the value itself by default), so a
+    CI prints in the prefix of its point estimate. Counts get separators, fractions three decimals."""
+    if not _finite(value):
+        return "not measured"
+    v = float(value)
+    if unit in _SI_UNITS:
+        base, factor = _SI_UNITS[unit]
+        x = v * factor
+        r = abs((ref if _finite(ref) else v) * factor)
+        top, bottom = _NO_PREFIX_ABOVE.get(base, 1e9), _NO_PREFIX_BELOW.get(base, 1e-9)
+        scale, sym = next(((p, s) for p, s in _PREFIXES if p <= top and (r >= p or p <= bottom)), (1.0, ""))
+        if r == 0:
+            scale, sym = 1.0, ""
+        scaled = x / scale
+        text = f"{scaled:,.0f}" if abs(scaled) >= 1000 else f"{float(f'{scaled:.3g}'):g}"
+        return f"{text} {sym}{base}"
+    if unit == "count":
+        return f"{v:,.0f}"
+    if unit == "fraction":
+        return f"{v:.3f}"
+    num = f"{v:,.0f}" if abs(v) >= 1000 else f"{float(f'{v:.3g}'):g}"
+    return f"{num} {unit}".strip()
+
+
 def format_value(value: float | None, unit: str = "") -> str:
-    """Short human form of a value: counts with separators, big numbers without decimals, else 4 digits."""
+    """Short human form of a value without its unit: counts with separators, big numbers without
+    decimals, else 4 digits (format_si adds the unit with an SI prefix)."""
     if not _finite(value):
         return "not measured"
     v = float(value)

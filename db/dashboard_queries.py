@@ -30,6 +30,7 @@ from heptathlon.bench.run_status import FINISHED, RunStatus
 from heptathlon.db import queries as Q
 from heptathlon.db import results as R
 from heptathlon.db.results import chunks as _chunks
+from heptathlon.db.nightly_queries import NIGHTLY
 from heptathlon.db.models import Alert, GroupMetric, Machine, Measurement, Run, Samples, Submission
 from heptathlon.db.session import ensure_schema, session_scope
 
@@ -47,7 +48,7 @@ def database_overview(s: Session) -> dict[str, Any]:
     return {"runs": sum(by_status.values()), "by_status": by_status,
             "submissions": s.scalar(select(func.count()).select_from(Submission)) or 0,
             "machines": s.scalar(select(func.count()).select_from(Machine)) or 0,
-            "latest": Q.latest_time(s)}
+            "latest": Q.latest_time(s), "last_nightly": latest_nightly_time(s)}
 
 
 def machine_classes(s: Session) -> pd.DataFrame:
@@ -133,6 +134,42 @@ def headline_measurements(s: Session, run_ids: Sequence[str]) -> pd.DataFrame:
     best = R.pick_headlines(rows, run_id=lambda r: r[0], metric=lambda r: r[1], params=lambda r: r[9],
                             row_id=lambda r: r[10])
     return pd.DataFrame([tuple(r[:10]) for r in best.values()], columns=MEASUREMENT_COLUMNS)
+
+
+ATTEMPT_COLUMNS = ["run_id", "submission", "version", "status", "when", "error", "machine_id", "artifact_sha256"]
+
+
+def latest_attempts(s: Session, *, task: str, profile: str, scenario: str,
+                    machine_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """The newest finished run (succeeded or failed) of each submission name in one group.
+
+    The leaderboard marks a submission whose newest run failed: its last good result is then
+    older than what the submitter last sent. A failed run may have no machine (it broke before the
+    fingerprint), so it counts for every machine class; succeeded runs only for ``machine_ids``.
+    """
+    q = (select(Run.id, Submission.name, Submission.version, Run.status,
+                func.coalesce(Run.finished_at, Run.created_at), Run.error, Run.machine_id, Submission.artifact_sha256)
+         .join(Submission, Run.submission_id == Submission.id)
+         .where(Run.task_name == task, Run.profile_name == profile, Run.scenario == scenario,
+                Run.status.in_(FINISHED)))
+    wanted = None if machine_ids is None else set(machine_ids)
+    newest: dict[str, tuple] = {}
+    for row in s.execute(q):
+        if wanted is not None and row[6] is not None and row[6] not in wanted:
+            continue
+        if wanted is not None and row[6] is None and row[3] != RunStatus.FAILED:
+            continue
+        cur = newest.get(row[1])
+        if cur is None or (_utc(row[4]), row[0]) > (_utc(cur[4]), cur[0]):
+            newest[row[1]] = tuple(row)
+    return pd.DataFrame(sorted(newest.values(), key=lambda r: r[1]), columns=ATTEMPT_COLUMNS)
+
+
+def _utc(t: Any) -> Any:
+    """Timestamps compare across backends: SQLite returns naive UTC, PostgreSQL aware."""
+    from datetime import UTC
+
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 # ---- framework tax sweeps ------------------------------------------------------------------------
@@ -320,7 +357,7 @@ def latency_samples_ms(s: Session, run_id: str) -> np.ndarray | None:
 
 # ---- history -------------------------------------------------------------------------------------
 HISTORY_COLUMNS = ["run_id", "status", "created_at", "finished_at", "machine_id", "trial", "error", "value",
-                   "ci_low", "ci_high", "n", "method", "unit", "series_key"]
+                   "ci_low", "ci_high", "n", "method", "unit", "series_key", "night"]
 
 
 def series_history(s: Session, *, submission: str | None = None, profile: str | None = None,
@@ -334,7 +371,7 @@ def series_history(s: Session, *, submission: str | None = None, profile: str | 
     may have no machine, so the machine filter applies to succeeded runs only.
     """
     q = (select(Run.id, Run.status, Run.created_at, Run.finished_at, Run.machine_id, Run.trial, Run.error,
-                Run.series_key)
+                Run.series_key, Run.extra)
          .where(Run.status.in_(FINISHED)).order_by(Run.created_at, Run.id))
     if series_key is not None:
         q = q.where(Run.series_key == series_key)
@@ -345,11 +382,19 @@ def series_history(s: Session, *, submission: str | None = None, profile: str | 
             if machine_ids is None or r[1] == RunStatus.FAILED or r[4] in set(machine_ids)]
     best = R.headline_measurements(s, [r[0] for r in rows if r[1] == RunStatus.SUCCEEDED], metric=metric)
     out = []
-    for rid, status, created, finished, mid, trial, error, key in rows:
+    for rid, status, created, finished, mid, trial, error, key, extra in rows:
         m = best.get(rid, {}).get(metric)
         values = (None,) * 6 if m is None else (m.value, m.ci_low, m.ci_high, m.n, m.method, m.unit)
-        out.append((rid, status, created, finished, mid, trial, error, *values, key))
+        out.append((rid, status, created, finished, mid, trial, error, *values, key, night_of(extra, created)))
     return pd.DataFrame(out, columns=HISTORY_COLUMNS)
+
+
+def night_of(extra: dict[str, Any] | None, created: Any) -> str | None:
+    """The night a run belongs to (YYYY-MM-DD): its nightly marker's date, else its creation date."""
+    marker = (extra or {}).get(NIGHTLY)
+    if isinstance(marker, dict) and marker.get("date"):
+        return str(marker["date"])[:10]
+    return None if created is None else created.date().isoformat()
 
 
 ALERT_COLUMNS = ["id", "series_key", "metric", "kind", "candidate_run_id", "test", "p_value", "effect", "z_score",
@@ -364,6 +409,143 @@ def alerts_for_runs(s: Session, run_ids: Sequence[str]) -> pd.DataFrame:
     for chunk in _chunks(list(run_ids)):
         rows += s.execute(select(*cols).where(Alert.candidate_run_id.in_(chunk)).order_by(Alert.created_at)).all()
     return pd.DataFrame(rows, columns=ALERT_COLUMNS)
+
+
+# ---- last night ------------------------------------------------------------------------------------
+NIGHT_COLUMNS = ["series_key", "label", "submission", "task", "profile", "scenario", "suite", "night", "host",
+                 "run_id", "run_status", "error", "verdict", "alert_id", "alert_status", "kind", "metric", "unit",
+                 "test", "p_value", "z_score", "rel_change", "baseline_value", "baseline_ci_low",
+                 "baseline_ci_high", "n_baseline", "candidate_value", "candidate_ci_low", "candidate_ci_high",
+                 "context_diff", "message", "baseline_run_ids", "good_before"]
+VERDICT_OF_KIND = {"broke": "broke", "regression": "regressed", "drift": "drifted", "improvement": "improved"}
+VERDICT_ORDER = ["broke", "regressed", "drifted", "improved", "skipped", "pass"]
+
+
+def latest_nightly_time(s: Session) -> Any:
+    """When the newest nightly run was created (None when no nightly ever ran)."""
+    q = (select(Run.created_at, Run.extra).where(Run.group_id.is_not(None))
+         .order_by(Run.created_at.desc()).limit(200))
+    return next((t for t, extra in s.execute(q) if isinstance((extra or {}).get(NIGHTLY), dict)), None)
+
+
+def last_night(s: Session, *, night: str | None = None, min_window: int = 2) -> pd.DataFrame:
+    """Every series of the newest night (or ``night``, YYYY-MM-DD) of nightly runs, with its verdict.
+
+    One row per series and alert (a series without an alert has one row with no alert). The
+    verdict of a series is: ``broke`` (its run failed), ``regressed`` / ``drifted`` / ``improved``
+    (an alert of that kind, whatever its status), ``skipped`` (succeeded, but fewer than
+    ``min_window`` good nightly runs came before it: nothing to compare with) or ``pass``.
+    Superseded runs and alerts are left out. The baseline of an alert is the mean of its baseline
+    runs' headline values, with a 95% CI from their spread (normal approximation; none for one run).
+    """
+    newest = latest_nightly_time(s)
+    if newest is None:
+        return pd.DataFrame(columns=NIGHT_COLUMNS)
+    from datetime import timedelta
+
+    # The night's runs were created within a day or so of its newest run (a night may run long);
+    # reading only those keeps the JSON filter in Python cheap on a large database.
+    since = newest - timedelta(days=2)
+    q = (select(Run.id, Run.status, Run.error, Run.series_key, Run.extra, Run.created_at, Run.profile_name,
+                Run.scenario, Run.task_name, func.coalesce(Submission.name, Run.submission_ref))
+         .outerjoin(Submission, Run.submission_id == Submission.id)
+         .where(Run.group_id.is_not(None), Run.created_at >= since))
+    runs = []
+    for rid, status, error, key, extra, created, prof, scen, task, name in s.execute(q):
+        m = (extra or {}).get(NIGHTLY)
+        if isinstance(m, dict) and not m.get("superseded") and status in FINISHED:
+            runs.append((rid, status, error, key or m.get("series"), m, created, prof, scen, task, name))
+    if not runs:
+        return pd.DataFrame(columns=NIGHT_COLUMNS)
+    night = night or max(str(r[4].get("date", "")) for r in runs)
+    runs = [r for r in runs if str(r[4].get("date", "")) == night]
+    alerts = alerts_for_runs(s, [r[0] for r in runs])
+    alerts = alerts[alerts["status"] != "superseded"] if not alerts.empty else alerts
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for a in alerts.to_dict("records"):
+        by_run.setdefault(a["candidate_run_id"], []).append(a)
+    # Good nightly runs of each series before this night (for "skipped").
+    keys = sorted({r[3] for r in runs if r[3]})
+    start = min(r[5] for r in runs)
+    before: dict[str, int] = {}
+    for chunk in _chunks(keys):
+        for key, n in s.execute(select(Run.series_key, func.count()).where(
+                Run.series_key.in_(chunk), Run.group_id.is_not(None), Run.status == RunStatus.SUCCEEDED,
+                Run.created_at < start).group_by(Run.series_key)):
+            before[key] = int(n)
+    # Headline values of the candidate and baseline runs of each alerted metric.
+    wanted = {r[0] for r in runs}
+    baseline_ids = {a["id"]: list(_baseline_ids(s, a["id"])) for a in alerts.to_dict("records")}
+    wanted |= {b for ids in baseline_ids.values() for b in ids}
+    heads = R.headline_measurements(s, sorted(wanted))
+    out = []
+    for rid, status, error, key, m, _created, prof, scen, task, name in sorted(runs, key=lambda r: (r[9] or "", r[6])):
+        label = f"{name} · {prof} · {scen}" + (f" · {_params_label(m.get('params'))}" if m.get("params") else "")
+        common = [key, label, name, task or m.get("task"), prof, scen, m.get("suite"), night, m.get("host"), rid,
+                  status, error]
+        mine = by_run.get(rid, [])
+        if status == RunStatus.FAILED:
+            verdict = "broke"
+        elif mine:
+            kinds = {a["kind"] for a in mine}
+            verdict = next(VERDICT_OF_KIND[k] for k in ("broke", "regression", "drift", "improvement") if k in kinds)
+        else:
+            verdict = "skipped" if before.get(key, 0) < min_window else "pass"
+        if not mine:
+            out.append([*common, verdict, *([None] * 16), [], None, [], before.get(key, 0)])
+            continue
+        for a in mine:
+            metric = a["metric"]
+            cand = heads.get(rid, {}).get(metric)
+            base_vals = [heads[b][metric].value for b in baseline_ids.get(a["id"], [])
+                         if metric in heads.get(b, {}) and heads[b][metric].value is not None]
+            detail = a.get("detail") or {}
+            b_mean, b_lo, b_hi = _mean_ci(base_vals)
+            if b_mean is None and detail.get("baseline_value") is not None:
+                b_mean = float(detail["baseline_value"])
+            c_val = cand.value if cand is not None else detail.get("candidate_value")
+            out.append([*common, verdict, int(a["id"]), a["status"], a["kind"], metric,
+                        (cand.unit if cand is not None else None), a["test"], a["p_value"], a["z_score"], a["effect"],
+                        b_mean, b_lo, b_hi, len(base_vals) or detail.get("n_baseline"), c_val,
+                        cand.ci_low if cand is not None else None, cand.ci_high if cand is not None else None,
+                        [c.get("change") if isinstance(c, dict) else str(c) for c in (a["context_diff"] or [])],
+                        detail.get("message"), baseline_ids.get(a["id"], []), before.get(key, 0)])
+    df = pd.DataFrame(out, columns=NIGHT_COLUMNS)
+    return df.assign(_o=df["verdict"].map(VERDICT_ORDER.index)).sort_values(["_o", "label"], kind="stable").drop(
+        columns="_o").reset_index(drop=True)
+
+
+def _baseline_ids(s: Session, alert_id: int) -> list[str]:
+    ids = s.scalar(select(Alert.baseline_run_ids).where(Alert.id == alert_id))
+    return [str(i) for i in (ids or [])]
+
+
+def _params_label(params: Any) -> str:
+    if not isinstance(params, dict):
+        return str(params)
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def _mean_ci(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    """Mean of the baseline runs' values, with a normal-approximation 95% CI (none below 2 runs)."""
+    if not values:
+        return None, None, None
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    if arr.size < 2:
+        return mean, None, None
+    half = 1.96 * float(arr.std(ddof=1)) / np.sqrt(arr.size)
+    return mean, mean - half, mean + half
+
+
+# ---- compare two runs ----------------------------------------------------------------------------
+def compare_runs(s: Session, a: str, b: str) -> dict[str, Any] | None:
+    """Two runs side by side: their details (run_detail) and headline measurements; None if either is missing."""
+    da, db_ = run_detail(s, a), run_detail(s, b)
+    if da is None or db_ is None:
+        return None
+    heads = headline_measurements(s, [da["run_id"], db_["run_id"]])
+    return {"a": da, "b": db_, "measurements": heads}
 
 
 # ---- cached wrappers (what the dashboard calls) --------------------------------------------------
@@ -399,6 +581,25 @@ def load_latest_results(url: str, *, task: str | None = None, profile: str | Non
     with session_scope(url) as s:
         return latest_results(s, task=task, profile=profile, scenario=scenario, machine_ids=machine_ids,
                               submission=submission)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_last_night(url: str, *, night: str | None = None, min_window: int = 2) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return last_night(s, night=night, min_window=min_window)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_compare_runs(url: str, a: str, b: str) -> dict[str, Any] | None:
+    with session_scope(url) as s:
+        return compare_runs(s, a, b)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_latest_attempts(url: str, *, task: str, profile: str, scenario: str,
+                         machine_ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return latest_attempts(s, task=task, profile=profile, scenario=scenario, machine_ids=machine_ids)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -28,7 +28,7 @@ submission = C.pick("Submission", sorted(sel["submission"].unique()), "fa_submis
                     container=c2, param="submission")
 sel = sel[sel["submission"] == submission]
 cls = C.class_options(sel, classes)
-cid = C.pick("Machine class", list(cls), "fa_machine", fmt=lambda c: cls[c][0], container=c3)
+cid = C.pick("Machine class", list(cls), "fa_machine", fmt=lambda c: cls[c][0], container=c3, param="machine")
 groups = DQ.load_group_results(url, submission=submission, machine_ids=cls[cid][1] if cid else None)
 
 # Per-profile summary measurements (fairness_gap, hw_disparity) come with the latest results.
@@ -42,31 +42,32 @@ else:
     attrs = list(dict.fromkeys(groups["attribute"]))
     metrics = list(dict.fromkeys(groups["metric"]))
     d1, d2 = st.columns(2)
-    attribute = d1.selectbox("Group attribute", attrs, key="fa_attr")
+    attribute = C.pick("Group attribute", attrs, "fa_attr", container=d1, param="attr")
     heat_metrics = [m for m in metrics if m not in ("delta_accuracy", "flip_rate")] or metrics
-    metric = d2.selectbox("Metric", heat_metrics, key="fa_metric",
-                          index=heat_metrics.index("accuracy") if "accuracy" in heat_metrics else 0)
+    metric = C.pick("Metric", heat_metrics, "fa_metric", container=d2, param="metric", default="accuracy")
     g = groups[groups["attribute"] == attribute]
     st.subheader(f"{metric} by group and profile")
     st.plotly_chart(F.group_heatmap(g[g["metric"] == metric], metric), key="fa_heat")
 
-    st.subheader("Δ against the reference profile")
-    delta = g[g["metric"] == "delta_accuracy"]
+    # The Δ chart follows the chosen metric: stored paired-bootstrap Δ rows exist for accuracy only
+    # (``delta_accuracy``); any other metric gets point differences against a reference profile.
+    st.subheader(f"Δ {metric} against the reference profile")
+    delta = g[g["metric"] == f"delta_{metric}"]
     if not delta.empty:
-        st.plotly_chart(F.group_bars(delta, "delta_accuracy", zero_line=True), key="fa_delta")
+        st.plotly_chart(F.group_bars(delta, f"delta_{metric}", zero_line=True), key="fa_delta")
     else:
-        st.info(f"Δ_a(h) with paired-bootstrap CIs: {C.NOT_MEASURED_YET} (no `delta_accuracy` rows).")
-        acc = g[g["metric"] == "accuracy"]
+        st.info(f"Δ {metric} with paired-bootstrap CIs: {C.NOT_MEASURED_YET} (no `delta_{metric}` rows).")
+        acc = g[g["metric"] == metric]
         profiles = sorted(acc["profile"].unique())
         if len(profiles) > 1:
-            ref = st.selectbox("Reference profile for a point difference", profiles, key="fa_ref",
-                               index=profiles.index("cpu-1core") if "cpu-1core" in profiles else 0)
+            ref = C.pick("Reference profile for a point difference", profiles, "fa_ref", param="ref",
+                         default="cpu-1core")
             base = acc[acc["profile"] == ref].set_index("group")["value"]
             diff = acc[acc["profile"] != ref].assign(value=lambda d: d["value"] - d["group"].map(base),
                                                      ci_low=None, ci_high=None)
-            st.caption("Point differences of stored group accuracies, **without CIs** (a CI needs the paired "
-                       "bootstrap over examples that `delta_accuracy` rows carry).")
-            st.plotly_chart(F.group_bars(diff, f"accuracy − accuracy({ref})", zero_line=True), key="fa_delta_pt")
+            st.caption(f"Point differences of stored group {metric} values, **without CIs** (a CI needs the "
+                       "paired bootstrap over examples that `delta_*` rows carry).")
+            st.plotly_chart(F.group_bars(diff, f"{metric} − {metric}({ref})", zero_line=True), key="fa_delta_pt")
 
     st.subheader("Flip rate against the reference")
     flips = g[g["metric"] == "flip_rate"]

@@ -37,7 +37,7 @@ profile = C.pick("Profile", sorted(points["profile"].unique()), "ft_profile", co
 points = points[points["profile"] == profile]
 if points["machine_id"].nunique() > 1:
     cls = C.class_options(points.assign(submission=submission), classes)
-    cid = C.pick("Machine class", list(cls), "ft_machine", fmt=lambda c: cls[c][0])
+    cid = C.pick("Machine class", list(cls), "ft_machine", fmt=lambda c: cls[c][0], param="machine")
     points = points[points["machine_id"].isin(cls[cid][1])]
 knees = [k for k in knees if k["profile"] == profile and k["machine_id"] in set(points["machine_id"])]
 
@@ -47,7 +47,7 @@ st.subheader("Latency against batch size")
 if not lat_metrics:
     st.info(f"Latency sweep: {C.NOT_MEASURED_YET}.")
 else:
-    lat_metric = st.selectbox("Latency statistic", lat_metrics, key="ft_lat") if len(lat_metrics) > 1 \
+    lat_metric = C.pick("Latency statistic", lat_metrics, "ft_lat", param="stat") if len(lat_metrics) > 1 \
         else lat_metrics[0]
     lat = points[points["metric"] == lat_metric]
     # Newest stored knee per runtime; where none is stored, fit one here from the stored medians.

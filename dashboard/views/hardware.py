@@ -5,7 +5,7 @@ import streamlit as st
 
 from heptathlon.dashboard import common as C
 from heptathlon.dashboard import figures as F
-from heptathlon.dashboard.scoring import format_value, ordered_metrics
+from heptathlon.dashboard.scoring import format_si, ordered_metrics
 from heptathlon.db import dashboard_queries as DQ
 
 PANELS = ["latency_p50_ms", "throughput_sps", "energy_per_sample_j"]
@@ -37,7 +37,8 @@ runs = runs.assign(where=[f"{p} · {labels.get(m, f'machine {m}')}" if several e
                           for p, m in zip(runs["profile"], runs["machine_id"])])
 df = meas.merge(runs[["run_id", "where", "profile"]], on="run_id")
 
-st.plotly_chart(F.hardware_figure(df, PANELS, list(runs["where"])), key="hw_chart")
+st.plotly_chart(F.hardware_figure(df, PANELS, list(runs["where"]), dict(zip(runs["where"], runs["profile"]))),
+                key="hw_chart")
 if several:
     st.caption("Several machine classes ran this submission: bars are labelled profile · machine; only bars "
                "on the same machine class are comparable.")
@@ -52,9 +53,9 @@ for m in ordered_metrics(df["metric"].unique()):
             row[w] = C.NOT_MEASURED
             continue
         v = C.to_value(hit.iloc[0])
-        txt = format_value(v.value, v.unit)
+        txt = format_si(v.value, v.unit)
         if v.ci_low is not None and v.ci_high is not None:
-            txt += f"  [{format_value(v.ci_low, v.unit)}, {format_value(v.ci_high, v.unit)}]"
+            txt += f"  [{format_si(v.ci_low, v.unit, ref=v.value)}, {format_si(v.ci_high, v.unit, ref=v.value)}]"
         row[w] = ("≈ " + txt + " (est.)") if v.estimated else txt
     table[C.metric_label(m)] = row
 st.dataframe(pd.DataFrame(table).T, width="stretch")

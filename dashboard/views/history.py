@@ -11,8 +11,9 @@ from heptathlon.dashboard.scoring import ordered_metrics
 from heptathlon.db import dashboard_queries as DQ
 
 st.title("History")
-st.caption("Every finished run of one series, oldest first, with 95% CI error bars. Failed runs are marked "
-           "✕ on the axis; nightly regression alerts are marked on the run they flagged.")
+st.caption("Every finished run of one series night by night (the x-axis is the night a run belongs to), with "
+           "95% CI error bars. Failed runs are marked ✕ on the axis; nightly regression alerts are marked on the "
+           "run they flagged; estimates are hollow and labelled ≈ est.")
 
 url, options, classes = C.load_common()
 if options.empty:
@@ -24,7 +25,7 @@ if group is None or group.get("submission") is None:
     st.stop()
 
 metrics = ordered_metrics(m for m in METRICS if METRICS[m].lower_is_better is not None)
-metric = st.selectbox("Metric", metrics, key="hi_metric", format_func=C.metric_label)
+metric = C.pick("Metric", metrics, "hi_metric", fmt=C.metric_label, param="metric", default="latency_p50_ms")
 series = DQ.load_series_history(url, submission=group["submission"], profile=group["profile"],
                                 scenario=group["scenario"], metric=metric, machine_ids=group["machine_ids"])
 alerts = DQ.load_alerts_for_runs(url, tuple(series["run_id"]))
@@ -41,8 +42,7 @@ st.subheader("Regression alerts")
 if alerts.empty:
     st.info("No alerts for this series yet (the nightly suite stores them in the alert table).")
 else:
-    shown = alerts.assign(on_this_metric=alerts["metric"].isna() | alerts["metric"].isin(["run", metric]))
-    st.dataframe(shown.drop(columns=["detail"]), hide_index=True, width="stretch")
+    st.dataframe(C.alerts_table(alerts, metric), hide_index=True, width="stretch")
 
 with st.expander("Runs of this series"):
     st.dataframe(series, hide_index=True, width="stretch")

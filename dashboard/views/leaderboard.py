@@ -1,18 +1,22 @@
-"""Leaderboard: one comparable group (task, scenario, profile, machine class), every metric,
-CI-tie ranks and the heptathlon score with adjustable weights."""
+"""Leaderboard: one comparable group (task, scenario, profile, machine class), the chosen metrics,
+CI-tie ranks, the heptathlon score with adjustable weights, and each submission's status.
+
+Every setting (filters, rank-by, search, columns, CIs, weights) lives in the URL.
+"""
 
 import streamlit as st
 
-from heptathlon.bench.metrics import METRICS
+from heptathlon.bench.metrics import HEADLINE
+from heptathlon.dashboard import board as B
 from heptathlon.dashboard import common as C
-from heptathlon.dashboard.scoring import (DEFAULT_WEIGHTS, SCORE_FORMULA, format_value, heptathlon_scores, lower_is_better,
-                               ordered_metrics, rank_metric, score_ranks)
+from heptathlon.dashboard.scoring import DEFAULT_WEIGHTS, SCORE_LATEX, SCORE_RULES, lower_is_better, ordered_metrics
 from heptathlon.db import dashboard_queries as DQ
 
 st.title("Leaderboard")
 st.caption("The latest succeeded run of each submission in one comparable group. Hover a value for its "
            "95% CI, n and measurement method. Ranks treat overlapping CIs as ties; estimated values "
-           "(≈, amber) are never ranked against measurements.")
+           "(≈, amber) are never ranked against measurements. A submission whose newest run failed is marked "
+           "in red, with its last good result greyed as older.")
 
 url, options, classes = C.load_common()
 if options.empty:
@@ -26,124 +30,60 @@ if group is None:
 
 runs, meas = DQ.load_latest_results(url, task=group["task"], profile=group["profile"], scenario=group["scenario"],
                                     machine_ids=group["machine_ids"])
-# Several machines of one class: keep each submission's newest run.
-runs = runs.sort_values("finished_at", ascending=False, kind="stable").drop_duplicates("submission_id")
+# One row per submission name: several machines of one class, or a new artifact under the same name,
+# leave the newest run (the count of artifacts marks the row).
+changed = runs.groupby("submission")["submission_id"].nunique().to_dict()
+runs = runs.sort_values("finished_at", ascending=False, kind="stable").drop_duplicates("submission")
 meas = meas[meas["run_id"].isin(runs["run_id"])]
+attempts = DQ.load_latest_attempts(url, task=group["task"], profile=group["profile"], scenario=group["scenario"],
+                                   machine_ids=group["machine_ids"])
 entries = C.entries_from(meas)
 for rid in runs["run_id"]:
     entries.setdefault(rid, {})
 metrics = ordered_metrics(meas["metric"].unique())
 rankable = [m for m in metrics if lower_is_better(m) is not None]
 
-c1, c2 = st.columns([2, 3])
-rank_by = c1.selectbox("Rank by", rankable or ["latency_p50_ms"], key="lb_rank_by",
-                       index=rankable.index("latency_p50_ms") if "latency_p50_ms" in rankable else 0,
-                       format_func=C.metric_label)
-inline_ci = c2.toggle("Show 95% CIs in the table", value=False, key="lb_inline_ci")
+c1, c2, c3 = st.columns([2, 2, 1])
+rank_by = C.pick("Rank by", rankable or ["latency_p50_ms"], "lb_rank_by", fmt=C.metric_label, container=c1,
+                 param="rank", default="latency_p50_ms")
+search = C.text("Search submissions", "lb_search", param="q", container=c2, placeholder="name contains…")
+inline_ci = C.toggle("Show 95% CIs", "lb_inline_ci", param="ci", container=c3)
+default_cols = [m for m in metrics if m in HEADLINE or m in DEFAULT_WEIGHTS] or metrics
+shown_metrics = C.pick_many("Columns", metrics, "lb_cols", param="cols", default=default_cols,
+                            help="The metric columns of the table (and of the download).")
 
 with st.expander("Heptathlon score: weights and formula", expanded=False):
-    st.markdown(SCORE_FORMULA)
+    st.latex(SCORE_LATEX)
+    st.markdown(SCORE_RULES)
     scorable = ordered_metrics(set(DEFAULT_WEIGHTS) | set(rankable))
-    weights = {}
-    wcols = st.columns(4)
-    for i, m in enumerate(scorable):
-        weights[m] = wcols[i % 4].slider(m, 0.0, 5.0, float(DEFAULT_WEIGHTS.get(m, 0.0)), 0.5,
-                                         key=f"lb_w_{m}", help=C.metric_help(m))
+    weights = C.weight_sliders(scorable, DEFAULT_WEIGHTS, key="lb_w", param="w")
 
-table = heptathlon_scores(entries, weights)
-ranks = rank_metric(entries, rank_by)
-by_score = score_ranks(table.scores)
+board = B.build_board(runs.to_dict("records"), entries, attempts.to_dict("records"), metrics=shown_metrics,
+                      rank_by=rank_by, weights=weights, inline_ci=inline_ci, search=search, changed=changed)
+methods = {m: sorted(meas.loc[meas["metric"] == m, "method"].dropna().unique()) for m in shown_metrics}
+st.html(B.board_html(board, methods))
 
-rows = []
-for r in runs.to_dict("records"):
-    sc = table.scores[r["run_id"]]
-    rk = ranks.get(r["run_id"])
-    rows.append({**r, "score": sc, "rank": rk,
-                 "_sort": (sc.score is None, -(sc.score or 0.0), rk.best if rk else 10**9, r["submission"])})
-rows.sort(key=lambda x: x["_sort"])
-
-methods = {m: sorted(meas.loc[meas["metric"] == m, "method"].dropna().unique()) for m in metrics}
-
-
-def cell(v, metric: str) -> str:
-    unit = METRICS[metric].unit if metric in METRICS else (v.unit if v else "")
-    tip = C.describe_value(v, unit)
-    if v is None or v.value is None:
-        return f'<td class="nm" title="{C.esc(tip)}">{C.NOT_MEASURED}</td>'
-    text = format_value(v.value, unit)
-    ci = ""
-    if inline_ci and v.ci_low is not None and v.ci_high is not None:
-        ci = f'<div class="ci">[{format_value(v.ci_low, unit)}, {format_value(v.ci_high, unit)}]</div>'
-    if v.estimated:
-        return (f'<td class="est" title="{C.esc("estimated, not ranked · " + tip)}">≈ {C.esc(text)}'
-                f'<span class="badge">est.</span>{ci}</td>')
-    return f'<td title="{C.esc(tip)}">{C.esc(text)}{ci}</td>'
-
-
-head = ["<th title='Rank by the chosen metric; overlapping 95% CIs share a range'>#</th>",
-        "<th>submission</th>",
-        "<th title='Heptathlon score (0–100); see the formula above the table'>score</th>"]
-for m in metrics:
-    unit = METRICS[m].unit if m in METRICS else ""
-    meth = ", ".join(methods[m]) or "—"
-    head.append(f"<th title='{C.esc(C.metric_help(m))}'>{C.esc(m)}<div class='unit'>{C.esc(unit)}</div>"
-                f"<div class='meth'>{C.esc(meth)}</div></th>")
-body = []
-for r in rows:
-    sc, rk = r["score"], r["rank"]
-    v_rank = entries[r["run_id"]].get(rank_by)
-    rank_tip = ("estimated value: not ranked against measurements" if v_rank is not None and v_rank.estimated
-                else f"rank by {rank_by}" if rk else f"{rank_by} not measured: no rank")
-    score_txt = (f"{sc.score:.1f}" if sc.score is not None else "—")
-    score_tip = (f"score rank {by_score[r['run_id']]} · " + " · ".join(f"{m}: {p:.2f}" for m, p in sc.parts.items())
-                 if sc.score is not None else
-                 "no score: " + (", ".join(sc.missing) + " not measured" if sc.missing else "no weighted metric"))
-    name = f"{r['submission']} v{r['version']}"
-    body.append(
-        "<tr>"
-        f"<td class='rank' title='{C.esc(rank_tip)}'>{C.esc(rk.label if rk else '—')}</td>"
-        f"<td class='sub'><a href='run?run={C.esc(r['run_id'])}' target='_self' "
-        f"title='{C.esc(r['kind'])} · run {C.esc(r['run_id'])} · finished {C.esc(r['finished_at'])}'>"
-        f"{C.esc(name)}</a></td>"
-        f"<td class='score' title='{C.esc(score_tip)}'>{score_txt}</td>"
-        + "".join(cell(entries[r["run_id"]].get(m), m) for m in metrics) + "</tr>")
-
-STYLE = """
-<style>
-.hep-wrap { overflow-x: auto; }
-table.hep-leaderboard { border-collapse: collapse; font-size: 0.85rem; width: 100%; }
-table.hep-leaderboard th, table.hep-leaderboard td { padding: 4px 8px; border-bottom: 1px solid #e5e5e5;
-  text-align: right; white-space: nowrap; vertical-align: top; }
-table.hep-leaderboard th { background: #f6f6f8; font-weight: 600; position: sticky; top: 0; }
-table.hep-leaderboard td.sub, table.hep-leaderboard th:nth-child(2) { text-align: left; }
-table.hep-leaderboard td.rank { text-align: center; font-weight: 600; }
-table.hep-leaderboard td.score { font-weight: 600; color: #1a5fb4; }
-table.hep-leaderboard td.nm { color: #999; font-style: italic; }
-table.hep-leaderboard td.est { background: #fff4d6; font-style: italic; }
-table.hep-leaderboard .badge { font-size: 0.7em; margin-left: 4px; padding: 0 3px; border: 1px solid #c08a00;
-  border-radius: 3px; color: #8a6300; font-style: normal; }
-table.hep-leaderboard .unit, table.hep-leaderboard .meth, table.hep-leaderboard .ci { font-weight: 400;
-  font-size: 0.75em; color: #777; }
-</style>
-"""
-st.html(STYLE + "<div class='hep-wrap'><table class='hep-leaderboard'><thead><tr>" + "".join(head)
-        + "</tr></thead><tbody>" + "".join(body) + "</tbody></table></div>")
-
-notes = [f"{len(rows)} submission(s) on **{group['class_label']}** · {group['task']} · {group['profile']} · "
-         f"{group['scenario']}. Ranks are by **{rank_by}**; entries compare only within this group."]
-if table.dropped:
+n_rows = len(board.rows)
+notes = [(f"{n_rows} submission(s) on **{group['class_label']}** · {group['task']} · {group['profile']} · "
+          f"{group['scenario']}. Ranks are by **{rank_by}**; entries compare only within this group.")]
+if board.hidden_by_search:
+    notes.append(f"{board.hidden_by_search} submission(s) hidden by the search “{search}”.")
+if len(shown_metrics) < len(metrics):
+    notes.append(f"{len(metrics) - len(shown_metrics)} metric column(s) hidden; choose them under **Columns**.")
+if board.dropped:
     notes.append("Weighted but not measured by any entry here (left out of the score): "
-                 + ", ".join(f"`{m}`" for m in table.dropped) + ".")
-unscored = [r["submission"] for r in rows if r["score"].score is None]
+                 + ", ".join(f"`{m}`" for m in board.dropped) + ".")
+unscored = [r["submission"].text.rsplit(" v", 1)[0] for r in board.rows if r["score"].text == "—"]
 if unscored:
-    notes.append("No score (a weighted metric not measured): " + ", ".join(unscored) + ".")
+    notes.append("No score: " + ", ".join(unscored) + " (hover the — for the reason).")
 if any(v.estimated for e in entries.values() for v in e.values()):
     notes.append("≈ amber cells are estimates (`estimate:*`): shown, never ranked or scored against measurements.")
 st.caption("  \n".join(notes))
+st.download_button(f"Download this table ({n_rows} rows, CSV)", board.csv().encode(), "leaderboard.csv", "text/csv",
+                   key="lb_download")
 
-with st.expander("All numbers (sortable, downloadable)"):
+with st.expander("All numbers (sortable, raw values in stored units)"):
     long = meas.merge(runs[["run_id", "submission", "version"]], on="run_id")
     long = long[["submission", "version", "metric", "value", "ci_low", "ci_high", "n", "unit", "method", "note",
                  "run_id"]].sort_values(["submission", "metric"])
     st.dataframe(long, hide_index=True, width="stretch")
-    st.download_button("Download CSV", long.to_csv(index=False).encode(), "leaderboard.csv", "text/csv")

@@ -7,7 +7,7 @@ from heptathlon.bench.metrics import SampleKind
 from heptathlon.bench.run_status import RunStatus
 from heptathlon.dashboard import common as C
 from heptathlon.dashboard import figures as F
-from heptathlon.dashboard.scoring import format_value
+from heptathlon.dashboard.scoring import format_si
 from heptathlon.db import dashboard_queries as DQ
 
 st.title("Run detail")
@@ -15,7 +15,8 @@ url = C.db_url()
 
 wanted = st.query_params.get("run")
 c1, c2 = st.columns([1, 3])
-status = c1.selectbox("Status", ["any", RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.QUEUED, RunStatus.RUNNING], key="rd_status")
+status = C.pick("Status", ["any", RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.QUEUED, RunStatus.RUNNING],
+                "rd_status", container=c1, param="status")
 recent = DQ.load_recent_runs(url, limit=300, status=None if status == "any" else status)
 ids = list(recent["run_id"])
 if wanted and wanted not in ids:
@@ -34,8 +35,7 @@ def run_label(rid: str) -> str:
 if not ids:
     st.info("No runs with this status.")
     st.stop()
-run_id = c2.selectbox("Run (newest first)", ids, index=ids.index(wanted) if wanted in ids else 0,
-                      format_func=run_label, key="rd_run")
+run_id = C.pick("Run (newest first)", ids, "rd_run", fmt=run_label, container=c2, param="run")
 d = DQ.load_run_detail(url, run_id)
 if d is None:
     st.error(f"No run with id {run_id!r} in this database.")
@@ -64,21 +64,23 @@ meas = d["measurements"]
 if meas.empty:
     st.info(f"Every metric: {C.NOT_MEASURED} for this run.")
 else:
-    view = meas.assign(value=[format_value(v, u) if pd.notna(v) else C.NOT_MEASURED
+    view = meas.assign(value=[format_si(v, u) if pd.notna(v) else C.NOT_MEASURED
                               for v, u in zip(meas["value"], meas["unit"])],
-                       ci=[f"[{format_value(lo, u)}, {format_value(hi, u)}]" if pd.notna(lo) and pd.notna(hi) else "—"
-                           for lo, hi, u in zip(meas["ci_low"], meas["ci_high"], meas["unit"])],
+                       ci=[f"[{format_si(lo, u, ref=v)}, {format_si(hi, u, ref=v)}]" if pd.notna(lo) and pd.notna(hi)
+                           else "—" for v, lo, hi, u in zip(meas["value"], meas["ci_low"], meas["ci_high"], meas["unit"])],
                        estimated=meas["method"].str.startswith("estimate:"),
                        params=[C.as_json(p) if p else "" for p in meas["params"]], note=meas["note"].fillna(""))
     st.dataframe(view[["metric", "value", "unit", "ci", "n", "method", "estimated", "note", "params"]],
                  hide_index=True, width="stretch")
 
-st.subheader("Latency histogram")
+st.subheader("Latency distribution")
 lat = DQ.load_latency_samples_ms(url, d["run_id"]) if SampleKind.LATENCY_NS in d["samples"] else None
 if lat is None or lat.size == 0:
     st.info(f"Raw latency samples: {C.NOT_MEASURED} for this run.")
 else:
     st.plotly_chart(F.latency_histogram(lat), key="rd_hist")
+if d["status"] == RunStatus.SUCCEEDED:
+    st.markdown(f"[Compare this run with another](compare?a={d['run_id']})")
 
 left, right = st.columns(2)
 with left:
@@ -129,7 +131,7 @@ if not d["groups"].empty:
     st.dataframe(d["groups"], hide_index=True, width="stretch")
 if not d["alerts"].empty:
     st.subheader("Alerts on this run")
-    st.dataframe(d["alerts"], hide_index=True, width="stretch")
+    st.dataframe(C.alerts_table(d["alerts"]), hide_index=True, width="stretch")
 if d["status"] != RunStatus.FAILED and d["stderr_tail"]:
     with st.expander("stderr (tail)"):
         st.code(d["stderr_tail"], language="text")

@@ -171,3 +171,72 @@ def failed_only_db(tmp_path) -> str:
     record_rejected(tmp_path / "no-such-folder", ["cpu-1core"], ["single_stream"],
                     SubmissionError("no-such-folder/submission.yaml: file not found"), url)
     return url
+
+
+NIGHT = "2026-11-30"  # the simulated "last night" of nightly_db; its runs are created an hour ago
+
+
+def add_nights(url: str) -> dict:
+    """Simulated nightly runs on a filled database: five good nights (the minimum baseline) and a last night with a
+    latency regression (an open alert), a passing series, a series with no baseline yet (skipped)
+    and one that broke (its run failed, a "broke" alert). Rows are shaped as heptathlon.bench.app.nightly
+    stores them (run.extra["nightly"], group_id, alert rows with baseline ids and context diff)."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    out: dict = {}
+    with session_scope(url) as s:
+        def clone(src: Run, *, days_ago: int, date: str, status: str = "succeeded", error: str | None = None,
+                  p50: float | None = None) -> str:
+            rid = str(uuid.uuid4())
+            t = now - timedelta(days=days_ago, hours=1)
+            s.add(Run(id=rid, submission_id=src.submission_id, profile_id=src.profile_id, machine_id=src.machine_id,
+                      submission_ref=src.submission_ref, profile_name=src.profile_name, task_name=src.task_name,
+                      scenario=src.scenario, params=src.params, status=status, created_at=t, started_at=t,
+                      finished_at=t, error=error, series_key=src.series_key, group_id=f"night-{date}",
+                      extra={"nightly": {"suite": "nightly-demo", "date": date, "host": "testhost",
+                                         "series": src.series_key, "submission": src.submission.name,
+                                         "task": src.task_name, "params": {}}}))
+            s.flush()
+            if p50 is not None:
+                s.add(Measurement(run_id=rid, metric="latency_p50_ms", unit="ms", value=p50, ci_low=p50 * 0.97,
+                                  ci_high=p50 * 1.03, n=200, method="timer:perf_counter_ns"))
+            return rid
+
+        onnx = _run_of(s, "arrests-mlp-onnx", "cpu-1core")
+        cmd = _run_of(s, "arrests-mlp-command", "cpu-1core")
+        digits = _run_of(s, "digits-cnn-onnx", "cpu-1core")
+        nights = ["2026-11-25", "2026-11-26", "2026-11-27", "2026-11-28", "2026-11-29"]  # DEFAULT_MIN_WINDOW
+        base = [clone(onnx, days_ago=5 - i, date=d, p50=(0.099, 0.1, 0.101, 0.102, 0.103)[i])
+                for i, d in enumerate(nights)]
+        for i, d in enumerate(nights):
+            clone(cmd, days_ago=5 - i, date=d, p50=0.2)
+        reg = clone(onnx, days_ago=0, date=NIGHT, p50=0.125)
+        ok = clone(cmd, days_ago=0, date=NIGHT, p50=0.2)
+        skipped = clone(digits, days_ago=0, date=NIGHT, p50=0.3)
+        cmd2 = _run_of(s, "arrests-mlp-command", "cpu-2core")
+        broke = clone(cmd2, days_ago=0, date=NIGHT, status="failed", error="worker crashed: out of memory")
+        key = onnx.series_key
+        alert = Alert(series_key=key, metric="latency_p50_ms", kind="regression", baseline_run_ids=base,
+                      candidate_run_id=reg, test="mann-whitney-u+z-score", p_value=3e-7, effect=0.238, z_score=9.5,
+                      status="open", context_diff=[{"path": "software.onnxruntime", "change":
+                                                    "software.onnxruntime: 1.17.0 -> 1.18.0"}],
+                      detail={"series": "arrests-mlp-onnx/cpu-1core/single_stream", "suite": "nightly-demo",
+                              "date": NIGHT, "baseline_value": 0.101, "candidate_value": 0.125,
+                              "n_baseline": 5, "message": "latency_p50_ms regressed"})
+        broke_alert = Alert(series_key=s.get(Run, broke).series_key, metric="run", kind="broke", baseline_run_ids=[],
+                            candidate_run_id=broke, status="open", context_diff=[],
+                            detail={"series": "arrests-mlp-command/cpu-1core", "date": NIGHT,
+                                    "message": "the run failed"})
+        s.add_all([alert, broke_alert])
+        s.flush()
+        out.update(regression_run=reg, pass_run=ok, skipped_run=skipped, broke_run=broke, alert_id=alert.id,
+                   broke_alert_id=broke_alert.id, baseline_runs=base)
+    return out
+
+
+@pytest.fixture
+def nightly_db(filled_db, tmp_path) -> dict:
+    """A copy of filled_db with simulated nights (add_nights); a fresh copy per test: tests write alerts."""
+    url = copy_sqlite(filled_db["path"], tmp_path / "nightly.db")
+    return {"url": url, "path": tmp_path / "nightly.db", **add_nights(url)}

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from heptathlon.db.session import session_scope
+from tests.dashboard.conftest import copy_sqlite
+
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ["views/leaderboard.py", "views/tradeoffs.py", "views/hardware.py", "views/framework_tax.py",
          "views/fairness.py", "views/run_detail.py", "views/history.py"]
@@ -117,13 +120,19 @@ def test_only_failed_runs_is_not_measured_everywhere(failed_only_db, monkeypatch
 def test_leaderboard_on_real_runs(filled_db, monkeypatch):
     at = open_page(filled_db["url"], monkeypatch, PAGES[0])
     board = leaderboard(at)
-    assert set(board) == {"arrests-mlp-onnx", "arrests-mlp-command"}  # one task per group
-    onnx, cmd = board["arrests-mlp-onnx"], board["arrests-mlp-command"]
-    # Every stored metric is a column, CI, n and method on hover.
+    # One task per group; the submission that never ran is on the board with its failure.
+    assert set(board) == {"arrests-mlp-onnx", "arrests-mlp-command", "broken-model"}
+    onnx, cmd, broken = board["arrests-mlp-onnx"], board["arrests-mlp-command"], board["broken-model"]
+    assert broken["status"][0].startswith("failed") and "command exited with code 1" in broken["status"][0]
+    assert broken["#"][0] == "—" and broken["score"][0] == "—"
+    assert onnx["status"][0] == "ok"
+    # The headline metrics are columns (the column chooser offers the rest), CI, n and method on hover.
     assert {"latency_p50_ms", "throughput_sps", "accuracy", "peak_rss_mb", "load_s", "params",
             "energy_per_sample_j"} <= set(onnx)
-    text, cls, title = onnx["latency_p50_ms"]
-    assert float(text) > 0 and "95% CI [" in title and "method: timer:perf_counter_ns" in title
+    text, _, title = onnx["latency_p50_ms"]
+    number, unit = text.split()
+    assert float(number) > 0 and unit in ("ns", "µs", "ms", "s")  # an SI prefix, never 0.007629 ms
+    assert "95% CI [" in title and "method: timer:perf_counter_ns" in title
     # Not measured: the command submission's parameter count, and energy (meters off) everywhere.
     assert cmd["params"][0] == "not measured" and "method: unavailable" in cmd["params"][2]
     assert onnx["energy_per_sample_j"][0] == "not measured"
@@ -148,7 +157,9 @@ def test_leaderboard_weights_change_the_score(filled_db, monkeypatch):
     for s in at.slider:
         s.set_value(0.0)
     at.slider(key="lb_w_load_s").set_value(1.0).run()
-    scores = sorted(float(row["score"][0]) for row in leaderboard(at).values())
+    scores = sorted(float(row["score"][0]) for row in leaderboard(at).values() if row["status"][0] == "ok")
+    w = dict(p.split(":") for p in at.query_params["w"].split(","))  # the weights are in the URL
+    assert w["load_s"] == "1" and w["accuracy"] == "0"
     # One metric, two entries: the better one scores 100, the other 0 unless their CIs overlap
     # (load_s has no CI, so they do not).
     assert scores == [0.0, 100.0]
@@ -235,7 +246,10 @@ def test_leaderboard_marks_estimates_and_never_ranks_them(augmented_db, monkeypa
     assert board["arrests-mlp-command"]["score"][0] == "—" and "energy_per_sample_j" in board[
         "arrests-mlp-command"]["score"][2]
     assert "No score" in texts(at)
-    assert board["arrests-mlp-onnx"]["made_up_metric"][0] == "3"  # unknown to the registry: shown, unranked
+    assert "made_up_metric" not in board["arrests-mlp-onnx"]  # not a default column: offered in the chooser
+    at.multiselect(key="lb_cols").select("made_up_metric").run()
+    board = leaderboard(at)
+    assert board["arrests-mlp-onnx"]["made_up_metric"][0] == "3 widgets"  # unknown to the registry: shown, unranked
     assert "made_up_metric" not in [o.split(" (")[0] for o in at.selectbox(key="lb_rank_by").options]
 
 
@@ -271,4 +285,112 @@ def test_history_marks_failures_and_alerts(augmented_db, monkeypatch):
     names = [t["name"] for t in fig["data"]]
     assert names == ["latency_p50_ms", "failed run", "alert: regression"]
     assert len(fig["data"][0]["x"]) == 5  # four earlier nights and the real run; the failed night apart
-    assert "regression" in str(at.dataframe[0].value["kind"].tolist())
+    table = at.dataframe[0].value
+    assert "regression" in str(table["kind"].tolist())
+    # The series by name, not its hash; p as people read it; the effect with its values in ms.
+    assert table["series"].tolist() == ["arrests-mlp-onnx/cpu-1core/single_stream"]
+    assert table["p"].tolist() == ["p = 0.0004"] and table["effect"].tolist()[0].startswith("+25.0%")
+
+
+# ---- last night ---------------------------------------------------------------------------------------
+LAST_NIGHT, COMPARE = "views/last_night.py", "views/compare.py"
+
+
+def test_last_night_is_the_landing_page_after_a_recent_nightly(nightly_db, filled_db, monkeypatch):
+    at = open_page(nightly_db["url"], monkeypatch, PAGES[0])  # the app's default page
+    assert at.title[0].value == "Last night"
+    shown = texts(at).replace("\\_", "_")  # Markdown-escaped names
+    # Every verdict but pass is listed by default; the regression with its effect in ms and its CI.
+    assert "regressed (1)" in shown and "broke (1)" in shown and "skipped (1)" in shown and "pass" not in [
+        s.value for s in at.subheader]
+    assert "arrests-mlp-onnx · cpu-1core · single_stream" in shown
+    effect = next(m.value for m in at.markdown if "regression** of `latency_p50_ms`" in m.value)
+    assert "+24" in effect and "µs" in effect and "[" in effect and "(+23.8%)" in effect  # unit, CI, relative
+    assert "p < 0.0001" in shown and "000" not in shown.split("p < 0.0001")[0][-5:]
+    assert "Mann-Whitney U" in shown and "software.onnxruntime: 1.17.0 -> 1.18.0" in shown
+    assert "worker crashed: out of memory" in shown
+    assert any("history?" in m.value and "submission=arrests-mlp-onnx" in m.value and "metric=latency_p50_ms"
+               in m.value for m in at.markdown)
+    # A link with settings opens what it names, not the landing view.
+    linked = open_page(nightly_db["url"], monkeypatch, PAGES[0], query={"profile": "cpu-2core"})
+    assert linked.title[0].value == "Leaderboard"
+    # The filled database alone has no nightly: the leaderboard stays the landing page.
+    plain = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    assert plain.title[0].value == "Leaderboard"
+
+
+def test_last_night_lists_passing_series_on_request(nightly_db, monkeypatch):
+    monkeypatch.setenv("HEPTATHLON_DB", nightly_db["url"])
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["profile"] = "cpu-1core"  # a link with settings: no landing redirect
+    at.run()
+    at.switch_page(LAST_NIGHT)  # the page's first render in this session: its settings come from the URL
+    at.query_params["verdicts"] = "pass"
+    at.run()
+    assert not at.exception and at.title[0].value == "Last night", at.title
+    assert [s.value for s in at.subheader] == [":material/check_circle: pass (1)"]
+    assert "arrests-mlp-command · cpu-1core" in texts(at).replace("\\_", "_")
+
+
+def test_acknowledge_writes_what_the_cli_writes(nightly_db, monkeypatch, tmp_path):
+    from heptathlon.bench.app.nightly import list_alerts, set_alert_status
+    from heptathlon.db.models import Alert as AlertRow
+
+    at = open_page(nightly_db["url"], monkeypatch, PAGES[0])
+    at.button(key=f"ln_ack_{nightly_db['alert_id']}").click().run()
+    assert not at.exception
+    assert f"alert #{nightly_db['alert_id']} · **acknowledged**" in texts(at)
+    assert not [b for b in at.button if b.key == f"ln_ack_{nightly_db['alert_id']}"]  # no action left
+    # The CLI's function on a second copy gives the same row (status, history entry shape).
+    twin = copy_sqlite(nightly_db["path"], tmp_path / "twin.db")
+    with session_scope(twin) as s:
+        row = s.get(AlertRow, nightly_db["alert_id"])
+        row.status, row.detail = "open", {k: v for k, v in row.detail.items() if k != "history"}
+    set_alert_status(twin, [nightly_db["alert_id"]], "acknowledged")
+    mine = next(a for a in list_alerts(nightly_db["url"], include_closed=True) if a["id"] == nightly_db["alert_id"])
+    cli = next(a for a in list_alerts(twin, include_closed=True) if a["id"] == nightly_db["alert_id"])
+    strip = [{k: v for k, v in h.items() if k != "at"} for h in mine["history"]]
+    assert mine["status"] == cli["status"] == "acknowledged"
+    assert strip == [{k: v for k, v in h.items() if k != "at"} for h in cli["history"]]
+    # "Expected" on a broke alert is refused (a failed run cannot start a baseline): the button is disabled.
+    assert at.button(key=f"ln_exp_{nightly_db['broke_alert_id']}").disabled
+
+
+def test_expected_marks_the_alert_expected(nightly_db, monkeypatch):
+    from heptathlon.bench.app.nightly import list_alerts
+
+    at = open_page(nightly_db["url"], monkeypatch, PAGES[0])
+    at.button(key=f"ln_exp_{nightly_db['alert_id']}").click().run()
+    row = next(a for a in list_alerts(nightly_db["url"], include_closed=True) if a["id"] == nightly_db["alert_id"])
+    assert row["status"] == "expected" and row["history"][-1]["from"] == "open"
+
+
+# ---- compare -------------------------------------------------------------------------------------------
+def test_compare_two_runs(filled_db, monkeypatch):
+    one = filled_db["outcomes"][0].run_id  # arrests-mlp-onnx on cpu-1core
+    two = filled_db["outcomes"][1].run_id  # arrests-mlp-onnx on cpu-2core
+    at = open_page(filled_db["url"], monkeypatch, PAGES[0])
+    at.switch_page(COMPARE)
+    at.query_params.update({"a": one, "b": two})
+    at.run()
+    assert not at.exception and at.title[0].value == "Compare runs"
+    metrics = at.dataframe[0].value.set_index("metric")
+    row = metrics.loc["latency_p50_ms"]
+    assert "[" in row["A"] and "[" in row["B"] and "[" in row["B − A"]  # both CIs and the difference's
+    assert row["verdict"] in ("B better", "B worse", "inside the noise")
+    context = at.dataframe[1].value
+    assert {"profile"} <= set(context["area"]) and "cpu-2core" in set(context["B"])
+    (fig,) = charts(at)
+    assert [t["name"] for t in fig["data"] if t["type"] == "bar"] == [f"A · {one[:8]}", f"B · {two[:8]}"]
+    assert at.query_params["a"] == one and at.query_params["b"] == two
+
+
+@pytest.mark.parametrize("page,title", [(LAST_NIGHT, "Last night"), (COMPARE, "Compare runs")])
+def test_new_pages_on_empty_and_failed_only_databases(empty_db, failed_only_db, monkeypatch, page, title):
+    at = open_page(empty_db, monkeypatch, PAGES[0])
+    at.switch_page(page).run()
+    assert at.title[0].value == title and "No results yet" in texts(at) and not charts(at)
+    at = open_page(failed_only_db, monkeypatch, PAGES[0])
+    at.switch_page(page).run()
+    assert not at.exception
+    assert ("No nightly run" if page == LAST_NIGHT else "needs two succeeded runs") in texts(at)

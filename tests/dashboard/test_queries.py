@@ -160,3 +160,59 @@ def test_overview_of_an_empty_database(db_url):
         o = DQ.database_overview(s)
         assert DQ.result_options(s).empty and DQ.recent_runs(s).empty
     assert o["runs"] == 0 and o["submissions"] == 0 and o["latest"] is None
+
+
+def test_latest_attempts_marks_a_newer_failure(db):
+    with session_scope(db) as s:
+        att = DQ.latest_attempts(s, task="arrests", profile="cpu-1core", scenario="single_stream",
+                                 machine_ids=[1, 2])
+    by = att.set_index("submission").to_dict("index")
+    # a's newest finished run failed (no machine: it counts for every class); b's is its success.
+    assert by["a"]["run_id"] == "a-failed" and by["a"]["status"] == "failed" and by["a"]["error"] == "boom"
+    assert by["b"]["run_id"] == "b-new"  # the queued run is not finished
+    with session_scope(db) as s:
+        other = DQ.latest_attempts(s, task="arrests", profile="cpu-1core", scenario="single_stream", machine_ids=[3])
+    assert other.set_index("submission").loc["a", "run_id"] == "a-other-cpu"  # day 5, newer than the failure (day 3)
+    assert "b" not in set(other["submission"])  # b ran on another class only
+
+
+def test_last_night_verdicts_and_effects(db):
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    with session_scope(db) as s:
+        base = s.get(Run, "a-new")
+
+        def night_run(rid, date, status="succeeded", p50=None, days_ago=0):
+            s.add(Run(id=rid, submission_id=base.submission_id, machine_id=base.machine_id, submission_ref="r",
+                      profile_name="cpu-1core", task_name="arrests", scenario="single_stream", status=status,
+                      created_at=now - timedelta(days=days_ago), finished_at=now - timedelta(days=days_ago),
+                      group_id="g-" + date, error="oom" if status == "failed" else None,
+                      extra={"nightly": {"suite": "s", "date": date, "host": "h", "series": "k"}}))
+            s.flush()
+            if p50 is not None:
+                s.add(_meas(rid, "latency_p50_ms", p50))
+        for i in range(2):
+            night_run(f"n{i}", f"2026-11-2{i}", p50=1.0 + 0.01 * i, days_ago=2 - i)
+        night_run("n-last", "2026-11-30", p50=1.5)
+        s.add(Alert(series_key="k", metric="latency_p50_ms", kind="regression", candidate_run_id="n-last",
+                    baseline_run_ids=["n0", "n1"], test="mann-whitney-u+z-score", p_value=1e-9, effect=0.49,
+                    status="open", context_diff=[{"path": "software.x", "change": "software.x: 1 -> 2"}]))
+        s.add(Alert(series_key="k", metric="accuracy", kind="drift", candidate_run_id="n-last", status="superseded"))
+    with session_scope(db) as s:
+        assert DQ.latest_nightly_time(s) is not None
+        night = DQ.last_night(s, min_window=2)
+    assert list(night["night"].unique()) == ["2026-11-30"] and len(night) == 1  # superseded alert left out
+    r = night.iloc[0]
+    assert r["verdict"] == "regressed" and r["metric"] == "latency_p50_ms" and r["unit"] == "ms"
+    assert r["baseline_value"] == pytest.approx(1.005) and r["candidate_value"] == 1.5
+    assert r["baseline_ci_low"] < 1.005 < r["baseline_ci_high"] and r["n_baseline"] == 2
+    assert r["context_diff"] == ["software.x: 1 -> 2"] and r["good_before"] >= 2
+    with session_scope(db) as s:
+        strict = DQ.last_night(s, min_window=50)
+    assert strict.iloc[0]["verdict"] == "regressed"  # an alert decides, whatever the window
+
+
+def test_no_nightly_means_an_empty_last_night(db):
+    with session_scope(db) as s:
+        assert DQ.latest_nightly_time(s) is None and DQ.last_night(s).empty

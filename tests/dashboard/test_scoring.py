@@ -47,7 +47,8 @@ def test_estimates_are_never_ranked_or_scored_against_measurements():
     assert set(rank_metric(entries, "energy_per_sample_j")) == {"measured"}
     t = heptathlon_scores(entries, {"energy_per_sample_j": 1.0, "accuracy": 1.0})
     assert t.scores["estimated"].score is None and t.scores["estimated"].missing == ("energy_per_sample_j",)
-    assert t.scores["measured"].score == 100.0
+    # The only scorable entry: nothing to compare it with, so no score (never a free 100).
+    assert t.scores["measured"].score is None and "nothing to compare" in t.scores["measured"].reason
 
 
 def test_a_metric_nobody_measured_is_dropped_not_penalised():
@@ -82,6 +83,9 @@ def test_scores_are_bounded_and_independent_of_order(raw):
     fwd = heptathlon_scores(entries, w).scores
     rev = heptathlon_scores(dict(reversed(list(entries.items()))), w).scores
     for k in entries:
+        if len(entries) == 1:  # a lone entry is never scored
+            assert fwd[k].score is None and rev[k].score is None
+            continue
         assert 0.0 <= fwd[k].score <= 100.0
         assert fwd[k].score == pytest.approx(rev[k].score)
 
@@ -120,3 +124,145 @@ def test_latency_histogram_counts_every_sample():
     lat = np.random.default_rng(0).lognormal(0, 0.5, 5000)
     fig = latency_histogram(lat)
     assert sum(fig.data[0].y) == 5000
+
+
+def test_a_single_entry_does_not_score_100():
+    t = heptathlon_scores({"alone": {"accuracy": v(0.9), "latency_p50_ms": v(1.0)}},
+                          {"accuracy": 1.0, "latency_p50_ms": 1.0})
+    assert t.scores["alone"].score is None and "nothing to compare" in t.scores["alone"].reason
+    two = heptathlon_scores({"a": {"accuracy": v(0.9)}, "b": {"accuracy": v(0.5)}}, {"accuracy": 1.0})
+    assert (two.scores["a"].score, two.scores["b"].score) == (100.0, 0.0)
+
+
+def test_score_formula_is_latex_not_markdown_math():
+    from heptathlon.dashboard.scoring import SCORE_LATEX, SCORE_RULES
+
+    assert "$" not in SCORE_RULES and "\\" not in SCORE_RULES  # no inline math left to render red
+    assert SCORE_LATEX.startswith(r"\text{score}") and "$" not in SCORE_LATEX
+
+
+def ci(x, lo, hi, method=M):
+    return Value(x, lo, hi, method, 100, "ms")
+
+
+def test_ci_aware_pareto_front():
+    from heptathlon.dashboard.scoring import pareto_front_ci
+
+    pts = [("fast", ci(1.0, 0.9, 1.1), ci(0.80, 0.78, 0.82)),
+           # Slower and less accurate on point estimates, but both CIs overlap "fast": not dominated.
+           ("noisy", ci(1.05, 0.95, 1.3), ci(0.79, 0.75, 0.83)),
+           # Clearly slower, accuracy inside fast's noise: dominated.
+           ("slow", ci(3.0, 2.8, 3.2), ci(0.80, 0.79, 0.81)),
+           # Clearly slower and clearly more accurate: on the frontier.
+           ("accurate", ci(3.0, 2.8, 3.2), ci(0.95, 0.94, 0.96))]
+    assert pareto_front_ci(pts) == {"fast", "noisy", "accurate"}
+    # On point estimates alone "noisy" would be dominated.
+    assert "noisy" not in pareto_front([(k, x.value, y.value) for k, x, y in pts])
+    # Without CIs the rule is the classic one.
+    flat = [(k, Value(x.value), Value(y.value)) for k, x, y in pts]
+    assert pareto_front_ci(flat) == pareto_front([(k, x.value, y.value) for k, x, y in pts])
+
+
+def test_format_si_prefixes():
+    from heptathlon.dashboard.scoring import format_si
+
+    assert format_si(0.007629, "ms") == "7.63 µs"
+    assert format_si(1.241e-05, "J") == "12.4 µJ"
+    assert format_si(1200.0, "MB") == "1.2 GB" and format_si(0.5, "MB") == "500 kB"
+    assert format_si(3600.0, "s") == "3,600 s"  # no kiloseconds
+    assert format_si(0.009, "ms", ref=0.0076) == "9 µs"  # a CI bound takes its estimate's prefix
+    assert format_si(52831.6, "samples/s") == "52,832 samples/s"
+    assert format_si(0.97333, "fraction") == "0.973" and format_si(None, "ms") == "not measured"
+
+
+def test_log_ticks_read_as_numbers():
+    from heptathlon.dashboard.figures import log_ticks
+
+    vals, labels = log_ticks(0.05, 0.4, "ms")
+    assert vals == sorted(vals) and len(vals) >= 4 and all(0.05 <= x <= 0.4 for x in vals)
+    assert labels[0] == "50 µs" and all(lab.endswith("s") for lab in labels)
+    vals, _ = log_ticks(0.01, 100.0)
+    assert vals == [0.01, 0.1, 1.0, 10.0, 100.0]
+
+
+def test_heatmap_colour_scale_is_fixed_for_fractions():
+    import numpy as np
+
+    from heptathlon.dashboard.figures import group_heatmap, heatmap_range
+
+    assert heatmap_range("accuracy", np.array([[0.418, 0.428]])) == (0.0, 1.0)
+    df = pd.DataFrame([{"group": g, "profile": p, "value": x, "ci_low": None, "ci_high": None, "n": 50,
+                        "small": False} for g, p, x in (("a", "cpu-1core", 0.418), ("a", "cpu-2core", 0.428))])
+    heat = group_heatmap(df, "accuracy").data[0]
+    assert (heat.zmin, heat.zmax) == (0.0, 1.0)
+
+
+def test_latency_figure_is_log_binned_with_a_cdf():
+    import numpy as np
+
+    lat = np.concatenate([np.random.default_rng(1).lognormal(0, 0.2, 999), [200.0]])  # one 200 ms outlier
+    fig = latency_histogram(lat)
+    bars = fig.data[0]
+    assert sum(bars.y) == 1000 and max(bars.y) < 999  # the outlier does not squeeze the bulk into one bar
+    widths = np.array(bars.width)
+    assert np.allclose(widths, widths[0])  # equal widths in log10 coordinates: log-spaced bins
+    cdf = [t for t in fig.data if t.type == "scatter" and t.mode == "lines" and len(t.x) > 2]
+    assert cdf and cdf[0].y[-1] == 1.0 and fig.layout.xaxis2.type == "log"
+    names = [t.name for t in fig.data]
+    assert any(n.startswith("p50 ") for n in names) and any(n.startswith("p99 ") for n in names)
+    from heptathlon.dashboard.figures import latency_figure
+
+    both = latency_figure({"a": lat, "b": lat * 2})
+    hist = [t for t in both.data if t.type == "bar"]
+    assert [t.name for t in hist] == ["a", "b"] and abs(sum(hist[0].y) - 1.0) < 1e-9  # shares, overlaid
+
+
+def test_profile_colours_are_the_same_everywhere():
+    from heptathlon.dashboard.figures import colour, group_bars
+
+    df = pd.DataFrame([{"group": "a", "profile": p, "value": 0.5, "ci_low": None, "ci_high": None}
+                       for p in ("cpu-2core", "zz-new-profile")])
+    alone = pd.DataFrame([{"group": "a", "profile": "cpu-2core", "value": 0.5, "ci_low": None, "ci_high": None}])
+    assert group_bars(df, "x").data[0].marker.color == group_bars(alone, "x").data[0].marker.color == colour(
+        "cpu-2core")
+    assert colour("zz-new-profile") == colour("zz-new-profile") and colour("cpu-1core") != colour("cpu-2core")
+
+
+def _sweep(knee_lo, knee_hi):
+    from heptathlon.dashboard.figures import sweep_figure
+
+    lat = pd.DataFrame([{"runtime": "onnxruntime", "batch_size": b, "value": 0.05 + 0.004 * max(0, b - 16),
+                         "ci_low": None, "ci_high": None, "method": M} for b in (1, 2, 4, 8, 16, 32, 64)])
+    return sweep_figure(lat, [{"runtime": "onnxruntime", "knee": 16.0, "ci_low": knee_lo, "ci_high": knee_hi}],
+                        "latency_p50_ms")
+
+
+def test_knee_ci_band_is_clipped_to_the_measured_batches():
+    narrow = _sweep(8.0, 32.0)
+    bands = [t for t in narrow.data if t.fill == "toself"]
+    assert len(bands) == 1 and min(bands[0].x) == 8.0 and max(bands[0].x) == 32.0
+    wide = _sweep(0.0, 10_000.0)  # a CI that says nothing: no band over the whole plot, said in the legend
+    assert not [t for t in wide.data if t.fill == "toself"]
+    assert any("CI spans every batch size" in (t.name or "") for t in wide.data)
+    assert list(narrow.layout.xaxis.tickvals) == [1, 2, 4, 8, 16, 32, 64]
+    assert all(lab.endswith("s") for lab in narrow.layout.yaxis.ticktext)  # "50 µs", never "9, 8 … 2"
+
+
+def test_estimated_tax_bars_are_marked():
+    from heptathlon.dashboard.figures import tax_figure
+
+    tax = pd.DataFrame([{"runtime": "command", "batch_size": b, "value": 0.5, "ci_low": None, "ci_high": None,
+                         "method": "estimate:intercept"} for b in (1, 2)])
+    bar = tax_figure(tax).data[0]
+    assert list(bar.marker.pattern.shape) == ["/", "/"] and "estimated" in bar.name and bar.text[0] == "≈ est."
+
+
+def test_history_x_axis_is_the_night():
+    from heptathlon.dashboard.figures import history_figure
+
+    t = pd.Timestamp("2026-11-30 00:30", tz="UTC")  # finished after midnight, belongs to the 29th
+    series = pd.DataFrame([{"run_id": "r", "status": "succeeded", "created_at": t, "finished_at": t,
+                            "value": 1.0, "ci_low": 0.9, "ci_high": 1.1, "method": M, "error": None,
+                            "night": "2026-11-29"}])
+    fig = history_figure(series, pd.DataFrame(), "latency_p50_ms")
+    assert str(fig.data[0].x[0])[:10] == "2026-11-29" and fig.layout.xaxis.title.text == "night"
