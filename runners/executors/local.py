@@ -31,8 +31,11 @@ JOB_FILE, LOG_FILE = "job.json", "worker.log"
 
 def worker_extra_env(profile: Profile) -> dict[str, str]:
     """What the worker needs on top of the sandbox's scrubbed environment (no DB URL, no secrets)."""
-    return {**control_env(profile), "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1"}
+    from heptathlon.runners.sandbox import SANDBOX_ENV
+
+    # The harness's own sandbox choice travels on: the worker starts the model process with it.
+    sandbox = {SANDBOX_ENV: os.environ[SANDBOX_ENV]} if os.environ.get(SANDBOX_ENV) else {}
+    return {**control_env(profile), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **sandbox}
 
 
 def tail(path: Path, limit: int = STDERR_TAIL_CHARS) -> str:
