@@ -90,7 +90,12 @@ def build():
             print("WRITE succeeded", target, file=sys.stderr)
         except OSError as e:
             print("WRITE blocked", target, type(e).__name__, file=sys.stderr)
-    open("scratch.txt", "w").write("mine")  # its own copy: allowed, never read back
+    try:
+        open("scratch.txt", "w").write("mine")  # its own copy: read-only under the sandbox
+        print("WRITE succeeded own-copy", file=sys.stderr)
+    except OSError as e:
+        print("WRITE blocked own-copy", type(e).__name__, file=sys.stderr)
+    open(os.path.join(os.environ["HOME"], "scratch.txt"), "w").write("mine")  # private scratch: never read back
     return _build()
 """
     d = _torch_submission(examples, tmp_path, "run-dir-writer", hostile)
@@ -103,7 +108,8 @@ def build():
     assert changed <= {"job.json"}  # the executor itself rewrites the job (sandbox_hide); nothing else changed
     assert json.loads((run_dir / "job.json").read_text())["run_id"] == "test-run"
     assert not (run_dir / "work" / "scratch.txt").exists()
-    assert "WRITE succeeded" not in out.stderr_tail and "WRITE blocked inputs.npy" in (run_dir / LOG_FILE).read_text()
+    log = (run_dir / LOG_FILE).read_text()
+    assert "WRITE succeeded" not in log and "WRITE blocked inputs.npy" in log and "WRITE blocked own-copy" in log
     assert _honest_accuracy(job, out.result.arrays.preds) > 0.6
 
 
