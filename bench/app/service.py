@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from heptathlon.bench.contention import contention_metric, is_contended
 from heptathlon.bench.errors import HeptathlonError, RunError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.fingerprint import fingerprint_hash
@@ -32,6 +33,7 @@ from heptathlon.bench.types import MeterSettings, WorkerJob
 from heptathlon.db import queries as Q
 from heptathlon.db.session import ensure_schema, home_dir, session_scope
 from heptathlon.runners.adapters.registry import validate_runtime_names, validate_runtime_sections
+from heptathlon.runners.controls.cores import resolve_cores, wait_for_quiet
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
 from heptathlon.runners.executors.local import LocalExecutor
 from heptathlon.runners.metering import energy_values
@@ -146,11 +148,13 @@ def queued_run_ids(db: str | None = None) -> list[str]:
 
 # ---- reading ----------------------------------------------------------------------------------------
 def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenario=None,
-                       rank_by: str = "latency_p50_ms") -> list[dict[str, Any]]:
+                       rank_by: str = "latency_p50_ms", include_contended: bool = False) -> list[dict[str, Any]]:
     """Leaderboard rows grouped by (task, profile, scenario, machine), ranked with CI ties.
 
     Only measured values are ranked: an entry whose rank metric is an estimate or missing gets
-    no rank rather than a place among measurements.
+    no rank rather than a place among measurements. A contended run (its ``contention_share``
+    row is marked, heptathlon.bench.contention) gets no rank either unless ``include_contended``;
+    every row says ``contended``.
     """
     from heptathlon.bench.metrics import METRICS
     from heptathlon.bench.ranking import rank_with_ties
@@ -164,9 +168,12 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
     lower = METRICS[rank_by].lower_is_better is not False
     out = []
     for (task_, prof, scen, mach), rs in groups.items():
+        for r in rs:
+            c = r["metrics"].get("contention_share")
+            r["contended"] = c is not None and is_contended(c.params)
         rankable = [(r["run_id"], m.value, m.ci_low, m.ci_high) for r in rs
                     if (m := r["metrics"].get(rank_by)) is not None and m.value is not None
-                    and not m.method.startswith("estimate:")]
+                    and not m.method.startswith("estimate:") and (include_contended or not r["contended"])]
         ranks = {x.key: x for x in rank_with_ties(rankable, lower_is_better=lower)}
         for r in rs:
             rk = ranks.get(r["run_id"])
@@ -252,6 +259,7 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
                                   "counter:torch-cuda-allocator", n=1,
                                   note="torch.cuda.max_memory_allocated: tensors only, no CUDA context or workspace",
                                   params={"detail": True}))
+    values.append(contention_metric(outcome.contention, int(a.issue_ns[0]), int(a.done_ns[-1])))
     meters = meters or MeterSettings()
     values += energy_values(result.energy, (int(a.done_ns[-1]) - int(a.issue_ns[0])) / 1e9, int(a.batch.sum()),
                             meters.country_iso, None if meters.enabled else "meters disabled for this run (--no-meters)")
@@ -273,7 +281,7 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     out = RunOutcome(run_id, RunStatus.FAILED, None, info["submission"], info["profile"], info["scenario"], {})
     run_dir = Path(tempfile.mkdtemp(prefix=f"heptathlon-run-{run_id[:8]}-"))
     try:
-        profile = validate_runtime_sections(load_profile(info["profile"]))
+        profile, cores_record = resolve_cores(validate_runtime_sections(load_profile(info["profile"])))
         task = resolve_task(info["manifest"].task, info["store"])
         data = task.load()
         cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
@@ -303,7 +311,8 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
             run.finished_at = Q.utcnow()
             run.stderr_tail = outcome.stderr_tail[-2000:] or None
             run.controls = {**result.controls, "sandbox": outcome.sandbox,
-                            **({"precision": precision_record} if precision_record else {})}
+                            **({"precision": precision_record} if precision_record else {}),
+                            **({"cores_picked": cores_record} if cores_record else {})}
             run.software = result.machine["software"]  # software_context() on the worker's machine
             run.extra = {**(run.extra or {}), "describe": result.describe,
                          "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
@@ -331,13 +340,40 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
     return out
 
 
+def wait_quiet_for_run(run_id: str, timeout_s: float, *, db: str | None = None,
+                       on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``--wait-quiet``: before a run, wait (at most ``timeout_s``) until its cores are quiet,
+    i.e. busy at most the contention threshold (heptathlon.bench.contention). Returns the record."""
+    from heptathlon.bench.contention import contention_threshold
+
+    with session_scope(db) as s:
+        run = Q.get_run(s, run_id)
+        if run is None:
+            raise RunError(f"run {run_id}: no such run")
+        name = run.profile_name
+    profile = load_profile(name)
+    threshold = contention_threshold()
+
+    def progress(share: float, waited: float) -> None:
+        if on_wait:
+            on_wait(f"waiting for quiet cores for run {run_id[:8]} ({name}): busy {share:.0%} > {threshold:.0%}, "
+                    f"{waited:.0f}/{timeout_s:.0f} s")
+
+    return wait_for_quiet(profile, threshold, timeout_s, progress)
+
+
 def execute_queued(run_ids: list[str], *, db: str | None = None,
-                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None) -> list[RunOutcome]:
-    """Execute runs one after another; a failing run never stops the others."""
+                   on_progress: Callable[[int, RunOutcome | None, str], None] | None = None,
+                   wait_quiet_s: float | None = None, on_wait: Callable[[str], None] | None = None
+                   ) -> list[RunOutcome]:
+    """Execute runs one after another; a failing run never stops the others. With
+    ``wait_quiet_s``, each run first waits for its cores to be quiet (``wait_quiet_for_run``)."""
     outcomes = []
     for i, rid in enumerate(run_ids):
         if on_progress:
             on_progress(i, None, rid)
+        if wait_quiet_s:
+            wait_quiet_for_run(rid, wait_quiet_s, db=db, on_wait=on_wait)
         o = execute_run(rid, db=db)
         outcomes.append(o)
         if on_progress:

@@ -40,3 +40,9 @@ Repeats = Annotated[Optional[int], typer.Option(
 Runtimes = Annotated[Optional[str], typer.Option(
     "--runtimes", help="batch_sweep, torch models: comma-separated runtimes to derive and compare "
                        "(eager,torchscript,torch.compile,onnxruntime; default: all that apply).")]
+WaitQuiet = Annotated[bool, typer.Option(
+    "--wait-quiet", help="Before each run, wait until its cores are quiet (busy at most the contention threshold, "
+                         "HEPTATHLON_CONTENTION_MAX, default 10%), as pyperf asks for a tuned machine.")]
+WaitQuietTimeout = Annotated[float, typer.Option(
+    "--wait-quiet-timeout", help="Seconds to wait for quiet cores before running anyway (the run is then "
+                                 "likely marked contended).")]

@@ -46,6 +46,15 @@ def cell(m) -> str:
     return s
 
 
+def contended_mark(m) -> str:
+    """' (contended 34%)' for a run whose contention_share row marks it, else ''."""
+    from heptathlon.bench.contention import is_contended
+
+    if m is None or m.value is None or not is_contended(m.params):
+        return ""
+    return f" [red](contended {m.value:.0%})[/]"
+
+
 def progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal and False)
@@ -83,9 +92,11 @@ class RichProgress:
             self._prog.console.print(f"[red]✗[/] {outcome.error}")
 
 
-def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs"):
+def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs", *,
+                          wait_quiet_s: float | None = None):
     from heptathlon.bench.app.service import execute_queued
 
     with RichProgress() as prog:
         prog.phase(label, len(run_ids))
-        return execute_queued(run_ids, db=db, on_progress=prog.on_run)
+        return execute_queued(run_ids, db=db, on_progress=prog.on_run, wait_quiet_s=wait_quiet_s,
+                              on_wait=prog.step)

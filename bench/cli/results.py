@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import Db, Json
-from heptathlon.bench.cli.render import OPTIONAL_COLUMNS, SHORT, cell, err, out
+from heptathlon.bench.cli.render import OPTIONAL_COLUMNS, SHORT, cell, contended_mark, err, out
 from heptathlon.bench.errors import OptionsError
 from heptathlon.bench.metrics import HEADLINE, METRICS
 
@@ -19,19 +19,25 @@ def results(task: Annotated[Optional[str], typer.Option("--task")] = None,
             scenario: Annotated[Optional[str], typer.Option("--scenario", "-s")] = None,
             rank_by: Annotated[str, typer.Option(
                 "--rank-by", help="Metric to rank by (ties where 95% CIs overlap).")] = "latency_p50_ms",
+            include_contended: Annotated[bool, typer.Option(
+                "--include-contended", help="Rank runs marked contended too (other processes used their cores).")]
+            = False,
             as_json: Json = False,
             db: Db = None) -> None:
     """The leaderboard: latest results per submission, profile and scenario, with tie-aware ranks."""
-    print_leaderboard(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by, as_json=as_json)
+    print_leaderboard(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by, as_json=as_json,
+                      include_contended=include_contended)
 
 
 def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile: Optional[str] = None,
-                      scenario: Optional[str] = None, rank_by: str = "latency_p50_ms", as_json: bool = False) -> None:
+                      scenario: Optional[str] = None, rank_by: str = "latency_p50_ms", as_json: bool = False,
+                      include_contended: bool = False) -> None:
     from heptathlon.bench.app.service import leaderboard_groups
 
     if rank_by not in METRICS:
         raise OptionsError(f"--rank-by: unknown metric {rank_by!r}; known: {', '.join(sorted(METRICS))}")
-    groups = leaderboard_groups(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by)
+    groups = leaderboard_groups(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by,
+                                include_contended=include_contended)
     if as_json:
         print(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for g in groups for r in g["rows"]],
                          default=str))
@@ -54,11 +60,14 @@ def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile:
         for g in gs:
             for i, r in enumerate(g["rows"]):
                 name = r["submission"] + (f" [dim](pooled, {r['trials']} trials)[/]" if r.get("trials") else "")
+                name += contended_mark(r["_m"].get("contention_share"))
                 t.add_row(g["profile"] if i == 0 else "", r["rank"], name, r["kind"],
                           *[cell(r["_m"].get(n)) for n in cols], end_section=i == len(g["rows"]) - 1)
         out.print(t)
     err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
-              "Estimated values are marked (est.) and never ranked against measured ones.[/]")
+              "Estimated values are marked (est.) and never ranked against measured ones. "
+              + ("Contended runs are ranked too (--include-contended).[/]" if include_contended else
+                 "Runs marked (contended) are not ranked: other processes used their cores.[/]"))
 
 
 def fairness(submission: Annotated[str, typer.Argument(help="Submission name (as in its submission.yaml).")],

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import (Adaptive, CiTarget, Db, Folder, MaxBatch, MaxWaitMs, PoissonLambda, Qps,
-                                          Repeats, Runtimes, SloMs)
+                                          Repeats, Runtimes, SloMs, WaitQuiet, WaitQuietTimeout)
 from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.run_status import RunStatus
@@ -26,6 +26,7 @@ def submit(ctx: typer.Context, folder: Folder,
            poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
            max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
            ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+           wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0,
            db: Db = None) -> None:
     """Validate, hash and store a submission, and queue its runs."""
     from heptathlon.bench.app.options import RunOptions
@@ -37,7 +38,7 @@ def submit(ctx: typer.Context, folder: Folder,
     ids = queue_runs(folder, opts.profiles, opts.scenario_configs(), db=db, **opts.queue_kwargs())
     err.print(f"queued {len(ids)} run(s) for {folder}")
     if run_now:
-        outcomes = execute_with_progress(ids, db)
+        outcomes = execute_with_progress(ids, db, wait_quiet_s=wait_quiet_timeout if wait_quiet else None)
         pool_groups_of(ids, db=db)
         if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
             raise typer.Exit(1)
@@ -45,7 +46,7 @@ def submit(ctx: typer.Context, folder: Folder,
         err.print("execute them with: heptathlon execute")
 
 
-def execute(db: Db = None) -> None:
+def execute(wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0, db: Db = None) -> None:
     """Execute every queued run."""
     from heptathlon.bench.app.service import pool_groups_of, queued_run_ids
 
@@ -53,7 +54,7 @@ def execute(db: Db = None) -> None:
     if not ids:
         err.print("no queued runs; queue some with: heptathlon submit DIR")
         return
-    outcomes = execute_with_progress(ids, db)
+    outcomes = execute_with_progress(ids, db, wait_quiet_s=wait_quiet_timeout if wait_quiet else None)
     pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
     if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
         raise typer.Exit(1)
@@ -83,6 +84,7 @@ def run(ctx: typer.Context, folder: Folder,
         poisson_lambda: PoissonLambda = None, qps: Qps = None, max_batch: MaxBatch = None,
         max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
         ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
+        wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON object and nothing else on stdout.")] = False,
         db: Db = None) -> None:
@@ -90,7 +92,8 @@ def run(ctx: typer.Context, folder: Folder,
     import uuid
 
     from heptathlon.bench.app.options import EnergyOptions, RunOptions
-    from heptathlon.bench.app.service import RunOutcome, execute_run, pool_trials, queue_runs, record_rejected
+    from heptathlon.bench.app.service import (RunOutcome, execute_run, pool_trials, queue_runs, record_rejected,
+                                              wait_quiet_for_run)
 
     cfgs = None
     group_id = str(uuid.uuid4())
@@ -108,6 +111,11 @@ def run(ctx: typer.Context, folder: Folder,
         for k, rid in enumerate(ids):
             label = f" (trial {k + 1}/{len(ids)})" if len(ids) > 1 else ""
             prog.phase(f"{folder.name} on {profile}/{scenario}{label}", total=None)
+            if wait_quiet:
+                rec = wait_quiet_for_run(rid, wait_quiet_timeout, db=db, on_wait=prog.step)
+                if not rec["quiet"]:
+                    err.print(f"[yellow]cores {rec['cores']} still {rec['busy_share']:.0%} busy after "
+                              f"{rec['waited_s']:.0f} s; running anyway (the run will likely be marked contended)[/]")
             outcomes.append(execute_run(rid, db=db))
             prog.step(f"{folder.name} on {profile}/{scenario}{label}", completed=1, total=1)
     o = outcomes[-1] if len(outcomes) == 1 else _pooled_outcome(outcomes, pool_trials(group_id, db=db), group_id)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from heptathlon.bench.contention import ContentionTrace
 from heptathlon.bench.types import WorkerJob, WorkerResult
 from heptathlon.runners.meters.memory import MemoryReading
 
@@ -31,6 +32,7 @@ class WorkerOutcome:
     tree_rss: MemoryReading  # sampled peak RSS over the worker's process tree
     cgroup_peak: MemoryReading | None = None  # the run cgroup's exact counter, where the run had one
     sandbox: dict[str, Any] = field(default_factory=dict)
+    contention: ContentionTrace | None = None  # the run's cores, sampled by the parent (bench/contention.py)
 
     @property
     def ok(self) -> bool:

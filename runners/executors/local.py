@@ -19,6 +19,7 @@ from heptathlon.bench.profile import Profile
 from heptathlon.bench.types import WorkerFailure, WorkerJob, WorkerResult, WorkerResultError
 from heptathlon.runners.controls import control_env, create_run_cgroup, memory_limit_kill_reason, validate_profile_for_machine
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
+from heptathlon.runners.meters.contention import ContentionSampler
 from heptathlon.runners.meters.tree_rss import TreeRssSampler
 from heptathlon.runners.sandbox import cleanup_sandbox, sandbox_command
 
@@ -63,6 +64,7 @@ class LocalExecutor(Executor):
                 proc = subprocess.Popen(cgroup.wrap_argv(argv), cwd=sbx["workdir"], stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
                 sampler = TreeRssSampler(proc.pid).start()
+                contention = ContentionSampler(proc.pid, profile.cpu.cores).start()
                 timed_out = False
                 try:
                     code = proc.wait(timeout=timeout_s)
@@ -72,10 +74,11 @@ class LocalExecutor(Executor):
                     code = proc.wait()
                 finally:
                     tree_rss = sampler.stop()
+                    trace = contention.stop()
                     _kill_group(proc)  # a command submission's children must not outlive the run
             out = WorkerOutcome(result=None, error=None, stderr_tail=tail(log_path), exit_code=code,
                                 spawn_time=spawn_time, wall_s=time.time() - spawn_time, tree_rss=tree_rss,
-                                cgroup_peak=cgroup.peak_memory(),
+                                cgroup_peak=cgroup.peak_memory(), contention=trace,
                                 sandbox={k: sbx.get(k) for k in ("active", "mechanism", "isolation", "env_dropped")})
             mem_reason = memory_limit_kill_reason(profile, code, out.stderr_tail, cgroup)
         finally:
