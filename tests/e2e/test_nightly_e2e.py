@@ -56,7 +56,7 @@ def heptathlon(capsys, monkeypatch):
 def write_suite(tmp_path: Path, submissions: list[Path], **over) -> Path:
     """A one-profile, one-scenario suite with test durations and no energy meters (no idle baseline)."""
     spec = {"name": "nightly-test", "submissions": [str(p) for p in submissions], "profiles": ["cpu-1core"],
-            "scenarios": ["single_stream"], "params": dict(QUICK), "energy": {"enabled": False},
+            "scenarios": ["single_stream"], "params": {**QUICK, "trials": 1}, "energy": {"enabled": False},
             "baseline_window": 3, "min_baseline": 2, **over}
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(spec))
