@@ -230,7 +230,7 @@ def _pooled(name: str, value: float, trial_values: list[float], method: str, n: 
     his = [v for v in (ci[1], t_hi, value) if v is not None]
     params = {"pooled": True, "trials": int(vals.size), "between_trial_sd": sd,
               "trial_values": [float(v) for v in vals], "ci_method": "union of the pooled-sample CI and the "
-              "t-interval over trial values", **(extra or {})}
+              "t-interval over trial values", "ci_sampling": [ci[0], ci[1]], **(extra or {})}
     return MetricValue(name, float(value), method, n=n, ci_low=float(min(los)), ci_high=float(max(his)),
                        note=f"pooled over {vals.size} trials in fresh workers", params=params)
 

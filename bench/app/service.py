@@ -260,10 +260,24 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
                                   note="torch.cuda.max_memory_allocated: tensors only, no CUDA context or workspace",
                                   params={"detail": True}))
     values.append(contention_metric(outcome.contention, int(a.issue_ns[0]), int(a.done_ns[-1])))
+    values = apply_noise_model(values, result.machine)  # between-run component, where the class has a model
     meters = meters or MeterSettings()
     values += energy_values(result.energy, (int(a.done_ns[-1]) - int(a.issue_ns[0])) / 1e9, int(a.batch.sum()),
                             meters.country_iso, None if meters.enabled else "meters disabled for this run (--no-meters)")
     return values
+
+
+def apply_noise_model(values: list[MetricValue], fingerprint: dict | None, *, pooled: bool = False
+                      ) -> list[MetricValue]:
+    """Widen latency and throughput CIs by the machine class's between-run noise (heptathlon.bench.noise)."""
+    from heptathlon.bench.app.noise import load_noise_model
+    from heptathlon.bench.noise import NOISE_METRICS, widen_pooled, widen_single
+
+    model = load_noise_model(fingerprint)
+    if model is None:
+        return values
+    widen = widen_pooled if pooled else widen_single
+    return [widen(v, model) if v.name in NOISE_METRICS else v for v in values]
 
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
@@ -438,8 +452,10 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
                 if any(m is None or m.value is None for m in ms):
                     continue
                 vals = [m.value for m in ms]
-                ci = ((float(np.mean([m.ci_low for m in ms])), float(np.mean([m.ci_high for m in ms])))
-                      if all(m.ci_low is not None and m.ci_high is not None for m in ms) else (None, None))
+                # each trial's sampling CI (before any between-run widening: pooling adds that once)
+                cis = [(m.params or {}).get("ci_sampling") or [m.ci_low, m.ci_high] for m in ms]
+                ci = ((float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis])))
+                      if all(c[0] is not None and c[1] is not None for c in cis) else (None, None))
                 if name == "throughput_sps" and all("window_s" in (m.params or {}) for m in ms):
                     total = sum(m.params["samples"] for m in ms) / sum(m.params["window_s"] for m in ms)
                     values.append(pool_trial_values(name, vals, m0.method, value=total, n=sum(m.n or 0 for m in ms),
@@ -447,6 +463,7 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
                 else:
                     values.append(pool_trial_values(name, vals, m0.method, ci=ci))
             ids = [r.id for r in trial_runs]
+            values = apply_noise_model(values, target.machine.specs if target.machine else None, pooled=True)
             values = [_with_params(v, group_id=group_id, trial_run_ids=ids) for v in values]
             s.flush()
             Q.add_measurements(s, target.id, values)
