@@ -23,7 +23,7 @@ from heptathlon.bench.errors import HeptathlonError, RunError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.fingerprint import fingerprint_hash
 from heptathlon.bench.manifest import IGNORED, Manifest, artifact_files, hash_folder, load_manifest
-from heptathlon.bench.metrics import MetricValue, SampleKind
+from heptathlon.bench.metrics import MetricValue, SampleKind, is_detail
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.scenarios import ScenarioConfig
@@ -229,6 +229,35 @@ def derive_precision(manifest: Manifest, workdir: Path, profile: Profile) -> tup
     return {"model_path_override": str(derived)}, record
 
 
+MEMORY_RULE = ("the run's own cgroup counter where the run had its own memory cgroup; else the sampled "
+               "process-tree PSS; the other is stored beside it as a detail row")
+
+
+def memory_values(outcome: WorkerOutcome) -> list[MetricValue]:
+    """peak_rss_mb by the headline rule (MEMORY_RULE, docs/performance.md "Memory"), the other method beside."""
+    rss, cg = outcome.tree_rss, outcome.cgroup_peak
+    sampled = rss.to_metric("peak_rss_mb")
+    if cg is not None and cg.peak_bytes:  # the kernel's exact counter of the run's own cgroup
+        source = Path(cg.source).name if cg.source else "?"
+        head = MetricValue("peak_rss_mb", cg.peak_bytes / 1e6, f"{cg.method}:{source}", n=1,
+                           note=f"high-water mark of the run's own cgroup ({source}): every process of the run, "
+                                f"page cache included; sampled tree PSS peak {(rss.peak_bytes or 0) / 1e6:.1f} MB "
+                                "beside it",
+                           params={"headline_rule": MEMORY_RULE, "producer": cg.source,
+                                   "sampled_peak_mb": (rss.peak_bytes or 0) / 1e6, "sampled_method": rss.method})
+        beside = replace_params(sampled, detail=True, role="beside the cgroup headline")
+        return [head, beside]
+    why = "no memory cgroup of its own for this run" if cg is None else (cg.note or "the cgroup counter read 0")
+    return [replace_params(sampled, headline_rule=MEMORY_RULE, producer="psutil memory_full_info().pss per process",
+                           cgroup=why)]
+
+
+def replace_params(v: MetricValue, **params: Any) -> MetricValue:
+    from dataclasses import replace
+
+    return replace(v, params={**v.params, **params})
+
+
 def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path,
                     meters: MeterSettings | None = None) -> list[MetricValue]:
     """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
@@ -237,14 +266,7 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     # latency (+ early stopping), throughput, and per scenario: adaptive width, server rates and SLO, issue drift
     values = summarize_loop(a.issue_ns, a.done_ns, a.batch, result.loop)
     values.append(summarize_accuracy(y_true, a.preds))
-    rss, cg = outcome.tree_rss, outcome.cgroup_peak
-    if cg is not None and cg.peak_bytes:  # exact kernel counter beats sampling
-        values.append(MetricValue("peak_rss_mb", cg.peak_bytes / 1e6, cg.method, n=1,
-                                  note="peak memory charged to the run's cgroup (whole process tree, page cache included); "
-                                       f"sampled tree RSS peak was {rss.peak_bytes / 1e6:.1f} MB",
-                                  params={"sampled_peak_mb": rss.peak_bytes / 1e6, "sampled_n": rss.n}))
-    else:
-        values.append(rss.to_metric("peak_rss_mb"))
+    values += memory_values(outcome)
     values.append(MetricValue("load_s", result.ready_time - outcome.spawn_time, "timer:wall-clock", n=1,
                               note="process spawn to model ready"))
     d = result.describe
@@ -341,7 +363,9 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
                 Q.add_samples(s, run_id, SampleKind.SCORES, arrays.scores.astype(np.float32))
             Q.add_group_metrics(s, run_id, group_rows)
         out.status = RunStatus.SUCCEEDED
-        out.metrics = {v.name: v for v in values}
+        # a metric's headline row, not a detail stored beside it (a detail only where it is all there is)
+        out.metrics = {v.name: v for v in values if is_detail(v.params)} | \
+            {v.name: v for v in values if not is_detail(v.params)}
         out.sweep = sweep.extra if sweep is not None else None
     except Exception as e:  # noqa: BLE001  every failure is recorded, then reported
         msg = str(e) if isinstance(e, HeptathlonError) else f"{type(e).__name__}: {e}"
