@@ -77,6 +77,10 @@ _SPECS = [
                "Within one profile: max minus min group accuracy."),
     MetricSpec("hw_disparity", "fraction", "fairness", True,
                "fairness_gap(profile) - fairness_gap(reference profile)."),
+    MetricSpec("demographic_parity_diff", "fraction", "fairness", True,
+               "fairlearn demographic_parity_difference: max minus min group selection rate of the positive class."),
+    MetricSpec("equalized_odds_diff", "fraction", "fairness", True,
+               "fairlearn equalized_odds_difference: the larger of the TPR and FPR gaps between groups."),
     MetricSpec("contention_share", "fraction", "context", None,
                "Share of the run's cores used by other processes during the timed window (/proc/stat busy time "
                "minus the run's own CPU time); above the threshold the run is marked contended."),

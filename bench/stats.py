@@ -119,7 +119,17 @@ def summarize_throughput(batch_sizes: np.ndarray, issue_ns: np.ndarray, end_ns: 
 def summarize_accuracy(y_true: np.ndarray, y_pred: np.ndarray, *, seed: int = 0) -> MetricValue:
     correct = (np.asarray(y_true) == np.asarray(y_pred)).astype(float)
     lo, hi = bootstrap_ci(correct, _mean, seed=seed)
-    return MetricValue("accuracy", float(correct.mean()), "quality:labels", n=int(correct.size), ci_low=lo, ci_high=hi)
+    classes, counts = np.unique(np.asarray(y_true), return_counts=True)
+    major = classes[int(np.argmax(counts))]
+    base = float(counts.max() / counts.sum())
+    acc = float(correct.mean())
+    note = f"majority-class baseline {base:.4f} (always answering {major!r})"
+    if acc <= base:
+        note += "; this model is not better than that constant answer"
+    elif lo is not None and lo <= base:
+        note += "; not distinguishable from that constant answer (the 95% CI includes it)"
+    return MetricValue("accuracy", acc, "quality:labels", n=int(correct.size), ci_low=lo, ci_high=hi, note=note,
+                       params={"majority_baseline": base, "majority_class": str(major)})
 
 
 
