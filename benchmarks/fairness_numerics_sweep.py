@@ -3,7 +3,9 @@ precisions (torch: bf16, fp16; ONNX: int8 dynamic quantisation, the cpu-1core-in
 against fp32, in-process (predictions only, no timing), and print each one's hardware-induced
 disparity with its paired-bootstrap 95% CI (heptathlon.bench.fairness.compare_to_reference).
 
-Also a model of our own design, the *knife-edge* variant: the arrests MLP with its last layer
+Two models of our own design. The *outlier* variant (submissions/arrests-mlp-outlier-onnx): a
+dead hidden unit with large input weights, which changes no fp32 prediction but coarsens per-tensor
+int8 quantisation of the whole first layer. The *knife-edge* variant: the arrests MLP with its last layer
 scaled by --scale (default 1/4096). Scaling does not change a single fp32 prediction (argmax is
 scale-invariant), but it shrinks the logit margins until bf16/fp16 rounding decides some of them,
 and examples close to the boundary are not spread evenly over groups.
@@ -76,6 +78,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1 / 4096)
+    ap.add_argument("--outlier", type=float, nargs="+", default=[5.0, 20.0])
     args = ap.parse_args()
     print("| model | precision | attribute | hw_disparity [95% CI] | ξ [95% CI] | flipped | groups with McNemar p<0.05 |")
     print("|---|---|---|---|---|---|---|")
@@ -107,6 +110,24 @@ def main() -> None:
             for prec, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
                 for r in report_rows(f"arrests knife-edge (last layer x{args.scale:g})", data, kref,
                                      torch_preds(k, x, dt), prec):
+                    print(r)
+            # the outlier variant (submissions/arrests-mlp-outlier-onnx/build.py): a dead hidden unit
+            # with large input weights coarsens per-tensor int8 scales; fp32 unchanged
+            for mag in args.outlier:
+                o = copy.deepcopy(m)
+                lin = [mod for mod in o.modules() if isinstance(mod, torch.nn.Linear)]
+                with torch.no_grad():
+                    u = int(torch.argmin(lin[0].weight.abs().sum(1)))
+                    lin[0].weight[u, :] = mag
+                    lin[0].bias[u] = 0.0
+                    lin[1].weight[:, u] = 0.0
+                oref = torch_preds(o, x, torch.float32)
+                assert np.array_equal(oref, ref), "the dead unit changed an fp32 prediction"
+                q = torch.ao.quantization.quantize_dynamic(o, {torch.nn.Linear}, dtype=torch.qint8)
+                with torch.inference_mode():
+                    qp = q(torch.from_numpy(x)).argmax(1).numpy()
+                for r in report_rows(f"arrests outlier unit (input weights {mag:g})", data, oref, qp,
+                                     "int8 (torch dynamic, per-tensor)"):
                     print(r)
 
 
