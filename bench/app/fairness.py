@@ -88,6 +88,8 @@ class FairnessTable:
     reference_run: str
     reports: dict[str, list[tuple[str, str, DisparityReport]]]  # attribute -> [(profile, run id, report)]
     per_profile_gaps: list[dict[str, Any]]
+    # attribute -> {"overall": accuracy of always answering the majority class, group: the same per group}
+    majority: dict[str, dict[str, float]] | None = None
 
 
 def _latest_runs(s, submission: str) -> dict[str, Run]:
@@ -127,9 +129,12 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
     n_classes = data.n_classes
     reports: dict[str, list] = {}
     gaps = []
+    majority: dict[str, dict[str, float]] = {}
     for attrs in attribute_sets(data):
         key = "×".join(attrs)
         reports[key] = []
+        _, overall, per_group = majority_baseline(data.y_test, label_groups(data.groups[attrs], task=task_name)[1])
+        majority[key] = {"overall": overall, **per_group}
         for prof in sorted(preds):
             if prof == reference:
                 continue
@@ -159,5 +164,5 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
                                                             ci_high=hd.ci_high, note=hd.note,
                                                             params={**hd.params, "attribute": key, "reference": reference,
                                                                     **({} if headline else {"detail": True})})])
-    return FairnessTable(submission, task_name, reference, ids[reference], reports, gaps)
+    return FairnessTable(submission, task_name, reference, ids[reference], reports, gaps, majority)
 

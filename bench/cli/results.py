@@ -82,6 +82,7 @@ def fairness(submission: Annotated[str, typer.Argument(help="Submission name (as
     ft = compute_disparity(submission, reference=reference, db=db)
     if as_json:
         print(json.dumps({"submission": ft.submission, "task": ft.task, "reference": ft.reference,
+                          "majority_baseline": ft.majority,
                           "attributes": {a: [{"profile": p, "run_id": rid, "summary": disparity_summary_rows(rep),
                                               "groups": disparity_rows(rep)} for p, rid, rep in items]
                                          for a, items in ft.reports.items()}}))
@@ -95,10 +96,18 @@ def fairness(submission: Annotated[str, typer.Argument(help="Submission name (as
             rows = disparity_rows(rep)
             for c in rows[0].keys():
                 t.add_column(c, justify="right" if c != "group" else "left")
+            maj = (ft.majority or {}).get(attr, {})
+            if maj:  # accuracy means little beside the constant answer's
+                t.add_column("majority baseline", justify="right")
             for r in rows:
-                t.add_row(*[("[yellow]" + v + "[/]") if k == "small" and v not in ("", "no", "False") else v
-                            for k, v in r.items()])
+                cells = [("[yellow]" + v + "[/]") if k == "small" and v not in ("", "no", "False") else v
+                         for k, v in r.items()]
+                if maj:
+                    cells.append(f"{maj[r['group']]:.3f}" if r.get("group") in maj else "")
+                t.add_row(*cells)
             out.print(t)
+            if maj:
+                err.print(f"[dim]majority-class baseline (always the majority answer): {maj['overall']:.4f} overall[/]")
             s = Table(show_header=True, title_justify="left")
             for c in ("quantity", "value", "ci", "n"):
                 s.add_column(c)
