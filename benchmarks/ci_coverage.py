@@ -119,7 +119,8 @@ def main() -> None:
         k = args.trials
         groups = [list(range(g, g + k)) for g in range(0, args.runs - k + 1, k)]
         print(f"\n--trials {k}: {len(groups)} pooled groups (consecutive runs)")
-        print(f"{'metric':<16} {'plain t(k-1): covered, half/SD':>34}  {'model df borrowed (LOGO): covered, half/SD':>44}")
+        print(f"{'metric':<16} {'plain t(k-1): covered, half/SD':>34}  "
+              f"{'model df borrowed (LOGO): covered, half/SD':>44}")
         for name in METRICS:
             vals = np.array([m[name].value for m in runs])
             truth, sd = float(np.median(vals)), float(np.std(vals, ddof=1))

@@ -80,7 +80,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1 / 4096)
     ap.add_argument("--outlier", type=float, nargs="+", default=[5.0, 20.0])
     args = ap.parse_args()
-    print("| model | precision | attribute | hw_disparity [95% CI] | ξ [95% CI] | flipped | groups with McNemar p<0.05 |")
+    print("| model | precision | attribute | hw_disparity [95% CI] | ξ [95% CI] | flipped "
+          "| groups with McNemar p<0.05 |")
     print("|---|---|---|---|---|---|---|")
     for task_sub in ("arrests", "hearts"):
         folder = REPO / "submissions" / f"{task_sub}-mlp-torch"

@@ -36,7 +36,8 @@ def cell(m) -> str:
     if m is None:
         return "[dim]not measured[/]"
     if m.value is None:
-        return "[dim]below resolution[/]" if (getattr(m, "params", None) or {}).get("below_resolution") else "[dim]n/a[/]"
+        below = (getattr(m, "params", None) or {}).get("below_resolution")
+        return "[dim]below resolution[/]" if below else "[dim]n/a[/]"
     s = fmt(m.value)
     if m.ci_low is not None and m.ci_high is not None and m.ci_high != m.ci_low and m.value:
         half = max(m.value - m.ci_low, m.ci_high - m.value) / abs(m.value) * 100
