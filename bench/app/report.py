@@ -147,7 +147,7 @@ def render_markdown(report: NightlyReport) -> str:
         "",
     ]
     if report.earlier_open:
-        lines += [f"## Still open from earlier nights ({len(report.earlier_open)})", "",
+        lines += [f"## Still open from other nights ({len(report.earlier_open)})", "",
                   *[f"- {_cell(x)}" for x in report.earlier_open],
                   "", "Acknowledge them (`heptathlon alerts ack ID`) or mark them expected; until then the "
                       "night fails.", ""]

@@ -82,7 +82,7 @@ def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optiona
         state = "acknowledged" if o.report.is_acknowledged(a) else ("open" if a.blocking else "info")
         out.print(f"  alert {o.alert_ids.get(a.key, '?')} ({state}): {escape(format_alert(a))}", soft_wrap=True)
     for line in o.report.earlier_open:
-        out.print(f"  still open from an earlier night: {escape(line)}", soft_wrap=True)
+        out.print(f"  still open from another night: {escape(line)}", soft_wrap=True)
     out.print(f"report: {o.paths.markdown}\njunit:  {o.paths.junit}")
     if o.report.open_alerts or o.report.earlier_open:
         err.print("acknowledge with: heptathlon alerts ack ID   or accept a change with: heptathlon alerts expected ID")
