@@ -37,7 +37,7 @@ def cell(m) -> str:
         return "[dim]not measured[/]"
     if m.value is None:
         below = (getattr(m, "params", None) or {}).get("below_resolution")
-        return "[dim]below resolution[/]" if below else "[dim]n/a[/]"
+        return "[dim]<res.[/]" if below else "[dim]n/a[/]"  # below the meter's resolution (docs/energy.md)
     s = fmt(m.value)
     if m.ci_low is not None and m.ci_high is not None and m.ci_high != m.ci_low and m.value:
         half = max(m.value - m.ci_low, m.ci_high - m.value) / abs(m.value) * 100
