@@ -401,6 +401,8 @@ def disparity_summary_rows(report: DisparityReport, digits: int = 3) -> list[dic
 
     def row(quantity: str, value: float | None, low: float | None, high: float | None) -> dict[str, str]:
         ci = "" if low is None or high is None else f"[{_fmt(low, digits)}, {_fmt(high, digits)}]"
+        if "disparity" in quantity and zero_note(low, high):  # a difference: say when it may be none
+            ci += f" {ZERO_NOTE}"
         return {"attribute": report.attribute, "quantity": quantity, "value": _fmt(value, digits),
                 "ci": ci, "n": str(report.n)}
 
@@ -598,3 +600,86 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def _fmt_estimate(est: Estimate, digits: int) -> str:
     return f"{_fmt(est.value, digits)} [{_fmt(est.ci_low, digits)}, {_fmt(est.ci_high, digits)}]"
+
+
+# ---------------------------------------------------------------------------- base-rate-aware measures
+ZERO_NOTE = "not distinguishable from zero (the 95% CI includes 0)"
+
+
+def zero_note(low: float | None, high: float | None) -> str | None:
+    """The words a difference gets when its CI includes zero."""
+    return ZERO_NOTE if low is not None and high is not None and low <= 0 <= high else None
+
+
+def majority_baseline(y_true: Any, group_labels: Any = None) -> tuple[Any, float, dict[str, float]]:
+    """(majority class of ``y_true``, accuracy of always answering it overall, and per group).
+
+    Accuracy means little beside it: a model at or below the constant answer has learned
+    nothing the base rate does not give, and a per-group gap may be the base rates' gap."""
+    y = _as_1d(y_true, "y_true")
+    classes, counts = np.unique(y, return_counts=True)
+    major = classes[int(np.argmax(counts))]
+    per_group: dict[str, float] = {}
+    if group_labels is not None:
+        labels = np.asarray(group_labels).astype(str)
+        for g in np.unique(labels):
+            per_group[str(g)] = float(np.mean(y[labels == g] == major))
+    return major.item() if hasattr(major, "item") else major, float(np.mean(y == major)), per_group
+
+
+def _binary_rates(y: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int, positive: Any
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: selection rate, true-positive rate, false-positive rate (nan where undefined)."""
+    sel, tpr, fpr = np.full(n_groups, np.nan), np.full(n_groups, np.nan), np.full(n_groups, np.nan)
+    for g in range(n_groups):
+        m = codes == g
+        yp, yt = p[m] == positive, y[m] == positive
+        sel[g] = yp.mean() if m.any() else np.nan
+        if yt.any():
+            tpr[g] = yp[yt].mean()
+        if (~yt).any():
+            fpr[g] = yp[~yt].mean()
+    return sel, tpr, fpr
+
+
+def _dp_eo(y, p, codes, n_groups, positive) -> tuple[float, float]:
+    sel, tpr, fpr = _binary_rates(y, p, codes, n_groups, positive)
+    dp = float(np.nanmax(sel) - np.nanmin(sel))
+    eo = float(max(np.nanmax(tpr) - np.nanmin(tpr), np.nanmax(fpr) - np.nanmin(fpr)))
+    return dp, eo
+
+
+def base_rate_aware_values(y_true: Any, y_pred: Any, group_labels: Any, *, attribute: str = "group",
+                           n_resamples: int = 500, seed: int = 0,
+                           confidence_level: float = DEFAULT_CONFIDENCE_LEVEL) -> list[MetricValue]:
+    """fairlearn's demographic-parity and equalized-odds differences of one run, with a stratified
+    bootstrap CI, for a binary task (positive class: the minority class of ``y_true``); empty otherwise.
+
+    Unlike the accuracy gap, these do not reproduce base rates: a constant answer has a
+    demographic-parity difference and an equalized-odds difference of 0."""
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    y, p = _check_pair(y_true, y_pred, "y_true", "y_pred")
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) != 2:
+        return []
+    positive = classes[int(np.argmin(counts))]
+    labels = np.asarray(group_labels).astype(str)
+    names, codes = np.unique(labels, return_inverse=True)
+    yb, pb = (y == positive).astype(int), (p == positive).astype(int)
+    dp = float(demographic_parity_difference(yb, pb, sensitive_features=labels))
+    eo = float(equalized_odds_difference(yb, pb, sensitive_features=labels))
+    rng = np.random.default_rng(seed)
+    idx_by_group = [np.flatnonzero(codes == g) for g in range(len(names))]
+    reps = np.empty((n_resamples, 2))
+    for r in range(n_resamples):
+        idx = np.concatenate([ix[rng.integers(0, ix.size, ix.size)] for ix in idx_by_group])
+        reps[r] = _dp_eo(y[idx], p[idx], codes[idx], len(names), positive)
+    out = []
+    for k, (name, point) in enumerate((("demographic_parity_diff", dp), ("equalized_odds_diff", eo))):
+        est = _estimate(point, reps[:, k], confidence_level)
+        out.append(MetricValue(name, est.value, "derived:fairlearn", n=len(y), ci_low=est.ci_low, ci_high=est.ci_high,
+                               note=zero_note(est.ci_low, est.ci_high),
+                               params={"attribute": attribute, "positive_class": str(positive), "groups": len(names),
+                                       "n_resamples": n_resamples, "ci": CI_METHOD}))
+    return out

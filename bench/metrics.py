@@ -28,7 +28,7 @@ class SampleKind(StrEnum):
 class MetricSpec:
     name: str
     unit: str
-    event: str  # quality | latency | throughput | memory | energy | framework_tax | fairness | size
+    event: str  # quality | latency | throughput | memory | energy | framework_tax | fairness | size | context
     lower_is_better: bool | None
     description: str
     sample_kind: SampleKind | None = None  # the stored raw samples a regression test compares
@@ -84,6 +84,13 @@ _SPECS = [
                "Within one profile: max minus min group accuracy."),
     MetricSpec("hw_disparity", "fraction", "fairness", True,
                "fairness_gap(profile) - fairness_gap(reference profile)."),
+    MetricSpec("demographic_parity_diff", "fraction", "fairness", True,
+               "fairlearn demographic_parity_difference: max minus min group selection rate of the positive class."),
+    MetricSpec("equalized_odds_diff", "fraction", "fairness", True,
+               "fairlearn equalized_odds_difference: the larger of the TPR and FPR gaps between groups."),
+    MetricSpec("contention_share", "fraction", "context", None,
+               "Share of the run's cores used by other processes during the timed window (/proc/stat busy time "
+               "minus the run's own CPU time); above the threshold the run is marked contended."),
 ]
 
 METRICS: dict[str, MetricSpec] = {s.name: s for s in _SPECS}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from heptathlon.bench.errors import ProfileError
 
@@ -52,6 +52,15 @@ class CpuSpec(_Strict):
     threads: int = Field(default=1, ge=1)  # intra-op threads
     interop_threads: int = Field(default=1, ge=1)
     quota: float | None = Field(default=None, gt=0)  # CFS quota in cores (0.5 = half a core)
+    # "any N cores": at run time the harness pins the N least-loaded allowed cores and records which
+    # (heptathlon.runners.meters.contention.least_loaded_cores); exclusive with ``cores``.
+    count: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _cores_or_count(self) -> "CpuSpec":
+        if self.cores is not None and self.count is not None:
+            raise ValueError("give either cores (these cores) or count (any N cores), not both")
+        return self
 
     @field_validator("cores")
     @classmethod
@@ -112,6 +121,12 @@ class Profile(_Strict):
     @property
     def memory_limit_bytes(self) -> int | None:
         return None if self.memory_limit is None else parse_size_bytes(self.memory_limit)
+
+    def with_cores(self, cores: list[int]) -> "Profile":
+        """This profile pinned to ``cores`` (an "any N cores" profile once the harness picked them)."""
+        p = self.model_copy(update={"cpu": self.cpu.model_copy(update={"cores": sorted(cores), "count": None})})
+        p._source = self._source
+        return p
 
     def allows_best_effort(self, field: str) -> bool:
         """True when the profile lets ``field`` (a BEST_EFFORT_FIELDS name) fail to take effect."""

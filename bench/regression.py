@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import binomtest, mannwhitneyu
 
 from heptathlon.bench.errors import RegressionError
 from heptathlon.bench.metrics import METRICS, spec_for
@@ -80,6 +80,9 @@ class NightlyRun:
     nightly: bool = True
     excluded_from_baseline: bool = False
     starts_baseline: bool = False
+    # What ran: {"sha256": ..., "manifest": {...}} and {"name": ..., "spec_hash": ...}; in the context diff.
+    artifact: Mapping[str, Any] = field(default_factory=dict)
+    profile: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def classify_change(metric: str, baseline_values: Sequence[float], candidate_val
     p = p_value()
     if p is None:
         return Detection(metric, "untested", base, candidate_value, rel, None, z, n, thr,
-                         reason="no raw samples for the Mann-Whitney U test")
+                         reason="no raw samples and fewer than 2 trials per night for a significance test")
 
     # Sign +1 means "worse": higher for lower-is-better metrics, lower otherwise.
     worse = 1.0 if spec.lower_is_better else -1.0
@@ -227,6 +230,31 @@ def classify_change(metric: str, baseline_values: Sequence[float], candidate_val
         failed = [s for s, ok in (("change", size_ok), ("Mann-Whitney", sig_ok), ("z-score", band_ok)) if not ok]
         reason = "within " + ", ".join(failed) if failed else "tests disagree on direction"
     return Detection(metric, kind, base, candidate_value, rel, p, z, n, thr, reason=reason)
+
+
+# Tail statistics get a test of the tail: the share of tonight's raw samples above the baseline's
+# pooled quantile, against the share the quantile implies (an exact binomial test). A Mann-Whitney
+# U test on all samples mostly sees the median and misses a step in p99 alone.
+TAIL_QUANTILES = {"latency_p90_ms": 0.90, "latency_p99_ms": 0.99, "ttft_p90_ms": 0.90, "ttft_p99_ms": 0.99,
+                  "itl_p90_ms": 0.90, "itl_p99_ms": 0.99, "e2e_p99_ms": 0.99}
+# A metric without per-query samples is tested on per-trial values (samples named after the metric,
+# one value per trial in a fresh worker): throughput, peak memory, load time, energy.
+TRIAL_VALUES_MIN = 2
+
+
+def exceedance_p(candidate_samples: Sequence[float] | None, baseline_samples: Sequence[float] | None,
+                 q: float) -> float | None:
+    """Two-sided exact binomial p-value of the share of candidate samples above the baseline's
+    pooled ``q`` quantile, against 1 - q; None when tonight's tail would hold fewer than 5 samples
+    (p99: fewer than 500 queries) or the baseline's fewer than 10."""
+    if candidate_samples is None or baseline_samples is None:
+        return None
+    xs = np.asarray(candidate_samples, dtype=float)
+    ys = np.asarray(baseline_samples, dtype=float)
+    if xs.size * (1 - q) < 5 or ys.size * (1 - q) < 10:  # a tail of fewer than 5 expected samples is noise
+        return None
+    cut = float(np.quantile(ys, q))
+    return float(binomtest(int((xs > cut).sum()), int(xs.size), 1 - q).pvalue)
 
 
 def flip_rate(baseline_predictions: Sequence[Any], candidate_predictions: Sequence[Any]) -> float | None:
@@ -319,7 +347,12 @@ def run_context(run: NightlyRun) -> dict[str, Any]:
     # "state" holds live readings (current clocks) that differ on every run.
     machine = {k: v for k, v in run.fingerprint.items() if k not in ("software", "state")}
     software = {**dict(run.fingerprint.get("software") or {}), **dict(run.software)}
-    return {"software": software, "machine": machine}
+    out: dict[str, Any] = {"software": software, "machine": machine}
+    if run.artifact:  # a rebuilt artifact continues its series (named by the submission): say so
+        out["artifact"] = dict(run.artifact)
+    if run.profile:
+        out["profile"] = dict(run.profile)
+    return out
 
 
 # --------------------------------------------------------------------------- one series, one night
@@ -370,13 +403,28 @@ def check_series(candidate: NightlyRun, history: Iterable[NightlyRun],
 
     p_cache: dict[tuple[str, tuple[str, ...]], float | None] = {}
 
+    def pooled_of(name: str, runs: tuple[NightlyRun, ...]) -> np.ndarray | None:
+        base = [np.asarray(s, dtype=float) for r in runs if (s := r.samples.get(name)) is not None]
+        return np.concatenate(base) if runs and len(base) == len(runs) else None
+
     def p_for(metric: str, runs: tuple[NightlyRun, ...]) -> float | None:
-        # Every latency statistic shares the per-query samples: test them once.
-        key = (sample_kind_of(metric), tuple(r.run_id for r in runs))
+        ids = tuple(r.run_id for r in runs)
+        kind = sample_kind_of(metric)
+        if metric in TAIL_QUANTILES and kind != metric:  # the tail of the per-query samples
+            key = (f"tail:{metric}", ids)
+            if key not in p_cache:
+                p_cache[key] = exceedance_p(_samples_for(candidate, metric), pooled_of(kind, runs),
+                                            TAIL_QUANTILES[metric])
+            return p_cache[key]
+        if kind == metric:  # no per-query samples: per-trial values, where tonight has enough trials
+            mine = candidate.samples.get(metric)
+            if mine is None or len(mine) < TRIAL_VALUES_MIN:
+                return None
+            return mann_whitney_p(mine, pooled_of(metric, runs))
+        # Every other latency statistic shares the per-query samples: test them once.
+        key = (kind, ids)
         if key not in p_cache:
-            base = [s for r in runs if (s := _samples_for(r, metric)) is not None]
-            pooled = np.concatenate(base) if runs and len(base) == len(runs) else None
-            p_cache[key] = mann_whitney_p(_samples_for(candidate, metric), pooled)
+            p_cache[key] = mann_whitney_p(_samples_for(candidate, metric), pooled_of(kind, runs))
         return p_cache[key]
 
     detections: list[Detection] = []

@@ -119,7 +119,17 @@ def summarize_throughput(batch_sizes: np.ndarray, issue_ns: np.ndarray, end_ns: 
 def summarize_accuracy(y_true: np.ndarray, y_pred: np.ndarray, *, seed: int = 0) -> MetricValue:
     correct = (np.asarray(y_true) == np.asarray(y_pred)).astype(float)
     lo, hi = bootstrap_ci(correct, _mean, seed=seed)
-    return MetricValue("accuracy", float(correct.mean()), "quality:labels", n=int(correct.size), ci_low=lo, ci_high=hi)
+    classes, counts = np.unique(np.asarray(y_true), return_counts=True)
+    major = classes[int(np.argmax(counts))]
+    base = float(counts.max() / counts.sum())
+    acc = float(correct.mean())
+    note = f"majority-class baseline {base:.4f} (always answering {major!r})"
+    if acc <= base:
+        note += "; this model is not better than that constant answer"
+    elif lo is not None and lo <= base:
+        note += "; not distinguishable from that constant answer (the 95% CI includes it)"
+    return MetricValue("accuracy", acc, "quality:labels", n=int(correct.size), ci_low=lo, ci_high=hi, note=note,
+                       params={"majority_baseline": base, "majority_class": str(major)})
 
 
 
@@ -230,7 +240,7 @@ def _pooled(name: str, value: float, trial_values: list[float], method: str, n: 
     his = [v for v in (ci[1], t_hi, value) if v is not None]
     params = {"pooled": True, "trials": int(vals.size), "between_trial_sd": sd,
               "trial_values": [float(v) for v in vals], "ci_method": "union of the pooled-sample CI and the "
-              "t-interval over trial values", **(extra or {})}
+              "t-interval over trial values", "ci_sampling": [ci[0], ci[1]], **(extra or {})}
     return MetricValue(name, float(value), method, n=n, ci_low=float(min(los)), ci_high=float(max(his)),
                        note=f"pooled over {vals.size} trials in fresh workers", params=params)
 

@@ -29,11 +29,16 @@ class SimulationSpec:
     slowdown: float = 0.0  # e.g. 0.08 for an 8% slowdown
     slowdown_from: int | None = None  # first slowed night, 1-based
     metrics: tuple[str, ...] = ("latency_p50_ms", "latency_p99_ms", "latency_mean_ms")
+    trials: int = 1  # per night, each in a fresh worker: its own scale factor (trial_sd)
+    trial_sd: float = 0.0  # between-trial spread within one night (sd of the log factor)
+    tail_only: bool = False  # the slowdown hits only the slowest 10% of queries (a p99 step, p50 unchanged)
 
 
 _SIM_SERIES = SeriesKey("sim-model", "sim-task", "cpu-1core", "single_stream", "{}", "sim")
 _SIM_STATS = {"latency_p50_ms": lambda x: np.percentile(x, 50), "latency_p90_ms": lambda x: np.percentile(x, 90),
-              "latency_p99_ms": lambda x: np.percentile(x, 99), "latency_mean_ms": np.mean}
+              "latency_p99_ms": lambda x: np.percentile(x, 99), "latency_mean_ms": np.mean,
+              "throughput_sps": lambda x: x.size / (x.sum() / 1e3)}  # closed loop: samples over the window
+PER_TRIAL = ("throughput_sps",)  # no per-query samples: tested on per-trial values (as nightly stores them)
 
 
 def simulate_series(rng: np.random.Generator, spec: SimulationSpec = SimulationSpec()) -> list[NightlyRun]:
@@ -42,13 +47,24 @@ def simulate_series(rng: np.random.Generator, spec: SimulationSpec = SimulationS
     runs = []
     for night in range(1, spec.nights + 1):
         factor = math.exp(rng.normal(0.0, spec.drift_sd))
-        if spec.slowdown_from is not None and night >= spec.slowdown_from:
+        slowed = spec.slowdown_from is not None and night >= spec.slowdown_from
+        if slowed and not spec.tail_only:
             factor *= 1.0 + spec.slowdown
-        lat = spec.base_latency_ms * factor * rng.lognormal(0.0, spec.within_sigma, spec.n_queries)
-        runs.append(NightlyRun(
-            run_id=f"night-{night}", series=_SIM_SERIES, started_at=t0 + timedelta(days=night),
-            metrics={m: float(_SIM_STATS[m](lat)) for m in spec.metrics}, samples={SampleKind.LATENCY_NS: lat * 1e6},
-        ))
+        trials = []
+        for _ in range(spec.trials):
+            trial = math.exp(rng.normal(0.0, spec.trial_sd)) if spec.trial_sd else 1.0  # no draw: old seeds hold
+            t = spec.base_latency_ms * factor * trial * rng.lognormal(0.0, spec.within_sigma, spec.n_queries)
+            if slowed and spec.tail_only:
+                t = np.where(t > np.percentile(t, 90), t * (1.0 + spec.slowdown), t)
+            trials.append(t)
+        lat = np.concatenate(trials)
+        metrics = {m: float(_SIM_STATS[m](lat)) for m in spec.metrics}
+        samples = {SampleKind.LATENCY_NS: lat * 1e6}
+        for m in spec.metrics:
+            if m in PER_TRIAL:
+                samples[m] = [float(_SIM_STATS[m](t)) for t in trials]
+        runs.append(NightlyRun(run_id=f"night-{night}", series=_SIM_SERIES, started_at=t0 + timedelta(days=night),
+                               metrics=metrics, samples=samples))
     return runs
 
 
@@ -110,8 +126,10 @@ def estimate_false_positive_rate(n_series: int = 500, spec: SimulationSpec = Sim
 
 
 def estimate_detection_rate(n_series: int = 500, spec: SimulationSpec = SimulationSpec(slowdown=0.08, slowdown_from=6),
-                            config: DetectionConfig = DetectionConfig(), seed: int = 0) -> RateEstimate:
-    """Share of series flagged exactly at ``slowdown_from`` with no alarm on the nights before."""
+                            config: DetectionConfig = DetectionConfig(), seed: int = 0,
+                            metric: str | None = None) -> RateEstimate:
+    """Share of series flagged exactly at ``slowdown_from`` with no alarm on the nights before
+    (``metric``: flagged by a regression of that metric, at that night)."""
     if not spec.slowdown or spec.slowdown_from is None:
         raise RegressionError("a detection-rate estimate needs slowdown and slowdown_from")
     rng = np.random.default_rng(seed)
@@ -119,6 +137,8 @@ def estimate_detection_rate(n_series: int = 500, spec: SimulationSpec = Simulati
     for _ in range(n_series):
         results = replay_series(simulate_series(rng, spec), config)
         before = results[: spec.slowdown_from - 1]
-        hits += (results[spec.slowdown_from - 1].status == "regressed"
-                 and not any(r.status == "regressed" for r in before))
+        at = results[spec.slowdown_from - 1]
+        flagged = at.status == "regressed" if metric is None else any(
+            d.metric == metric and d.kind == "regression" for d in at.detections)
+        hits += flagged and not any(r.status == "regressed" for r in before)
     return _rate(hits, n_series)

@@ -3,14 +3,15 @@ profile on demand (``heptathlon fairness``). Pure arithmetic lives in heptathlon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, select
 
 from heptathlon.bench.errors import FairnessError
-from heptathlon.bench.fairness import DisparityReport, NoGroupsError, compare_to_reference, fairness_gap, per_group_metrics
+from heptathlon.bench.fairness import (DisparityReport, NoGroupsError, base_rate_aware_values, compare_to_reference,
+                                       fairness_gap, label_groups, majority_baseline, per_group_metrics, zero_note)
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.tasks import TaskData
@@ -36,15 +37,47 @@ def run_fairness(data: TaskData, preds: np.ndarray, scores: np.ndarray | None) -
     if data.groups.shape[1] == 0:
         return [], [MetricValue.unavailable("fairness_gap", f"task {data.name!r} has no group labels; no fairness numbers")]
     groups = per_group_metrics(data.y_test, preds, data.groups, scores=scores, intersections=True)
+    groups += majority_rows(data, groups)
     values = []
     sets = attribute_sets(data)
     for i, attrs in enumerate(sets):
         v = fairness_gap(data.y_test, preds, data.groups[attrs], task=data.name)
         headline = i == len(sets) - 1  # the finest grouping (the intersection) is the headline gap
+        attribute, labels = label_groups(data.groups[attrs], task=data.name)
+        _, base, per_group = majority_baseline(data.y_test, labels)
+        base_gap = max(per_group.values()) - min(per_group.values()) if per_group else 0.0
+        note = "; ".join(x for x in (v.note, zero_note(v.ci_low, v.ci_high),
+                                     f"a constant majority answer has a gap of {base_gap:.3f} here "
+                                     "(base rates differ between groups)") if x)
         values.append(MetricValue("fairness_gap", v.value, v.method, n=v.n, ci_low=v.ci_low, ci_high=v.ci_high,
-                                  note=v.note, params={**v.params, "attribute": "×".join(attrs),
-                                                       **({} if headline else {"detail": True})}))
+                                  note=note, params={**v.params, "attribute": "×".join(attrs),
+                                                     "majority_baseline_gap": base_gap,
+                                                     **({} if headline else {"detail": True})}))
+        values += [replace(b, params={**b.params, **({} if headline else {"detail": True})})
+                   for b in base_rate_aware_values(data.y_test, preds, labels, attribute="×".join(attrs))]
     return groups, values
+
+
+def majority_rows(data: TaskData, groups: list) -> list:
+    """A ``majority_baseline`` row beside every group's accuracy row: the accuracy of always answering
+    the overall majority class in that group."""
+    from heptathlon.bench.fairness import GroupMetric
+
+    out = []
+    by_attr: dict[str, list] = {}
+    for g in groups:
+        if g.metric == "accuracy":
+            by_attr.setdefault(g.attribute, []).append(g)
+    for attribute, rows in by_attr.items():
+        attrs = attribute.split("×") if "×" in attribute else [attribute]
+        cols = [c for c in attrs if c in data.groups.columns] or list(data.groups.columns[:1])
+        _, labels = label_groups(data.groups[cols], task=data.name)
+        _, _, per_group = majority_baseline(data.y_test, labels)
+        for r in rows:
+            if r.group in per_group:
+                out.append(GroupMetric(attribute=r.attribute, group=r.group, metric="majority_baseline",
+                                       value=per_group[r.group], n=r.n, ci_low=None, ci_high=None, small=r.small))
+    return out
 
 
 @dataclass
@@ -55,6 +88,8 @@ class FairnessTable:
     reference_run: str
     reports: dict[str, list[tuple[str, str, DisparityReport]]]  # attribute -> [(profile, run id, report)]
     per_profile_gaps: list[dict[str, Any]]
+    # attribute -> {"overall": accuracy of always answering the majority class, group: the same per group}
+    majority: dict[str, dict[str, float]] | None = None
 
 
 def _latest_runs(s, submission: str) -> dict[str, Run]:
@@ -94,9 +129,12 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
     n_classes = data.n_classes
     reports: dict[str, list] = {}
     gaps = []
+    majority: dict[str, dict[str, float]] = {}
     for attrs in attribute_sets(data):
         key = "×".join(attrs)
         reports[key] = []
+        _, overall, per_group = majority_baseline(data.y_test, label_groups(data.groups[attrs], task=task_name)[1])
+        majority[key] = {"overall": overall, **per_group}
         for prof in sorted(preds):
             if prof == reference:
                 continue
@@ -126,5 +164,5 @@ def compute_disparity(submission: str, *, reference: str | None = None, db: str 
                                                             ci_high=hd.ci_high, note=hd.note,
                                                             params={**hd.params, "attribute": key, "reference": reference,
                                                                     **({} if headline else {"detail": True})})])
-    return FairnessTable(submission, task_name, reference, ids[reference], reports, gaps)
+    return FairnessTable(submission, task_name, reference, ids[reference], reports, gaps, majority)
 

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -263,13 +263,21 @@ def _execute(run_id: str, db: str | None) -> None:
                 Q.record_failure(s, run_id, f"run {run_id[:8]}: {type(e).__name__}: {e}")
 
 
+def interleaved(pending: Sequence[tuple[int, int, str]]) -> list[str]:
+    """Run ids of (entry index, trial, run id) in trial-major order: trial 0 of every entry, then
+    trial 1 of every entry, ... so drift during the night hits every entry's trials alike."""
+    return [rid for _, _, rid in sorted(pending, key=lambda x: (x[1], x[0]))]
+
+
 def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerprint: Mapping[str, Any],
                 retry_failed: bool = False, on_progress: ProgressFn | None = None,
                 fleet: Callable[[list[str]], None] | None = None) -> list[EntryOutcome]:
     """Run every entry of the suite that this night has not finished yet; reuse the rest.
 
-    ``fleet(run_ids)``: dispatch the night's pending runs to the measuring fleet and wait for
-    them (heptathlon.bench.app.fleet.nightly_dispatcher) instead of executing each here."""
+    Every entry is queued first; the runs then execute interleaved across entries by trial
+    (:func:`interleaved`). ``fleet(run_ids)``: dispatch the night's pending runs, in that order,
+    to the measuring fleet and wait for them (heptathlon.bench.app.fleet.nightly_dispatcher)
+    instead of executing each here."""
     from heptathlon.bench.app.service import queue_runs, record_rejected
 
     group = night_group_id(suite.name, night, host)
@@ -277,8 +285,8 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
     with session_scope(db) as s:
         machine_id = Q.get_or_create_machine(s, fingerprint_hash(dict(fingerprint)), dict(fingerprint)).id
     entries = suite.entries()
-    outcomes = []
-    deferred_entries: list[tuple[SuiteEntry, dict[str, Any], str, list[str]]] = []
+    planned: list[tuple[SuiteEntry, dict[str, Any], str]] = []
+    to_run: list[tuple[int, int, str]] = []
     for i, entry in enumerate(entries):
         marker = nightly_marker(suite.name, entry, night, host, fingerprint)
         with session_scope(db) as s:
@@ -303,7 +311,7 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
         if not runs:
             action = "ran" if action == "reused" else action
             if on_progress:
-                on_progress(i + 1, len(entries), entry, "running")
+                on_progress(i + 1, len(entries), entry, "queued")
             try:
                 pending = queue_runs(entry.submission_dir, [entry.profile], [entry.scenario], db=db,
                                      trials=entry.trials, group_id=group, extra={NQ.NIGHTLY: marker},
@@ -320,21 +328,27 @@ def run_entries(suite: Suite, night: date, *, db: str | None, host: str, fingerp
             action = "resumed"
             if on_progress:
                 on_progress(i + 1, len(entries), entry, "resuming")
-        if fleet is not None:
-            deferred_entries.append((entry, marker, action, pending))
-            continue
-        for rid in pending:
+        if pending:
+            with session_scope(db) as s:
+                to_run += [(i, Q.get_run(s, rid).trial, rid) for rid in pending]
+        planned.append((entry, marker, action))
+    order = interleaved(to_run)
+    if fleet is not None:
+        if order:
+            fleet(order)
+    else:
+        for k, rid in enumerate(order):
+            if on_progress:
+                i = next(e for e, _, r in to_run if r == rid)
+                on_progress(i + 1, len(entries), entries[i], f"running ({k + 1}/{len(order)} of the night's runs, "
+                                                              "interleaved by trial)")
             _execute(rid, db)
+    outcomes = []
+    for i, (entry, marker, action) in enumerate(planned):
         outcomes.append(_entry_outcome(db, group, entry, marker, action, machine_id, software))
         if on_progress:
             o = outcomes[-1]
             on_progress(i + 1, len(entries), entry, f"{action}: {o.status}" + (f" ({o.error})" if o.error else ""))
-    if fleet is not None:
-        fleet([rid for *_, pending in deferred_entries for rid in pending])
-        for i, (entry, marker, action, _) in enumerate(deferred_entries):
-            outcomes.append(o := _entry_outcome(db, group, entry, marker, action, machine_id, software))
-            if on_progress:
-                on_progress(i + 1, len(entries), entry, f"{action}: {o.status}" + (f" ({o.error})" if o.error else ""))
     if suite.spec.params.trials > 1:
         from heptathlon.bench.app.service import pool_trials
 
@@ -408,16 +422,41 @@ def _night_start(night: _NightOfSeries) -> datetime:
                             tzinfo=timezone.utc)
 
 
-def _light_run(night: _NightOfSeries, alerts: Sequence[Any], series: SeriesKey) -> NightlyRun:
+# Metrics without per-query samples, tested on their per-trial values (heptathlon.bench.regression).
+PER_TRIAL_METRICS = ("throughput_sps", "peak_rss_mb", "load_s", "energy_j", "energy_per_sample_j", "gpu_peak_mb",
+                     "requests_per_s", "tokens_per_s", "output_tokens_per_s")
+
+
+def _contended(night: _NightOfSeries) -> bool:
+    """Whether any trial of the night was marked contended (its contention_share row)."""
+    from heptathlon.bench.contention import is_contended
+
+    return any(m.metric == "contention_share" and is_contended(m.params) for r in night.runs
+               for m in (r.measurements or []))
+
+
+def _what_ran(rep: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The artifact (sha256, manifest) and the profile (name, spec hash) of a run, for the context diff."""
+    sub, prof = rep.submission, rep.profile
+    artifact = {"sha256": sub.artifact_sha256, "manifest": sub.manifest} if sub is not None else {}
+    profile = {"name": prof.name, "spec_hash": prof.spec_hash} if prof is not None else {}
+    return artifact, profile
+
+
+def _light_run(night: _NightOfSeries, alerts: Sequence[Any], series: SeriesKey,
+               include_contended: bool = False) -> NightlyRun:
     rep = night.representative
     mine = [a for a in alerts if a.candidate_run_id == rep.id]
+    artifact, profile = _what_ran(rep)
     return NightlyRun(
         run_id=rep.id, series=series, started_at=_night_start(night),
         status=RunStatus.FAILED if rep.status == RunStatus.FAILED else RunStatus.SUCCEEDED,
         software=dict(rep.software or {}), fingerprint=dict(rep.machine.specs) if rep.machine else {},
         error=rep.error,
-        excluded_from_baseline=any(a.status == NQ.OPEN and a.kind in EXCLUDING_KINDS for a in mine),
+        excluded_from_baseline=any(a.status == NQ.OPEN and a.kind in EXCLUDING_KINDS for a in mine)
+        or (not include_contended and _contended(night)),
         starts_baseline=any(a.status == NQ.EXPECTED for a in mine),
+        artifact=artifact, profile=profile,
     )
 
 
@@ -429,7 +468,19 @@ def _with_results(s, light: NightlyRun, night: _NightOfSeries) -> NightlyRun:
     metrics = {name: m.value for name, m in Q.run_measurements(s, rep.id).items() if m.value is not None}
     lat = [x for r in sorted(night.runs, key=lambda r: r.trial)
            if (x := Q.load_samples(s, r.id, SampleKind.LATENCY_NS)) is not None]
-    samples = {SampleKind.LATENCY_NS: np.concatenate(lat)} if lat else {}
+    samples: dict[str, Any] = {SampleKind.LATENCY_NS: np.concatenate(lat)} if lat else {}
+    if len(night.runs) >= 2:  # per-trial values of the metrics that have no per-query samples
+        from heptathlon.bench.metrics import is_detail
+
+        for name in PER_TRIAL_METRICS:
+            vals = []
+            for r in night.runs:
+                own = [m for m in NQ.measurements_of(s, r.id) if m.metric == name and m.value is not None
+                       and not (m.params or {}).get("pooled") and not is_detail(m.params)]
+                if own:
+                    vals.append(float(min(own, key=lambda m: m.id).value))
+            if len(vals) == len(night.runs):
+                samples[name] = vals
     return replace(light, metrics=metrics, samples=samples,
                    predictions=Q.load_samples(s, rep.id, SampleKind.PREDICTIONS))
 
@@ -443,7 +494,7 @@ class NightData:
     run_dates: Mapping[str, str]  # run id -> night (YYYY-MM-DD)
 
 
-def load_night(suite: Suite, night: date, *, db: str | None, host: str) -> NightData:
+def load_night(suite: Suite, night: date, *, db: str | None, host: str, include_contended: bool = False) -> NightData:
     """Build the night's candidate runs (suite order) and the history of their series.
 
     Only the runs that can enter a baseline window get their samples loaded.
@@ -460,8 +511,8 @@ def load_night(suite: Suite, night: date, *, db: str | None, host: str) -> Night
                 for n in _group_by_night(NQ.nightly_runs_of(s, series_keys=series, before=night.isoformat()))
                 if n.complete and _series_id(n) in series}
         alerts = NQ.alerts_of_runs(s, [n.representative.id for n in [*tonight, *past.values()]])
-        cand_light = [_light_run(n, alerts, series[_series_id(n)]) for n in tonight]
-        hist_light = {rid: _light_run(n, alerts, series[_series_id(n)]) for rid, n in past.items()}
+        cand_light = [_light_run(n, alerts, series[_series_id(n)], include_contended) for n in tonight]
+        hist_light = {rid: _light_run(n, alerts, series[_series_id(n)], include_contended) for rid, n in past.items()}
         needed = {r.run_id for c in cand_light for r in select_baseline(hist_light.values(), c, config.window)}
         candidates = tuple(_with_results(s, c, n) for c, n in zip(cand_light, tonight))
         history = tuple(_with_results(s, lr, past[rid]) if rid in needed else lr for rid, lr in hist_light.items())
@@ -591,11 +642,26 @@ class NightlyOutcome:
         return self.report.exit_code
 
 
+def earlier_open_alerts(db: str | None, suite: str, tonight_run_ids: Collection[str]) -> tuple[str, ...]:
+    """One line per open blocking alert of this suite from another night: they keep the exit code non-zero."""
+    with session_scope(db) as s:
+        rows = NQ.list_alerts(s, [NQ.OPEN])
+        return tuple(f"alert {a.id}: {(a.detail or {}).get('series')} {a.metric} {a.kind} on "
+                     f"{(a.detail or {}).get('date')}" for a in rows
+                     if (a.detail or {}).get("suite") == suite and a.kind != "improvement"
+                     and a.candidate_run_id not in tonight_run_ids)
+
+
 def run_nightly(suite_path: Path | str, *, night: date | str | None = None, report_dir: Path | str | None = None,
                 db: str | None = None, retry_failed: bool = False, host: str | None = None,
                 lock_max_age: timedelta = LOCK_MAX_AGE, on_progress: ProgressFn | None = None,
-                fleet: Callable[[list[str]], None] | None = None) -> NightlyOutcome:
-    """One night of a suite: validate, lock, run what is missing, detect, store alerts, write reports."""
+                fleet: Callable[[list[str]], None] | None = None,
+                include_contended: bool = False) -> NightlyOutcome:
+    """One night of a suite: validate, lock, run what is missing, detect, store alerts, write reports.
+
+    Runs marked contended (heptathlon.bench.contention) stay out of baselines unless
+    ``include_contended``. The exit code counts every open blocking alert of the suite, earlier
+    nights' too, not only tonight's."""
     suite = load_nightly_suite(suite_path)  # every problem, before anything runs
     night = parse_night(night)
     host = host or this_host()
@@ -606,12 +672,13 @@ def run_nightly(suite_path: Path | str, *, night: date | str | None = None, repo
         fingerprint = collect_fingerprint()
         entries = run_entries(suite, night, db=db, host=host, fingerprint=fingerprint, retry_failed=retry_failed,
                               on_progress=on_progress, fleet=fleet)
-        data = load_night(suite, night, db=db, host=host)
+        data = load_night(suite, night, db=db, host=host, include_contended=include_contended)
         results = check_night(data.candidates, data.history, suite.detection_config())
         ids = store_alerts(results, db=db, suite=suite.name, night=night, host=host)
         now = datetime.now().astimezone()
         report = NightlyReport(suite.name, datetime.combine(night, now.time(), tzinfo=now.tzinfo), results,
-                               acknowledged_keys(db, [c.run_id for c in data.candidates]), run_dates=data.run_dates)
+                               acknowledged_keys(db, [c.run_id for c in data.candidates]), run_dates=data.run_dates,
+                               earlier_open=earlier_open_alerts(db, suite.name, {c.run_id for c in data.candidates}))
         paths = write_reports(report, report_dir or default_report_dir())
     finally:
         release_lock(db, name, holder)

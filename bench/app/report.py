@@ -38,6 +38,8 @@ class NightlyReport:
     acknowledged: frozenset[str] = field(default_factory=frozenset)
     # Night (YYYY-MM-DD) of each run id, so the report can say which nights formed each baseline.
     run_dates: Mapping[str, str] = field(default_factory=dict)
+    # Open blocking alerts of this suite from other nights (one line each): they fail the exit code too.
+    earlier_open: tuple[str, ...] = ()
 
     @property
     def alerts(self) -> list[Alert]:
@@ -49,6 +51,9 @@ class NightlyReport:
 
     @property
     def exit_code(self) -> int:
+        """EXIT_REGRESSION while any blocking alert is open: tonight's unacknowledged ones or earlier nights'."""
+        if self.earlier_open:
+            return EXIT_REGRESSION
         return nightly_exit_code(self.alerts, self.acknowledged)
 
     def is_acknowledged(self, alert: Alert) -> bool:
@@ -135,12 +140,17 @@ def render_markdown(report: NightlyReport) -> str:
     lines = [
         f"# Nightly `{report.suite}`: {report.started_at:%Y-%m-%d %H:%M %Z}".rstrip(),
         "",
-        f"**{'FAIL' if report.open_alerts else 'PASS'}**: "
+        f"**{'FAIL' if report.open_alerts or report.earlier_open else 'PASS'}**: "
         f"{count['regression']} regression(s), {count['broke']} broke, {count['drift']} drift, "
         f"{count['improvement']} improvement(s) across {len(report.results)} series"
         + (f"; {n_ack} acknowledged." if n_ack else "."),
         "",
     ]
+    if report.earlier_open:
+        lines += [f"## Still open from other nights ({len(report.earlier_open)})", "",
+                  *[f"- {_cell(x)}" for x in report.earlier_open],
+                  "", "Acknowledge them (`heptathlon alerts ack ID`) or mark them expected; until then the "
+                      "night fails.", ""]
 
     broke = [r for r in report.results if r.status == "broke"]
     if broke:

@@ -18,12 +18,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from heptathlon.bench.contention import contention_metric, is_contended
 from heptathlon.bench.errors import HeptathlonError, Interrupted, RunError, SubmissionError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.app.signals import deferred
 from heptathlon.bench.fingerprint import fingerprint_hash
 from heptathlon.bench.manifest import Manifest, artifact_files, hash_folder, load_manifest, walk_folder
-from heptathlon.bench.metrics import MetricValue, SampleKind
+from heptathlon.bench.metrics import MetricValue, SampleKind, is_detail
 from heptathlon.bench.profile import Profile, load_profile
 from heptathlon.bench.run_status import RunStatus
 from heptathlon.bench.scenarios import ScenarioConfig
@@ -34,6 +35,7 @@ from heptathlon.db import lifecycle as L
 from heptathlon.db import queries as Q
 from heptathlon.db.session import ensure_schema, home_dir, private_dir, session_scope
 from heptathlon.runners.adapters.registry import validate_runtime_names, validate_runtime_sections
+from heptathlon.runners.controls.cores import resolve_cores, wait_for_quiet
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
 from heptathlon.runners.executors.local import LocalExecutor
 from heptathlon.runners.metering import energy_values
@@ -207,11 +209,13 @@ def queued_run_ids(db: str | None = None) -> list[str]:
 
 # ---- reading ----------------------------------------------------------------------------------------
 def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenario=None,
-                       rank_by: str = "latency_p50_ms") -> list[dict[str, Any]]:
+                       rank_by: str = "latency_p50_ms", include_contended: bool = False) -> list[dict[str, Any]]:
     """Leaderboard rows grouped by (task, profile, scenario, machine), ranked with CI ties.
 
     Only measured values are ranked: an entry whose rank metric is an estimate or missing gets
-    no rank rather than a place among measurements.
+    no rank rather than a place among measurements. A contended run (its ``contention_share``
+    row is marked, heptathlon.bench.contention) gets no rank either unless ``include_contended``;
+    every row says ``contended``.
     """
     from heptathlon.bench.metrics import METRICS
     from heptathlon.bench.ranking import rank_with_ties
@@ -225,9 +229,13 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
     lower = METRICS[rank_by].lower_is_better is not False
     out = []
     for (task_, prof, scen, mach), rs in groups.items():
+        for r in rs:
+            c = r["metrics"].get("contention_share")
+            r["contended"] = c is not None and is_contended(c.params)
         rankable = [(r["run_id"], m.value, m.ci_low, m.ci_high) for r in rs
                     if (m := r["metrics"].get(rank_by)) is not None and m.value is not None
-                    and not m.method.startswith("estimate:") and r.get("isolation") != TRUSTED_NOTE]
+                    and not m.method.startswith("estimate:") and r.get("isolation") != TRUSTED_NOTE
+                    and (include_contended or not r["contended"])]
         ranks = {x.key: x for x in rank_with_ties(rankable, lower_is_better=lower)}
         for r in rs:
             rk = ranks.get(r["run_id"])
@@ -285,6 +293,35 @@ def derive_precision(manifest: Manifest, workdir: Path, profile: Profile) -> tup
     return {"model_path_override": str(derived)}, record
 
 
+MEMORY_RULE = ("the run's own cgroup counter where the run had its own memory cgroup; else the sampled "
+               "process-tree PSS; the other is stored beside it as a detail row")
+
+
+def memory_values(outcome: WorkerOutcome) -> list[MetricValue]:
+    """peak_rss_mb by the headline rule (MEMORY_RULE, docs/performance.md "Memory"), the other method beside."""
+    rss, cg = outcome.tree_rss, outcome.cgroup_peak
+    sampled = rss.to_metric("peak_rss_mb")
+    if cg is not None and cg.peak_bytes:  # the kernel's exact counter of the run's own cgroup
+        source = Path(cg.source).name if cg.source else "?"
+        head = MetricValue("peak_rss_mb", cg.peak_bytes / 1e6, f"{cg.method}:{source}", n=1,
+                           note=f"high-water mark of the run's own cgroup ({source}): every process of the run, "
+                                f"page cache included; sampled tree PSS peak {(rss.peak_bytes or 0) / 1e6:.1f} MB "
+                                "beside it",
+                           params={"headline_rule": MEMORY_RULE, "producer": cg.source,
+                                   "sampled_peak_mb": (rss.peak_bytes or 0) / 1e6, "sampled_method": rss.method})
+        beside = replace_params(sampled, detail=True, role="beside the cgroup headline")
+        return [head, beside]
+    why = "no memory cgroup of its own for this run" if cg is None else (cg.note or "the cgroup counter read 0")
+    return [replace_params(sampled, headline_rule=MEMORY_RULE, producer="psutil memory_full_info().pss per process",
+                           cgroup=why)]
+
+
+def replace_params(v: MetricValue, **params: Any) -> MetricValue:
+    from dataclasses import replace
+
+    return replace(v, params={**v.params, **params})
+
+
 def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path,
                     meters: MeterSettings | None = None) -> list[MetricValue]:
     """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
@@ -293,14 +330,7 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     # latency (+ early stopping), throughput, and per scenario: adaptive width, server rates and SLO, issue drift
     values = summarize_loop(a.issue_ns, a.done_ns, a.batch, result.loop)
     values.append(summarize_accuracy(y_true, a.preds))
-    rss, cg = outcome.tree_rss, outcome.cgroup_peak
-    if cg is not None and cg.peak_bytes:  # exact kernel counter beats sampling
-        values.append(MetricValue("peak_rss_mb", cg.peak_bytes / 1e6, cg.method, n=1,
-                                  note="peak memory charged to the run's cgroup (whole process tree, page cache included); "
-                                       f"sampled tree RSS peak was {rss.peak_bytes / 1e6:.1f} MB",
-                                  params={"sampled_peak_mb": rss.peak_bytes / 1e6, "sampled_n": rss.n}))
-    else:
-        values.append(rss.to_metric("peak_rss_mb"))
+    values += memory_values(outcome)
     values.append(MetricValue("load_s", result.ready_time - outcome.spawn_time, "timer:wall-clock", n=1,
                               note="process spawn to model ready"))
     d = result.describe
@@ -315,6 +345,8 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
                                   "counter:torch-cuda-allocator", n=1,
                                   note="torch.cuda.max_memory_allocated: tensors only, no CUDA context or workspace",
                                   params={"detail": True}))
+    values.append(contention_metric(outcome.contention, int(a.issue_ns[0]), int(a.done_ns[-1])))
+    values = apply_noise_model(values, result.machine)  # between-run component, where the class has a model
     meters = meters or MeterSettings()
     values += energy_values(result.energy, (int(a.done_ns[-1]) - int(a.issue_ns[0])) / 1e9, int(a.batch.sum()),
                             meters.country_iso, None if meters.enabled else "meters disabled for this run (--no-meters)")
@@ -340,6 +372,19 @@ def sandbox_policy(kind: str, allow_unsandboxed: bool) -> dict[str, Any]:
         raise RunError(refusal)
     return {"kind": kind, "allow_unsandboxed": bool(allow_unsandboxed), "needs_bwrap": kind in CODE_KINDS,
             "unsandboxed": refusal is not None}
+
+
+def apply_noise_model(values: list[MetricValue], fingerprint: dict | None, *, pooled: bool = False
+                      ) -> list[MetricValue]:
+    """Widen latency and throughput CIs by the machine class's between-run noise (heptathlon.bench.noise)."""
+    from heptathlon.bench.app.noise import load_noise_model
+    from heptathlon.bench.noise import NOISE_METRICS, widen_pooled, widen_single
+
+    model = load_noise_model(fingerprint)
+    if model is None:
+        return values
+    widen = widen_pooled if pooled else widen_single
+    return [widen(v, model) if v.name in NOISE_METRICS else v for v in values]
 
 
 def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None = None,
@@ -467,7 +512,7 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
                      db: str | None, out: RunOutcome) -> None:
     verify_stored_artifact(run_id, info["store"], info["sha256"])
     policy = sandbox_policy(info["manifest"].model.kind, info["allow_unsandboxed"])
-    profile = validate_runtime_sections(load_profile(info["profile"]))
+    profile, info["cores_record"] = resolve_cores(validate_runtime_sections(load_profile(info["profile"])))
     task = resolve_task(info["manifest"].task, info["store"])
     data = task.load()
     cfg = ScenarioConfig.from_params({k: v for k, v in info["params"].items() if k not in RUN_PARAMS})
@@ -497,16 +542,19 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
         sweep = summarize_sweep(result.sweep)
         values += sweep.values
     with deferred():  # a signal now waits for the commit; the run then counts as done
-        _store_success(run_id, owner, db, executor, outcome, values, sweep, group_rows, precision_record, policy)
+        _store_success(run_id, owner, db, executor, outcome, values, sweep, group_rows, precision_record, policy,
+                       info.get("cores_record"))
         out.status = RunStatus.SUCCEEDED
         out.isolation = result.controls.get("isolation")
-        out.metrics = {v.name: v for v in values}
+        # a metric's headline row, not a detail stored beside it (a detail only where it is all there is)
+        out.metrics = {v.name: v for v in values if is_detail(v.params)} | \
+            {v.name: v for v in values if not is_detail(v.params)}
         out.sweep = sweep.extra if sweep is not None else None
 
 
 def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Executor, outcome: WorkerOutcome,
                    values: list[MetricValue], sweep: Any, group_rows: list, precision_record: dict | None,
-                   policy: dict[str, Any]) -> None:
+                   policy: dict[str, Any], cores_record: dict | None = None) -> None:
     result, arrays = outcome.result, outcome.result.arrays
     with session_scope(db) as s:
         # The compare-and-set first: only the owner of a still-running run stores results.
@@ -524,7 +572,8 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
         run.controls = {**result.controls,
                         "sandbox": {**sbx, "unsandboxed": unsandboxed, "allow_unsandboxed": policy["allow_unsandboxed"]},
                         "worker_sandbox": outcome.sandbox,
-                        **({"precision": precision_record} if precision_record else {})}
+                        **({"precision": precision_record} if precision_record else {}),
+                        **({"cores_picked": cores_record} if cores_record else {})}
         run.software = result.machine["software"]  # software_context() on the worker's machine
         run.extra = {**(run.extra or {}), "describe": result.describe,
                      "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
@@ -543,16 +592,43 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
         Q.add_group_metrics(s, run_id, group_rows)
 
 
+def wait_quiet_for_run(run_id: str, timeout_s: float, *, db: str | None = None,
+                       on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``--wait-quiet``: before a run, wait (at most ``timeout_s``) until its cores are quiet,
+    i.e. busy at most the contention threshold (heptathlon.bench.contention). Returns the record."""
+    from heptathlon.bench.contention import contention_threshold
+
+    with session_scope(db) as s:
+        run = Q.get_run(s, run_id)
+        if run is None:
+            raise RunError(f"run {run_id}: no such run")
+        name = run.profile_name
+    profile = load_profile(name)
+    threshold = contention_threshold()
+
+    def progress(share: float, waited: float) -> None:
+        if on_wait:
+            on_wait(f"waiting for quiet cores for run {run_id[:8]} ({name}): busy {share:.0%} > {threshold:.0%}, "
+                    f"{waited:.0f}/{timeout_s:.0f} s")
+
+    return wait_for_quiet(profile, threshold, timeout_s, progress)
+
+
 def execute_queued(run_ids: list[str], *, db: str | None = None,
                    on_progress: Callable[[int, RunOutcome | None, str], None] | None = None,
-                   allow_unsandboxed: bool = False, trusted: bool | None = None) -> list[RunOutcome]:
+                   allow_unsandboxed: bool = False, trusted: bool | None = None,
+                   wait_quiet_s: float | None = None, on_wait: Callable[[str], None] | None = None
+                   ) -> list[RunOutcome]:
     """Execute runs one after another; a failing run never stops the others. A run another
     executor claimed first is skipped (its outcome has ``claimed=False``) and not returned.
-    SIGINT/SIGTERM stop the loop: the runs not started yet stay queued."""
+    SIGINT/SIGTERM stop the loop: the runs not started yet stay queued. With ``wait_quiet_s``,
+    each run first waits for its cores to be quiet (``wait_quiet_for_run``)."""
     outcomes = []
     for i, rid in enumerate(run_ids):
         if on_progress:
             on_progress(i, None, rid)
+        if wait_quiet_s:
+            wait_quiet_for_run(rid, wait_quiet_s, db=db, on_wait=on_wait)
         o = execute_run(rid, db=db, allow_unsandboxed=allow_unsandboxed, trusted=trusted)
         if o.claimed:
             outcomes.append(o)
@@ -621,8 +697,10 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
                 if any(m is None or m.value is None for m in ms):
                     continue
                 vals = [m.value for m in ms]
-                ci = ((float(np.mean([m.ci_low for m in ms])), float(np.mean([m.ci_high for m in ms])))
-                      if all(m.ci_low is not None and m.ci_high is not None for m in ms) else (None, None))
+                # each trial's sampling CI (before any between-run widening: pooling adds that once)
+                cis = [(m.params or {}).get("ci_sampling") or [m.ci_low, m.ci_high] for m in ms]
+                ci = ((float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis])))
+                      if all(c[0] is not None and c[1] is not None for c in cis) else (None, None))
                 if name == "throughput_sps" and all("window_s" in (m.params or {}) for m in ms):
                     total = sum(m.params["samples"] for m in ms) / sum(m.params["window_s"] for m in ms)
                     values.append(pool_trial_values(name, vals, m0.method, value=total, n=sum(m.n or 0 for m in ms),
@@ -630,6 +708,7 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
                 else:
                     values.append(pool_trial_values(name, vals, m0.method, ci=ci))
             ids = [r.id for r in trial_runs]
+            values = apply_noise_model(values, target.machine.specs if target.machine else None, pooled=True)
             values = [_with_params(v, group_id=group_id, trial_run_ids=ids) for v in values]
             s.flush()
             Q.add_measurements(s, target.id, values)

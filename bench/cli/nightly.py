@@ -41,6 +41,9 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
             retry_failed: bool = typer.Option(False, "--retry-failed",
                                               help="Run again the entries that failed earlier on this night "
                                                    "(default: a failed run is the night's result)."),
+            include_contended: bool = typer.Option(False, "--include-contended",
+                                                   help="Let runs marked contended (other processes used their "
+                                                        "cores) enter baselines."),
             trusted: bool = typer.Option(False, "--trusted", hidden=True,
                                          help="Refused: the nightly never runs a model in its measuring process."),
             db: Db = None,
@@ -74,15 +77,15 @@ def nightly(suite: Path = typer.Option(..., "--suite", help="The suite file (YAM
 
         dispatch = nightly_dispatcher(db=db, broker=broker, artifacts=artifacts, on_progress=fleet_progress)
     if schedule is None:
-        raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed, dispatch))
+        raise typer.Exit(_run_night(suite, parse_night(night), report_dir, db, retry_failed, dispatch, include_contended))
     if night is not None:
         raise OptionsError("--date and --schedule exclude each other: a scheduled night is dated by the day it fires")
     validate_cron(schedule)
-    _serve_schedule(schedule, suite, report_dir, db, retry_failed, dispatch)
+    _serve_schedule(schedule, suite, report_dir, db, retry_failed, dispatch, include_contended)
 
 
 def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optional[str], retry_failed: bool,
-               dispatch: Any = None) -> int:
+               dispatch: Any = None, include_contended: bool = False) -> int:
     from heptathlon.bench.app.nightly import run_nightly
     from heptathlon.bench.app.report import format_alert
 
@@ -92,26 +95,28 @@ def _run_night(suite: Path, night: date, report_dir: Optional[Path], db: Optiona
 
     err.print(f"nightly suite {suite} for {night.isoformat()}")
     o = run_nightly(suite, night=night, report_dir=report_dir, db=db, retry_failed=retry_failed, on_progress=progress,
-                    fleet=dispatch)
+                    fleet=dispatch, include_contended=include_contended)
     if o.lock_note:
         err.print(f"[yellow]{escape(o.lock_note)}[/]")
     reused = sum(e.action == "reused" for e in o.entries)
     counts = {k: sum(a.kind == k for a in o.report.alerts) for k in ("regression", "broke", "drift", "improvement")}
-    verdict = "[red]FAIL[/]" if o.report.open_alerts else "[green]PASS[/]"
+    verdict = "[red]FAIL[/]" if o.report.open_alerts or o.report.earlier_open else "[green]PASS[/]"
     out.print(f"{verdict} nightly {o.suite} {o.night.isoformat()}: {len(o.report.results)} series, "
               f"{counts['regression']} regression(s), {counts['broke']} broke, {counts['drift']} drift, "
               f"{counts['improvement']} improvement(s); {len(o.entries) - reused} entries run, {reused} reused")
     for a in o.report.alerts:
         state = "acknowledged" if o.report.is_acknowledged(a) else ("open" if a.blocking else "info")
         out.print(f"  alert {o.alert_ids.get(a.key, '?')} ({state}): {escape(format_alert(a))}", soft_wrap=True)
+    for line in o.report.earlier_open:
+        out.print(f"  still open from another night: {escape(line)}", soft_wrap=True)
     out.print(f"report: {o.paths.markdown}\njunit:  {o.paths.junit}")
-    if o.report.open_alerts:
+    if o.report.open_alerts or o.report.earlier_open:
         err.print("acknowledge with: heptathlon alerts ack ID   or accept a change with: heptathlon alerts expected ID")
     return o.exit_code
 
 
 def _serve_schedule(cron: str, suite: Path, report_dir: Optional[Path], db: Optional[str], retry_failed: bool,
-                    dispatch: Any = None) -> None:
+                    dispatch: Any = None, include_contended: bool = False) -> None:
     from heptathlon.bench.app.nightly import run_nightly_on_schedule
     from heptathlon.bench.app.schedule import next_fire_times
 
@@ -124,7 +129,7 @@ def _serve_schedule(cron: str, suite: Path, report_dir: Optional[Path], db: Opti
 
     def night_job(night: date) -> int:
         try:
-            code = _run_night(suite, night, report_dir, db, retry_failed, dispatch)
+            code = _run_night(suite, night, report_dir, db, retry_failed, dispatch, include_contended)
         except HeptathlonError as e:  # a bad suite edit or a held lock: say so, wait for the next night
             err.print(f"[red]error:[/] {escape(str(e))}")
             return e.exit_code

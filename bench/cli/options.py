@@ -46,3 +46,9 @@ SeqLengths = Annotated[Optional[str], typer.Option(
 AllowUnsandboxed = Annotated[bool, typer.Option(
     "--allow-unsandboxed", help="Run torch/torchscript/command submissions even where bubblewrap is missing; "
                                 "such runs are labelled unsandboxed. Only for code you trust.")]
+WaitQuiet = Annotated[bool, typer.Option(
+    "--wait-quiet", help="Before each run, wait until its cores are quiet (busy at most the contention threshold, "
+                         "HEPTATHLON_CONTENTION_MAX, default 10%), as pyperf asks for a tuned machine.")]
+WaitQuietTimeout = Annotated[float, typer.Option(
+    "--wait-quiet-timeout", help="Seconds to wait for quiet cores before running anyway (the run is then "
+                                 "likely marked contended).")]

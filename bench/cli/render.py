@@ -36,7 +36,8 @@ def cell(m) -> str:
     if m is None:
         return "[dim]not measured[/]"
     if m.value is None:
-        return "[dim]n/a[/]"
+        below = (getattr(m, "params", None) or {}).get("below_resolution")
+        return "[dim]<res.[/]" if below else "[dim]n/a[/]"  # below the meter's resolution (docs/energy.md)
     s = fmt(m.value)
     if m.ci_low is not None and m.ci_high is not None and m.ci_high != m.ci_low and m.value:
         half = max(m.value - m.ci_low, m.ci_high - m.value) / abs(m.value) * 100
@@ -44,6 +45,15 @@ def cell(m) -> str:
     if m.method.startswith("estimate:"):
         s += " [yellow](est.)[/]"
     return s
+
+
+def contended_mark(m) -> str:
+    """' (contended 34%)' for a run whose contention_share row marks it, else ''."""
+    from heptathlon.bench.contention import is_contended
+
+    if m is None or m.value is None or not is_contended(m.params):
+        return ""
+    return f" [red](contended {m.value:.0%})[/]"
 
 
 def progress() -> Progress:
@@ -108,10 +118,11 @@ def print_failure(error: str | None, stderr_tail: str | None) -> None:
 
 
 def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs", *,
-                          allow_unsandboxed: bool = False, trusted: bool | None = None):
+                          allow_unsandboxed: bool = False, trusted: bool | None = None,
+                          wait_quiet_s: float | None = None):
     from heptathlon.bench.app.service import execute_queued
 
     with RichProgress() as prog:
         prog.phase(label, len(run_ids))
         return execute_queued(run_ids, db=db, on_progress=prog.on_run, allow_unsandboxed=allow_unsandboxed,
-                              trusted=trusted)
+                              trusted=trusted, wait_quiet_s=wait_quiet_s, on_wait=prog.step)

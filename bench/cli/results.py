@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import Db, Json
-from heptathlon.bench.cli.render import OPTIONAL_COLUMNS, SHORT, cell, err, out
+from heptathlon.bench.cli.render import OPTIONAL_COLUMNS, SHORT, cell, contended_mark, err, out
 from heptathlon.bench.errors import OptionsError
 from heptathlon.bench.metrics import HEADLINE, METRICS
 
@@ -19,19 +19,25 @@ def results(task: Annotated[Optional[str], typer.Option("--task")] = None,
             scenario: Annotated[Optional[str], typer.Option("--scenario", "-s")] = None,
             rank_by: Annotated[str, typer.Option(
                 "--rank-by", help="Metric to rank by (ties where 95% CIs overlap).")] = "latency_p50_ms",
+            include_contended: Annotated[bool, typer.Option(
+                "--include-contended", help="Rank runs marked contended too (other processes used their cores).")]
+            = False,
             as_json: Json = False,
             db: Db = None) -> None:
     """The leaderboard: latest results per submission, profile and scenario, with tie-aware ranks."""
-    print_leaderboard(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by, as_json=as_json)
+    print_leaderboard(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by, as_json=as_json,
+                      include_contended=include_contended)
 
 
 def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile: Optional[str] = None,
-                      scenario: Optional[str] = None, rank_by: str = "latency_p50_ms", as_json: bool = False) -> None:
+                      scenario: Optional[str] = None, rank_by: str = "latency_p50_ms", as_json: bool = False,
+                      include_contended: bool = False) -> None:
     from heptathlon.bench.app.service import leaderboard_groups
 
     if rank_by not in METRICS:
         raise OptionsError(f"--rank-by: unknown metric {rank_by!r}; known: {', '.join(sorted(METRICS))}")
-    groups = leaderboard_groups(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by)
+    groups = leaderboard_groups(db, task=task, profile=profile, scenario=scenario, rank_by=rank_by,
+                                include_contended=include_contended)
     if as_json:
         print(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for g in groups for r in g["rows"]],
                          default=str))
@@ -57,12 +63,15 @@ def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile:
                 name += " [yellow](unsandboxed)[/]" if r.get("unsandboxed") else ""
                 if r.get("isolation") == "trusted-in-process":  # --trusted: never ranked, always marked
                     name += " [yellow](trusted: in-process, unranked)[/]"
+                name += contended_mark(r["_m"].get("contention_share"))
                 t.add_row(g["profile"] if i == 0 else "", r["rank"], name, r["kind"],
                           *[cell(r["_m"].get(n)) for n in cols], end_section=i == len(g["rows"]) - 1)
         out.print(t)
     err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
               "Estimated values are marked (est.) and never ranked against measured ones; "
-              "--trusted runs (model in the measuring process) are marked and never ranked.[/]")
+              "--trusted runs (model in the measuring process) are marked and never ranked. "
+              + ("Contended runs are ranked too (--include-contended).[/]" if include_contended else
+                 "Runs marked (contended) are not ranked: other processes used their cores.[/]"))
 
 
 def fairness(submission: Annotated[str, typer.Argument(help="Submission name (as in its submission.yaml).")],
@@ -77,6 +86,7 @@ def fairness(submission: Annotated[str, typer.Argument(help="Submission name (as
     ft = compute_disparity(submission, reference=reference, db=db)
     if as_json:
         print(json.dumps({"submission": ft.submission, "task": ft.task, "reference": ft.reference,
+                          "majority_baseline": ft.majority,
                           "attributes": {a: [{"profile": p, "run_id": rid, "summary": disparity_summary_rows(rep),
                                               "groups": disparity_rows(rep)} for p, rid, rep in items]
                                          for a, items in ft.reports.items()}}))
@@ -90,10 +100,18 @@ def fairness(submission: Annotated[str, typer.Argument(help="Submission name (as
             rows = disparity_rows(rep)
             for c in rows[0].keys():
                 t.add_column(c, justify="right" if c != "group" else "left")
+            maj = (ft.majority or {}).get(attr, {})
+            if maj:  # accuracy means little beside the constant answer's
+                t.add_column("majority baseline", justify="right")
             for r in rows:
-                t.add_row(*[("[yellow]" + v + "[/]") if k == "small" and v not in ("", "no", "False") else v
-                            for k, v in r.items()])
+                cells = [("[yellow]" + v + "[/]") if k == "small" and v not in ("", "no", "False") else v
+                         for k, v in r.items()]
+                if maj:
+                    cells.append(f"{maj[r['group']]:.3f}" if r.get("group") in maj else "")
+                t.add_row(*cells)
             out.print(t)
+            if maj:
+                err.print(f"[dim]majority-class baseline (always the majority answer): {maj['overall']:.4f} overall[/]")
             s = Table(show_header=True, title_justify="left")
             for c in ("quantity", "value", "ci", "n"):
                 s.add_column(c)

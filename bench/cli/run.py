@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import (Adaptive, AllowUnsandboxed, CiTarget, Db, Folder, MaxBatch, MaxWaitMs,
-                                          PoissonLambda, Qps, Repeats, Runtimes, SeqLengths, SloMs)
+                                          PoissonLambda, Qps, Repeats, Runtimes, SeqLengths, SloMs, WaitQuiet,
+                                          WaitQuietTimeout)
 from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out, print_failure
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.run_status import RunStatus
@@ -28,6 +29,7 @@ def submit(ctx: typer.Context, folder: Folder,
            ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
            seq_lengths: SeqLengths = None,
            allow_unsandboxed: AllowUnsandboxed = False,
+           wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0,
            db: Db = None,
            fleet: Annotated[bool, typer.Option(
                "--fleet", help="Dispatch the runs to the measuring fleet's queues (docs/fleet.md).")] = False,
@@ -56,7 +58,8 @@ def submit(ctx: typer.Context, folder: Folder,
     ids = queue_runs(folder, opts.profiles, opts.scenario_configs(), db=db, **opts.queue_kwargs())
     err.print(f"queued {len(ids)} run(s) for {folder}")
     if run_now:
-        outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed)
+        outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed,
+                                         wait_quiet_s=wait_quiet_timeout if wait_quiet else None)
         pool_groups_of(ids, db=db)
         if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
             raise typer.Exit(1)
@@ -70,7 +73,8 @@ Trusted = Annotated[bool, typer.Option(
                       "marked and never ranked; the nightly refuses them.")]
 
 
-def execute(allow_unsandboxed: AllowUnsandboxed = False, db: Db = None, trusted: Trusted = False) -> None:
+def execute(allow_unsandboxed: AllowUnsandboxed = False, db: Db = None, trusted: Trusted = False,
+            wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0) -> None:
     """Execute every queued run."""
     from heptathlon.bench.app.service import pool_groups_of, queued_run_ids
 
@@ -80,7 +84,8 @@ def execute(allow_unsandboxed: AllowUnsandboxed = False, db: Db = None, trusted:
         return
     if trusted:
         err.print("[yellow]--trusted:[/] torch/torchscript models run in the measuring process; these runs are marked")
-    outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed, trusted=trusted or None)
+    outcomes = execute_with_progress(ids, db, allow_unsandboxed=allow_unsandboxed, trusted=trusted or None,
+                                     wait_quiet_s=wait_quiet_timeout if wait_quiet else None)
     pool_groups_of(ids, db=db)  # trials queued by `submit --trials k`
     if any(o.status != RunStatus.SUCCEEDED for o in outcomes):
         raise typer.Exit(1)
@@ -111,6 +116,7 @@ def run(ctx: typer.Context, folder: Folder,
         max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
         ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
         seq_lengths: SeqLengths = None,
+        wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON object and nothing else on stdout.")] = False,
         trusted: Trusted = False,
@@ -119,7 +125,8 @@ def run(ctx: typer.Context, folder: Folder,
     import uuid
 
     from heptathlon.bench.app.options import EnergyOptions, RunOptions
-    from heptathlon.bench.app.service import RunOutcome, execute_run, pool_trials, queue_runs, record_rejected
+    from heptathlon.bench.app.service import (RunOutcome, execute_run, pool_trials, queue_runs, record_rejected,
+                                              wait_quiet_for_run)
 
     cfgs = None
     group_id = str(uuid.uuid4())
@@ -138,6 +145,11 @@ def run(ctx: typer.Context, folder: Folder,
         for k, rid in enumerate(ids):
             label = f" (trial {k + 1}/{len(ids)})" if len(ids) > 1 else ""
             prog.phase(f"{folder.name} on {profile}/{scenario}{label}", total=None)
+            if wait_quiet:
+                rec = wait_quiet_for_run(rid, wait_quiet_timeout, db=db, on_wait=prog.step)
+                if not rec["quiet"]:
+                    err.print(f"[yellow]cores {rec['cores']} still {rec['busy_share']:.0%} busy after "
+                              f"{rec['waited_s']:.0f} s; running anyway (the run will likely be marked contended)[/]")
             o = execute_run(rid, db=db, allow_unsandboxed=allow_unsandboxed)
             if not o.claimed:  # a concurrent `heptathlon execute` took it first
                 o.error = f"{o.note}; another executor claimed it first (see: heptathlon runs show {rid[:8]})"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from heptathlon.bench.contention import ContentionTrace
 from heptathlon.bench.types import WorkerJob, WorkerResult
 from heptathlon.runners.meters.memory import MemoryReading
 
@@ -32,6 +33,7 @@ class WorkerOutcome:
     cgroup_peak: MemoryReading | None = None  # the run cgroup's exact counter, where the run had one
     sandbox: dict[str, Any] = field(default_factory=dict)  # the worker's own isolation (the model's is in result.controls)
     log_bytes: int | None = None  # the worker log's full size (the stored log keeps head and tail)
+    contention: ContentionTrace | None = None  # the run's cores, sampled by the parent (bench/contention.py)
 
     @property
     def ok(self) -> bool:

@@ -21,6 +21,7 @@ from heptathlon.bench.profile import Profile
 from heptathlon.bench.types import WorkerFailure, WorkerJob, WorkerResult, WorkerResultError
 from heptathlon.runners.controls import control_env, create_run_cgroup, memory_limit_kill_reason, validate_profile_for_machine
 from heptathlon.runners.executors.base import Executor, WorkerOutcome
+from heptathlon.runners.meters.contention import ContentionSampler
 from heptathlon.runners.meters.tree_rss import TreeRssSampler
 from heptathlon.runners.executors.logcap import BoundedLog, read_tail
 from heptathlon.runners.sandbox import scrub_env
@@ -80,6 +81,7 @@ class LocalExecutor(Executor):
                 os.close(wfd)
             log = BoundedLog(log_path).drain(rfd)
             sampler = TreeRssSampler(proc.pid).start()
+            contention = ContentionSampler(proc.pid, profile.cpu.cores).start()
             timed_out = False
             try:
                 code = proc.wait(timeout=timeout_s)
@@ -89,11 +91,12 @@ class LocalExecutor(Executor):
                 code = proc.wait()
             finally:
                 tree_rss = sampler.stop()
+                trace = contention.stop()
                 _kill_group(proc)  # a command submission's children must not outlive the run
                 log_bytes = log.close()
             out = WorkerOutcome(result=None, error=None, stderr_tail=read_tail(log_path, STDERR_TAIL_CHARS),
                                 exit_code=code, spawn_time=spawn_time, wall_s=time.time() - spawn_time,
-                                tree_rss=tree_rss, cgroup_peak=cgroup.peak_memory(),
+                                tree_rss=tree_rss, cgroup_peak=cgroup.peak_memory(), contention=trace,
                                 sandbox={"active": False, "mechanism": None, "role": "measuring worker",
                                          "isolation": ["scrubbed-env", "harness-code-only", "private-run-dir"],
                                          "env_dropped": dropped},

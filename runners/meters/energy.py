@@ -75,6 +75,9 @@ class IdleBaseline:
     method: Mapping[str, str]
     duration_s: float
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    # The estimator's noise: SD of the mean power over ``repeats`` idle sub-windows, per domain.
+    power_sd_w: Mapping[str, float] = field(default_factory=dict)
+    repeats: int = 1
 
     @classmethod
     def from_readings(cls, readings: Iterable[EnergyReading]) -> "IdleBaseline":
@@ -91,27 +94,67 @@ class IdleBaseline:
         duration = max((t.duration_s for t in totals.values()), default=0.0)
         return cls(power_w=power, method=method, duration_s=duration, unavailable=missing)
 
+    @classmethod
+    def from_repeats(cls, windows: Sequence[Sequence[EnergyReading]]) -> "IdleBaseline":
+        """One baseline from repeated idle windows: the mean power, and its spread between windows."""
+        import numpy as np
+
+        parts = [cls.from_readings(w) for w in windows]
+        first = parts[0]
+        domains = [d for d in first.power_w if all(d in p.power_w for p in parts)]
+        power = {d: float(np.mean([p.power_w[d] for p in parts])) for d in domains}
+        sd = {d: float(np.std([p.power_w[d] for p in parts], ddof=1)) for d in domains} if len(parts) > 1 else {}
+        missing = {**{d: why for p in parts for d, why in p.unavailable.items()},
+                   **{d: "not measured in every idle window" for d in first.power_w if d not in domains}}
+        return cls(power_w=power, method={d: first.method[d] for d in domains},
+                   duration_s=sum(p.duration_s for p in parts), unavailable=missing, power_sd_w=sd,
+                   repeats=len(parts))
+
     def to_json(self) -> dict[str, Any]:
         return {"power_w": dict(self.power_w), "method": dict(self.method), "duration_s": self.duration_s,
-                "unavailable": dict(self.unavailable)}
+                "unavailable": dict(self.unavailable), "power_sd_w": dict(self.power_sd_w), "repeats": self.repeats}
 
 
-def measure_idle_power(meters: Sequence[Meter] | Any, seconds: float) -> IdleBaseline:
-    """Run the meters over an idle window of ``seconds`` and return the mean power per domain.
+IDLE_REPEATS = 3  # idle sub-windows: their spread is the estimator's noise (energy below resolution)
 
-    The window is stretched to :func:`required_window_s` if it is shorter. Call it in the
+
+def measure_idle_power(meters: Sequence[Meter] | Any, seconds: float, repeats: int = IDLE_REPEATS) -> IdleBaseline:
+    """Run the meters over ``repeats`` idle windows of ``seconds / repeats`` each and return the
+    mean power per domain and its spread between windows (the estimator's noise).
+
+    Each window is stretched to :func:`required_window_s` if it is shorter. Call it in the
     worker after the model is loaded and warmed up, right before the timed window, with
     nothing running: the baseline is then the draw of the loaded-but-idle machine.
     """
     meters = list(getattr(meters, "meters", meters))  # a MeterSelection or a list of meters
-    seconds = max(seconds, required_window_s(meters))
-    for m in reversed(meters):
-        m.start()
-    time.sleep(seconds)  # this wait is the measurement itself, not synchronisation
-    readings: list[EnergyReading] = []
-    for m in meters:
-        readings.extend(m.stop())
-    return IdleBaseline.from_readings(readings)
+    repeats = max(1, int(repeats))
+    each = max(seconds / repeats, required_window_s(meters))
+    windows = []
+    for _ in range(repeats):
+        for m in reversed(meters):
+            m.start()
+        time.sleep(each)  # this wait is the measurement itself, not synchronisation
+        readings: list[EnergyReading] = []
+        for m in meters:
+            readings.extend(m.stop())
+        windows.append(readings)
+    return IdleBaseline.from_repeats(windows)
+
+
+RESOLUTION_Z = 2.0  # a net value within 2 SD of the idle noise is below resolution
+
+
+def net_resolution_j(idle: IdleBaseline, domains: Iterable[str], window_s: float) -> float | None:
+    """The smallest net energy over ``window_s`` this baseline can tell from zero: RESOLUTION_Z x the SD
+    of (window draw - baseline), with the window's idle draw as noisy as one idle sub-window's and the
+    baseline the mean of ``repeats``: sd_P x window x sqrt(1 + 1/repeats), summed over domains in
+    quadrature. None without repeated idle windows."""
+    import math
+
+    sds = [idle.power_sd_w[d] for d in domains if d in idle.power_sd_w]
+    if idle.repeats < 2 or not sds:
+        return None
+    return RESOLUTION_Z * math.sqrt(sum(sd ** 2 for sd in sds)) * window_s * math.sqrt(1 + 1 / idle.repeats)
 
 
 def energy_metrics(readings: Iterable[EnergyReading], idle: IdleBaseline | None, window_s: float,
@@ -163,6 +206,17 @@ def energy_metrics(readings: Iterable[EnergyReading], idle: IdleBaseline | None,
     net_j = gross_j - sum(idle_j.values())
     net_method = combine_methods([gross_method, *(idle.method[d] for d in available)])
     net_params = {**params, "idle_power_w": {d: idle.power_w[d] for d in available}, "idle_j": idle_j}
+    resolution = net_resolution_j(idle, available, window_s)
+    if resolution is not None:
+        net_params |= {"resolution_j": resolution, "idle_power_sd_w": {d: idle.power_sd_w.get(d) for d in available},
+                       "idle_repeats": idle.repeats}
+    if resolution is not None and abs(net_j) <= resolution:  # never a negative, never a ranked number
+        why = (f"below resolution: net {net_j:+.4g} J is within the idle baseline's noise (+-{resolution:.4g} J "
+               f"over {window_s:.3g} s, {RESOLUTION_Z:g} SD of {idle.repeats} idle windows); gross {gross_j:.4g} J "
+               "is stored")
+        for name in ("energy_j", "energy_per_sample_j", "co2_g"):
+            out.append(MetricValue.unavailable(name, why, **net_params, below_resolution=True, raw_net_j=net_j))
+        return out
     net_notes = list(notes)
     if net_j < 0:
         net_notes.append(f"net energy is negative ({net_j:.4g} J): the work drew less than the idle baseline's "

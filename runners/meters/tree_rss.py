@@ -18,7 +18,11 @@ DEFAULT_INTERVAL_S = 0.05
 
 
 def tree_rss_bytes(proc: psutil.Process) -> int:
-    """RSS of ``proc`` and its descendants now; raises psutil.NoSuchProcess once ``proc`` is gone."""
+    """RSS of ``proc`` and its descendants now; raises psutil.NoSuchProcess once ``proc`` is gone.
+
+    RSS counts a page shared by several processes of the tree (the interpreter, shared
+    libraries, a forked model's copy-on-write pages) once per process: :func:`tree_pss_bytes`
+    does not."""
     if not proc.is_running():  # also catches a reused PID: is_running compares the creation time
         raise psutil.NoSuchProcess(proc.pid)
     total = 0
@@ -30,14 +34,39 @@ def tree_rss_bytes(proc: psutil.Process) -> int:
     return total
 
 
-class TreeRssSampler:
-    """Peak tree RSS of ``pid`` from ``start()`` until ``stop()`` or until the process exits."""
+def tree_pss_bytes(proc: psutil.Process, fallbacks: list[int] | None = None) -> int:
+    """PSS (proportional set size: each shared page divided among the processes that map it) of
+    ``proc`` and its descendants, so the tree's shared pages are counted once in all. A process
+    whose smaps cannot be read counts its RSS, and is appended to ``fallbacks``."""
+    if not proc.is_running():
+        raise psutil.NoSuchProcess(proc.pid)
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.AccessDenied:
+            try:
+                total += p.memory_info().rss
+                if fallbacks is not None:
+                    fallbacks.append(p.pid)
+            except psutil.Error:
+                pass
+        except (psutil.NoSuchProcess, AttributeError):
+            pass
+    return total
 
-    method = "sampled:psutil-tree"
+
+class TreeRssSampler:
+    """Peak tree PSS of ``pid`` from ``start()`` until ``stop()`` or until the process exits
+    (the class keeps its name: it is the sampled tree-memory meter)."""
+
+    method = "sampled:psutil-tree-pss"
 
     def __init__(self, pid: int, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self._proc = psutil.Process(pid)
-        self._sampler = PeriodicSampler(lambda: tree_rss_bytes(self._proc), interval_s, name="rss-sampler")
+        self._fallbacks: list[int] = []
+        self._sampler = PeriodicSampler(lambda: tree_pss_bytes(self._proc, self._fallbacks), interval_s,
+                                        name="rss-sampler")
 
     def start(self) -> "TreeRssSampler":
         try:
@@ -51,4 +80,8 @@ class TreeRssSampler:
         # the normal end of a run, and the samples taken until then are the reading.
         samples = self._sampler.stop()
         peak = int(max((v for _, v in samples), default=0))
-        return MemoryReading(peak, self.method, n=len(samples), note="peak over the worker's process tree, load included")
+        method = self.method if not self._fallbacks else "sampled:psutil-tree-pss+rss"
+        note = "peak PSS summed over the worker's process tree (shared pages counted once), load included"
+        if self._fallbacks:
+            note += f"; RSS for {len(set(self._fallbacks))} process(es) whose smaps were not readable"
+        return MemoryReading(peak, method, n=len(samples), note=note)

@@ -771,3 +771,41 @@ def test_gpu_memory_sampler_counts_child_processes():
         child.stdin.close()
         child.wait()
     assert reading.peak_bytes == 700
+
+
+def test_net_energy_within_the_idle_noise_is_below_resolution_never_negative():
+    noisy = IdleBaseline.from_repeats([[cpu(20.0, 2.0, "estimate:codecarbon")], [cpu(26.0, 2.0, "estimate:codecarbon")],
+                                       [cpu(14.0, 2.0, "estimate:codecarbon")]])
+    assert noisy.repeats == 3 and noisy.power_w["cpu_package"] == pytest.approx(10.0)
+    assert noisy.power_sd_w["cpu_package"] == pytest.approx(3.0)
+    # window 2 s: resolution 2 * 3 W * 2 s * sqrt(4/3) = 13.9 J
+    values = metrics_by_name(energy_metrics([cpu(15.0, method="estimate:codecarbon")], noisy, 2.0, 10))
+    assert values["energy_gross_j"].value == pytest.approx(15.0)
+    for name in ("energy_j", "energy_per_sample_j", "co2_g"):
+        v = values[name]
+        assert v.value is None and "below resolution" in v.note and v.params["below_resolution"]
+    assert values["energy_j"].params["raw_net_j"] == pytest.approx(-5.0)
+    assert values["energy_j"].params["resolution_j"] == pytest.approx(2 * 3.0 * 2.0 * (4 / 3) ** 0.5)
+    loud = metrics_by_name(energy_metrics([cpu(60.0, method="estimate:codecarbon")], noisy, 2.0, 10))
+    assert loud["energy_j"].value == pytest.approx(40.0) and loud["energy_j"].params["resolution_j"] > 0
+
+
+def test_idle_power_is_measured_in_repeated_windows(monkeypatch):
+    import heptathlon.runners.meters.energy as E
+
+    class Fake:
+        min_window_s = 0.0
+        n = 0
+
+        def start(self):
+            pass
+
+        def stop(self):
+            Fake.n += 1
+            return [cpu(10.0 * Fake.n, 1.0, "estimate:fake")]
+
+    monkeypatch.setattr(E.time, "sleep", lambda s: None)
+    idle = E.measure_idle_power([Fake()], seconds=3.0)
+    assert idle.repeats == 3 and idle.power_w["cpu_package"] == pytest.approx(20.0 / (3.0 / 3) * 1.0)
+    assert idle.power_sd_w["cpu_package"] == pytest.approx(10.0)
+    assert IdleBaseline(**idle.to_json()) == idle
