@@ -251,8 +251,9 @@ def _unshare_script(workdir: Path, writable: list[Path], hidden_extra: Iterable[
         lines += [f"mkdir -p {q(str(p))}", f"mount --rbind {stash}/{i} {q(str(p))}"]
         if not rw:
             lines.append(f"mount -o remount,bind,ro {q(str(p))}")
-    for d in extra:  # after the binds, so that none re-exposes them
-        if not _under_any(d, std):
+    bound = [p for p, _ in binds]
+    for d in extra:  # after the binds, so that none re-exposes them (e.g. a checkout under /tmp)
+        if not _under_any(d, std) or _strictly_under(d, bound):
             lines.append(f"mount -t tmpfs -o mode=755 tmpfs {q(str(d))}")
     for i in range(len(binds)):
         lines.append(f"umount -l {stash}/{i}")
