@@ -200,8 +200,34 @@ def run_job(job: WorkerJob) -> WorkerResult:
                               answers={"quality_pass": quality, "consistency": consistency})
 
 
+HARNESS_PID_ENV = "HEPTATHLON_HARNESS_PID"
+
+
+def die_with_harness() -> None:
+    """PR_SET_PDEATHSIG: this worker is SIGKILLed when the harness that started it dies.
+
+    The worker runs outside the sandbox (whose --die-with-parent covered it before), so a
+    SIGKILLed harness must not leave it measuring; its model process dies with it in turn
+    (bwrap --die-with-parent, setpriv --pdeathsig). ``HEPTATHLON_HARNESS_PID`` closes the race
+    of a harness that died before the call: then the worker exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    expected = os.environ.get(HARNESS_PID_ENV)
+    if expected and expected.isdigit() and os.getppid() != int(expected):
+        os._exit(137)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    die_with_harness()
     job = WorkerJob.model_validate_json(Path(argv[0]).read_bytes())
     from heptathlon.runners.model_channel import stop_all
 

@@ -36,7 +36,8 @@ def worker_extra_env(profile: Profile) -> dict[str, str]:
 
     # The harness's own sandbox choice travels on: the worker starts the model process with it.
     sandbox = {SANDBOX_ENV: os.environ[SANDBOX_ENV]} if os.environ.get(SANDBOX_ENV) else {}
-    return {**control_env(profile), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **sandbox}
+    return {**control_env(profile), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **sandbox,
+            "HEPTATHLON_HARNESS_PID": str(os.getpid())}  # the worker dies with this process (worker.die_with_harness)
 
 
 def tail(path: Path, limit: int = STDERR_TAIL_CHARS) -> str:

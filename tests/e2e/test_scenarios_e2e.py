@@ -180,7 +180,7 @@ def test_trials_store_per_trial_and_pooled_statistics(examples, sqlite_url, monk
     rows = json.loads(cli("results", "--json", db=sqlite_url).stdout)
     assert len(rows) == 1 and rows[0]["trials"] == 2
     assert rows[0]["metrics"]["latency_p50_ms"]["n"] == per_trial_n
-    monkeypatch.setenv("COLUMNS", "400")  # a wide console: Rich must not wrap the cell being checked
+    monkeypatch.setenv("COLUMNS", "1000")  # a wide console: Rich must not wrap the cell being checked
     assert "pooled, 2 trials" in cli("results", db=sqlite_url).stdout
 
 
