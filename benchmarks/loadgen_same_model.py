@@ -23,7 +23,6 @@ the median over rounds (range in brackets). ``--cpu N`` pins the process to one 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -65,35 +64,11 @@ def heptathlon(predict, prepared: list, n: int) -> float:
 
 
 def loadgen(call, feeds: list, n: int, outdir: Path) -> float:
-    import mlperf_loadgen as lg
+    """LoadGen SingleStream p50 (us) over the same calls: the one driver, in harness_overhead.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from harness_overhead import loadgen_single_stream
 
-    def issue(query_samples):
-        for q in query_samples:
-            call(feeds[q.index])
-        lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in query_samples])
-
-    settings = lg.TestSettings()
-    settings.scenario = lg.TestScenario.SingleStream
-    settings.mode = lg.TestMode.PerformanceOnly
-    settings.single_stream_expected_latency_ns = 20000
-    settings.min_query_count = settings.max_query_count = n
-    settings.min_duration_ms = 0
-    log = lg.LogSettings()
-    log.log_output.outdir = str(outdir)
-    log.log_output.copy_summary_to_stdout = False
-    sut = lg.ConstructSUT(issue, lambda: None)
-    qsl = lg.ConstructQSL(len(feeds), len(feeds), lambda s: None, lambda s: None)
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, settings, log)
-    finally:
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-    for line in (outdir / "mlperf_log_detail.txt").read_text().splitlines():
-        if line.startswith(":::MLLOG"):
-            d = json.loads(line[len(":::MLLOG"):])
-            if d["key"] == "result_50.00_percentile_latency_ns":
-                return d["value"] / 1e3
-    raise RuntimeError("LoadGen wrote no p50")
+    return loadgen_single_stream(call, feeds, n, outdir)["p50_us"]
 
 
 def main() -> None:
