@@ -14,7 +14,7 @@ import streamlit as st
 
 import heptathlon.bench.framework_tax  # noqa: F401  registers batch_knee and fixed_overhead_ms in METRICS
 from heptathlon.bench.metrics import METRICS
-from heptathlon.dashboard.scoring import Value, format_si, format_value
+from heptathlon.dashboard.scoring import Value, format_si
 from heptathlon.db import dashboard_queries as DQ
 from heptathlon.db.session import default_url
 
@@ -99,24 +99,6 @@ def entries_from(measurements: pd.DataFrame) -> dict[str, dict[str, Value]]:
     for row in measurements.to_dict("records"):
         out.setdefault(row["run_id"], {})[row["metric"]] = to_value(row)
     return out
-
-
-def describe_value(v: Value | None, unit: str = "") -> str:
-    """Tooltip text: CI, n, method and note."""
-    if v is None:
-        return "not stored for this run"
-    parts = []
-    if v.value is not None:
-        if v.ci_low is not None and v.ci_high is not None:
-            parts.append(f"95% CI [{format_value(v.ci_low, unit)}, {format_value(v.ci_high, unit)}] {unit}".strip())
-        else:
-            parts.append("no CI (a single observation or a derived value)")
-    if v.n is not None:
-        parts.append(f"n = {v.n}")
-    parts.append(f"method: {v.method or 'unknown'}")
-    if v.note:
-        parts.append(str(v.note))
-    return " · ".join(parts)
 
 
 def opt(x: Any) -> Any:
