@@ -22,6 +22,12 @@ class SampleKind(StrEnum):
     LATENCY_NS = "latency_ns"  # per query: completion minus issue (or scheduled arrival), perf_counter_ns
     PREDICTIONS = "predictions"  # the model's output per example, in the task's fixed order
     SCORES = "scores"  # per-example scores (float32), for threshold-free fairness metrics
+    # the generate scenario (docs/generate.md), per request in request order; ITL over all gaps
+    TTFT_NS = "ttft_ns"
+    ITL_NS = "itl_ns"
+    E2E_NS = "e2e_ns"
+    PROMPT_TOKENS = "prompt_tokens"
+    OUTPUT_TOKENS = "output_tokens"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,37 @@ _SPECS = [
                "Whitespace-separated input words processed per second over the timed window (Pentathlon's)."),
     MetricSpec("tokenize_ms", "ms", "latency", True,
                "Median tokenisation time per query, outside the timed model call (transformers and onnx on text)."),
+    # The generate scenario (docs/generate.md): token times stamped by the harness on receipt.
+    MetricSpec("ttft_p50_ms", "ms", "latency", True,
+               "Median time to first token: request arrival (scheduled, under Poisson load) to the first "
+               "streamed token (MLPerf LLM, guidellm).", SampleKind.TTFT_NS),
+    MetricSpec("ttft_p90_ms", "ms", "latency", True, "90th percentile time to first token.", SampleKind.TTFT_NS),
+    MetricSpec("ttft_p99_ms", "ms", "latency", True, "99th percentile time to first token.", SampleKind.TTFT_NS),
+    MetricSpec("itl_p50_ms", "ms", "latency", True,
+               "Median inter-token latency, over all gaps between consecutive streamed tokens of every "
+               "request (vLLM's ITL).", SampleKind.ITL_NS),
+    MetricSpec("itl_p90_ms", "ms", "latency", True, "90th percentile inter-token latency, over all gaps.",
+               SampleKind.ITL_NS),
+    MetricSpec("itl_p99_ms", "ms", "latency", True, "99th percentile inter-token latency, over all gaps.",
+               SampleKind.ITL_NS),
+    MetricSpec("tpot_ms", "ms", "latency", True,
+               "Median over requests of time per output token, (e2e - ttft) / (output tokens - 1) "
+               "(MLPerf LLM's TPOT, vLLM's TPOT)."),
+    MetricSpec("e2e_p50_ms", "ms", "latency", True, "Median request latency: arrival to final answer.",
+               SampleKind.E2E_NS),
+    MetricSpec("e2e_p99_ms", "ms", "latency", True, "99th percentile request latency: arrival to final answer.",
+               SampleKind.E2E_NS),
+    MetricSpec("output_tokens_per_s", "1/s", "throughput", False,
+               "Output tokens of all requests over the timed window (aggregate)."),
+    MetricSpec("output_tokens_per_s_per_request", "1/s", "throughput", False,
+               "Median over requests of output tokens / (final answer - first token): tokens/s one user sees."),
+    MetricSpec("requests_per_s", "1/s", "throughput", False, "Completed requests over the timed window."),
+    MetricSpec("prefill_tokens_per_s", "1/s", "throughput", False,
+               "Prompt tokens of all requests over the sum of their TTFTs (prefill rate, queueing included)."),
+    MetricSpec("energy_per_token_j", "J", "energy", True, "Net energy over output tokens."),
+    MetricSpec("max_rate_within_slo", "requests/s", "throughput", False,
+               "Generate with TTFT and TPOT SLOs: the largest probed request rate whose p99 TTFT and p99 TPOT "
+               "both stayed within them."),
     MetricSpec("peak_rss_mb", "MB", "memory", True, "Peak resident memory of the worker's process tree."),
     MetricSpec("gpu_peak_mb", "MB", "memory", True, "Peak GPU memory used by the worker's processes."),
     MetricSpec("load_s", "s", "latency", True, "Cold start: process spawn to model ready."),
