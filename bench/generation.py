@@ -21,10 +21,11 @@ import numpy as np
 
 from heptathlon.bench.errors import ModelError
 from heptathlon.bench.metrics import MetricValue
-from heptathlon.bench.stats import mean_ci, percentile_ci
+from heptathlon.bench.stats import percentile_ci
 
 METHOD = "timer:perf_counter_ns"
 MAX_TOKENS_PER_LINE = 4096  # a "tokens" list longer than this in one line is absurd, not a batch
+MAX_PROMPT_TOKENS = 10_000_000
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 
 
@@ -39,6 +40,7 @@ class RequestTrace:
     final_ns: int | None = None
     output_tokens: int | None = None  # the count the final answer declares
     text: str | None = None
+    prompt_tokens_declared: bool = False  # the submission's final answer said its prompt token count
 
     @property
     def done(self) -> bool:
@@ -108,6 +110,12 @@ class StreamState:
         outputs = msg["outputs"]
         if not isinstance(outputs, list) or len(outputs) != 1 or not isinstance(outputs[0], str):
             raise self._fail(rid, "'outputs' must be a list of one generated string")
+        if "prompt_tokens" in msg:  # a command submission may say how many tokens its tokenizer made
+            pt = msg["prompt_tokens"]
+            if not isinstance(pt, int) or isinstance(pt, bool) or not 0 <= pt <= MAX_PROMPT_TOKENS:
+                raise self._fail(rid, f"'prompt_tokens' must be an integer in [0, {MAX_PROMPT_TOKENS}], got {pt!r}")
+            tr.prompt_tokens = pt
+            tr.prompt_tokens_declared = True
         count = msg.get("output_tokens", len(tr.token_ns))
         if not isinstance(count, int) or isinstance(count, bool) or count < 0 or count > self.max_new_tokens:
             raise self._fail(rid, f"'output_tokens' must be an integer in [0, {self.max_new_tokens}], got {count!r}")
@@ -155,14 +163,20 @@ def _percentiles(prefix: str, values_ms: np.ndarray, keys=("p50", "p90", "p99"),
     return out
 
 
-def _rate(name: str, counts: np.ndarray, window_s: float, seed: int) -> MetricValue:
-    """count / window, with a CI from resampling requests (their counts) within the window."""
-    total = float(counts.sum())
-    lo, hi = mean_ci(counts, seed=seed)
-    n = int(counts.size)
-    scale = n / window_s
-    return MetricValue(name, total / window_s, METHOD, n=n,
-                       ci_low=None if lo is None else lo * scale, ci_high=None if hi is None else hi * scale)
+def _rate(name: str, counts: np.ndarray, finals_ns: np.ndarray, window_start_ns: int, seed: int) -> MetricValue:
+    """count / window. The CI resamples requests as (count, the time since the previous completion)
+    pairs: sum of counts over sum of gaps, so it carries the timing spread, not only the counts'."""
+    order = np.argsort(finals_ns, kind="stable")
+    c = np.asarray(counts, dtype=float)[order]
+    gaps = np.diff(np.concatenate([[window_start_ns], np.asarray(finals_ns, dtype=np.int64)[order]])) / 1e9
+    window_s = float(gaps.sum())
+    from heptathlon.bench.stats import bootstrap_ci
+
+    lo, hi = (None, None)
+    if c.size >= 2:
+        lo, hi = bootstrap_ci((c, gaps), lambda a, b, axis=-1: np.sum(a, axis=axis) / np.sum(b, axis=axis),
+                              paired=True, seed=seed)
+    return MetricValue(name, float(c.sum()) / window_s, METHOD, n=int(c.size), ci_low=lo, ci_high=hi)
 
 
 def summarize_generation(traces: list[RequestTrace], window_start_ns: int, window_end_ns: int, *,
@@ -190,8 +204,9 @@ def summarize_generation(traces: list[RequestTrace], window_start_ns: int, windo
     else:
         out.append(MetricValue.unavailable("tpot_ms", "every request produced a single token"))
     out += _percentiles("e2e", e2e, keys=("p50", "p99"), seed=seed)
-    out.append(_rate("output_tokens_per_s", out_tokens, window_s, seed))
-    out.append(_rate("requests_per_s", np.ones(len(traces)), window_s, seed))
+    finals = np.array([t.final_ns for t in traces], dtype=np.int64)
+    out.append(_rate("output_tokens_per_s", out_tokens, finals, window_start_ns, seed))
+    out.append(_rate("requests_per_s", np.ones(len(traces)), finals, window_start_ns, seed))
     decode_s = np.array([(t.final_ns - t.token_ns[0]) / 1e9 for t in traces])
     per_user = out_tokens[decode_s > 0] / decode_s[decode_s > 0]
     if per_user.size:

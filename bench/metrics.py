@@ -103,6 +103,16 @@ _SPECS = [
     MetricSpec("max_rate_within_slo", "requests/s", "throughput", False,
                "Generate with TTFT and TPOT SLOs: the largest probed request rate whose p99 TTFT and p99 TPOT "
                "both stayed within them."),
+    MetricSpec("bleu", "score", "quality", False,
+               "Generate with references: corpus BLEU of the greedy outputs (sacrebleu, signature in the note)."),
+    MetricSpec("chrf", "score", "quality", False,
+               "Generate with references: corpus chrF of the greedy outputs (sacrebleu, signature in the note)."),
+    MetricSpec("generation_exact_match", "fraction", "quality", False,
+               "Generate fidelity: share of requests whose greedy token sequence equals the fp32 reference "
+               "profile's for the same prompt (labelled fidelity, not task quality)."),
+    MetricSpec("generation_first_divergence", "tokens", "quality", False,
+               "Generate fidelity: mean position of the first token that differs from the fp32 reference "
+               "profile's greedy output (max_new_tokens where none differs)."),
     MetricSpec("peak_rss_mb", "MB", "memory", True, "Peak resident memory of the worker's process tree."),
     MetricSpec("gpu_peak_mb", "MB", "memory", True, "Peak GPU memory used by the worker's processes."),
     MetricSpec("load_s", "s", "latency", True, "Cold start: process spawn to model ready."),

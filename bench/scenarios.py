@@ -10,9 +10,11 @@ MLPerf LoadGen's split between scenario and SUT).
 | offline         | the whole data set                        | closed                       |
 | server          | one instance, Poisson arrivals at a QPS   | open, queue + dynamic batch  |
 | batch_sweep     | one instance (timed pass), then b = 1, 2, 4, ... up to --max-batch | closed (framework tax) |
+| generate        | one prompt, tokens streamed back          | closed (single stream, --concurrency N) or open (--rate R) |
 
 batch_sweep's timed pass is single_stream's; the sweep and the profiled pass that follow it
-live in runners/sweep.py (docs/framework-tax.md).
+live in runners/sweep.py (docs/framework-tax.md). generate's loops, its SLO search and its
+rate sweep live in runners/generate.py (docs/generate.md).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from heptathlon.bench.errors import ScenarioError
 CLOSED_LOOP = ("single_stream", "fixed_batch", "poisson_batch", "offline")
 OPEN_LOOP = ("server",)
 SWEEPS = ("batch_sweep",)
-SCENARIOS = CLOSED_LOOP + OPEN_LOOP + SWEEPS
+GENERATIVE = ("generate",)
+SCENARIOS = CLOSED_LOOP + OPEN_LOOP + SWEEPS + GENERATIVE
 
 # Short defaults so the demo finishes in minutes on 2 cores; --full is a flag away.
 DEMO_STOP = {"min_queries": 200, "min_duration_s": 1.0, "max_duration_s": 10.0, "warmup_queries": 20}
@@ -38,12 +41,27 @@ DEFAULT_QPS = 100.0
 DEFAULT_CI_TARGET = 0.01  # adaptive stopping: 95% CI half-width of the median within 1% of it
 DEFAULT_SWEEP_MAX_BATCH = 64  # batch_sweep: b = 1, 2, 4, ... 64 keeps the demo within minutes on 2 cores
 DEFAULT_SWEEP_REPEATS = {"demo": 10, "full": 30}  # batch_sweep: timed (and profiled) calls per batch size
+# generate: requests per measured pass (min_queries), warm-up requests, and the duration cap of one pass
+GENERATE_STOP = {"demo": {"min_queries": 16, "min_duration_s": 0.0, "max_duration_s": 60.0, "warmup_queries": 2},
+                 "full": {"min_queries": 128, "min_duration_s": 0.0, "max_duration_s": 600.0, "warmup_queries": 4}}
+DEFAULT_MAX_NEW_TOKENS = 32
+DEFAULT_GENERATE_MAX_BATCH = 8  # generate: the most requests one model call decodes together (transformers kind)
+DEFAULT_SWEEP_RATES = 3  # generate --sweep: evenly spaced rates between synchronous and throughput
 # Options that belong to one scenario; giving them to another is an error, not a silent no-op.
-SCENARIO_OPTIONS = {"poisson_lambda": ("poisson_batch",), "qps": ("server",), "max_batch": ("server", "batch_sweep"),
+SCENARIO_OPTIONS = {"poisson_lambda": ("poisson_batch",), "qps": ("server",),
+                    "max_batch": ("server", "batch_sweep", "generate"),
                     "max_wait_ms": ("server",), "slo_ms": ("server",), "repeats": ("batch_sweep",),
-                    "runtimes": ("batch_sweep",), "seq_lengths": ("batch_sweep",)}
+                    "runtimes": ("batch_sweep",), "seq_lengths": ("batch_sweep",),
+                    "concurrency": ("generate",), "rate": ("generate",), "max_new_tokens": ("generate",),
+                    "ignore_eos": ("generate",), "ttft_slo_ms": ("generate",), "tpot_slo_ms": ("generate",),
+                    "sweep": ("generate",)}
 _FLAGS = {"poisson_lambda": "--lambda", "qps": "--qps", "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms",
-          "slo_ms": "--slo-ms", "repeats": "--repeats", "runtimes": "--runtimes", "seq_lengths": "--seq-lengths"}
+          "slo_ms": "--slo-ms", "repeats": "--repeats", "runtimes": "--runtimes", "seq_lengths": "--seq-lengths",
+          "concurrency": "--concurrency", "rate": "--rate", "max_new_tokens": "--max-new-tokens",
+          "ignore_eos": "--ignore-eos", "ttft_slo_ms": "--ttft-slo-ms", "tpot_slo_ms": "--tpot-slo-ms",
+          "sweep": "--sweep"}
+# generate's own fields: left out of to_params() when unset, so the series keys of every other run stay as they were
+GENERATE_FIELDS = ("concurrency", "rate", "max_new_tokens", "ignore_eos", "ttft_slo_ms", "tpot_slo_ms", "sweep")
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,23 @@ class ScenarioConfig:
     # size; None = one length, the task's longest. Left out of to_params() when None, so the series
     # keys of every other run stay what they were.
     seq_lengths: tuple[int, ...] | None = None
+    # generate (runners/generate.py): closed loop at one request in flight by default; --concurrency N
+    # keeps N in flight; --rate R is Poisson arrivals at R requests/s (latency from the scheduled
+    # arrival). Greedy decoding, max_new_tokens per request, EOS ignored on request.
+    concurrency: int | None = None
+    rate: float | None = None
+    max_new_tokens: int | None = None
+    ignore_eos: bool | None = None
+    ttft_slo_ms: float | None = None  # with tpot_slo_ms: search the largest rate meeting both at p99
+    tpot_slo_ms: float | None = None
+    sweep: bool | None = None  # synchronous, throughput, then evenly spaced rates between (guidellm)
+
+    @property
+    def generate_mode(self) -> str:
+        """single_stream, concurrency or rate (an SLO search is rate mode)."""
+        if self.rate is not None or self.ttft_slo_ms is not None:
+            return "rate"
+        return "concurrency" if (self.concurrency or 1) > 1 else "single_stream"
 
     def validate(self) -> "ScenarioConfig":
         if self.name not in SCENARIOS:
@@ -131,8 +166,32 @@ class ScenarioConfig:
             raise ScenarioError("scenario 'server': --max-wait-ms needs --max-batch above 1 (there is no batch to fill)")
         if self.slo_ms is not None and not self.slo_ms > 0:
             raise ScenarioError(f"scenario 'server': --slo-ms must be > 0, got {self.slo_ms}")
+        if self.name == "generate":
+            self._validate_generate()
         self.stop.validate()
         return self
+
+    def _validate_generate(self) -> None:
+        if self.batch_size != 1:
+            raise ScenarioError("scenario 'generate' sends one prompt per request; use --concurrency N for "
+                                "requests in flight together, not --batch-size")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ScenarioError(f"scenario 'generate': --concurrency must be >= 1, got {self.concurrency}")
+        if self.rate is not None and not self.rate > 0:
+            raise ScenarioError(f"scenario 'generate': --rate must be > 0 requests/s, got {self.rate}")
+        if self.concurrency is not None and self.rate is not None:
+            raise ScenarioError("scenario 'generate': --concurrency (closed loop) and --rate (Poisson arrivals) "
+                                "are two load modes; give one")
+        if (self.ttft_slo_ms is None) != (self.tpot_slo_ms is None):
+            raise ScenarioError("scenario 'generate': the SLO bounds TTFT and TPOT together; give both "
+                                "--ttft-slo-ms and --tpot-slo-ms")
+        for flag, v in (("--ttft-slo-ms", self.ttft_slo_ms), ("--tpot-slo-ms", self.tpot_slo_ms)):
+            if v is not None and not v > 0:
+                raise ScenarioError(f"scenario 'generate': {flag} must be > 0, got {v}")
+        if self.ttft_slo_ms is not None and self.concurrency is not None:
+            raise ScenarioError("scenario 'generate': an SLO search varies the arrival rate; drop --concurrency")
+        if self.max_new_tokens is None or not 1 <= self.max_new_tokens <= 4096:
+            raise ScenarioError(f"scenario 'generate': --max-new-tokens must be in [1, 4096], got {self.max_new_tokens}")
 
     @property
     def target_qps(self) -> float:
@@ -144,8 +203,9 @@ class ScenarioConfig:
 
     def to_params(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["seq_lengths"] is None:
-            del d["seq_lengths"]
+        for k in ("seq_lengths", *GENERATE_FIELDS):
+            if d[k] is None:
+                del d[k]
         return d
 
     @classmethod
@@ -179,6 +239,14 @@ def make_scenario(name: str, *, batch_size: int | None = None, full: bool = Fals
             overrides["runtimes"] = tuple(overrides["runtimes"])
     if overrides.get("seq_lengths") is not None:
         overrides = {**overrides, "seq_lengths": tuple(overrides["seq_lengths"])}
+    if name == "generate":
+        gen = GENERATE_STOP["full" if full else "demo"]
+        stop = StopRule(**{k: gen[k] for k in ("min_queries", "min_duration_s", "max_duration_s")})
+        stop = replace(stop, **{k: v for k, v in overrides.items() if k in stop_keys and v is not None})
+        warm = gen["warmup_queries"] if warm is None else warm
+        defaults = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "ignore_eos": False, "sweep": False,
+                    "max_batch": DEFAULT_GENERATE_MAX_BATCH}
+        overrides = {**overrides, **{k: v for k, v in defaults.items() if overrides.get(k) is None}}
     extra = {k: v for k, v in overrides.items() if k in SCENARIO_OPTIONS and v is not None}
     cfg = ScenarioConfig(name=name, batch_size=batch_size,
                          warmup_queries=base["warmup_queries"] if warm is None else warm, stop=stop, seed=seed,

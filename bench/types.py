@@ -141,6 +141,7 @@ class WorkerResult(_Contract):
     energy: JsonDict | None = None  # meter payload (runners.metering); None when meters were off
     sweep: JsonDict | None = None  # batch_sweep's raw per-batch samples
     answers: JsonDict | None = None  # the quality pass's batch and the consistency check (run.extra["answers"])
+    generate: JsonDict | None = None  # the generate scenario's passes and raw token stamps (runners/generate.py)
     machine: JsonDict  # collect_fingerprint() on the machine that ran the model
     arrays_npz: bytes  # RunArrays.pack()
 

@@ -121,3 +121,53 @@ def _serve_line(line: bytes, predict, model, as_numpy: bool, write) -> None:
     if as_numpy:
         inputs = np.asarray(inputs, dtype=np.float32)
     write(_answer(rid, predict(model, inputs)))
+
+
+# ---- the streaming extension (the generate scenario, docs/generate.md) --------------------------------
+def serve_generate(generate: Callable[..., Any], load: Callable[[], Any] | None = None, *,
+                   stdin=None, stdout=None) -> None:
+    """Serve the generate scenario: one request at a time, each token streamed as it is made.
+
+        def generate(model, prompt, *, max_new_tokens, ignore_eos):
+            for piece in model.stream(prompt, max_new_tokens, ignore_eos):
+                yield piece                 # one token's text (or a list of texts: one line, many tokens)
+
+        serve_generate(generate, load)
+
+    A request is ``{"id": N, "inputs": ["<prompt>"], "max_new_tokens": K, "ignore_eos": b}``.
+    Each yielded piece goes out at once as ``{"id": N, "token": "<text>"}`` (a list as
+    ``"tokens"``); when the generator ends, ``{"id": N, "outputs": ["<text>"], "output_tokens": k}``
+    follows. The harness stamps every line on receipt, so a piece must be written when it is
+    made, not held back. A submission that batches requests or interleaves them (continuous
+    batching) writes the same lines itself; the protocol allows any order across ids.
+    """
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    model = load() if load is not None else None
+    wfd = _fileno(stdout)
+    if wfd is None:
+        def write(b: bytes) -> None:
+            stdout.write(b)
+            stdout.flush()
+    else:
+        stdout.flush()
+
+        def write(b: bytes) -> None:
+            write_all(wfd, b)
+    write(b'{"ready": true}\n')
+    for line in stdin:
+        line = line.strip()
+        if not line:
+            continue
+        req = _loads(line)
+        head = b'{"id":' + _dumps(req["id"]).encode()
+        pieces: list[str] = []
+        for piece in generate(model, req["inputs"][0], max_new_tokens=int(req.get("max_new_tokens", 16)),
+                              ignore_eos=bool(req.get("ignore_eos", False))):
+            if isinstance(piece, (list, tuple)):
+                write(head + b',"tokens":' + _dumps(list(piece)).encode() + b"}\n")
+                pieces.extend(piece)
+            else:
+                write(head + b',"token":' + _dumps(piece).encode() + b"}\n")
+                pieces.append(piece)
+        write(head + b',"outputs":' + _dumps(["".join(pieces)]).encode() + b',"output_tokens":%d}\n' % len(pieces))

@@ -160,6 +160,8 @@ def run_job(job: WorkerJob) -> WorkerResult:
     t_ready = time.time()
 
     name = job.manifest.name
+    if job.scenario.get("name") == "generate":
+        return run_generate_job(job, adapter, x, controls, t_ready)
     preds, scores, quality = quality_pass(adapter, x, job.quality_batch, classes=job.n_classes, submission=name)
     if getattr(adapter, "encoder", None) is not None:
         adapter.encoder.tokenize_ns.clear()  # tokenize_ms is over the scenario's own queries, not the quality pass
@@ -198,6 +200,33 @@ def run_job(job: WorkerJob) -> WorkerResult:
                               describe=describe, controls=controls, stopped_by=loop.stopped_by, loop=loop.summary,
                               sweep=sweep, machine=machine,
                               answers={"quality_pass": quality, "consistency": consistency})
+
+
+def run_generate_job(job: WorkerJob, adapter, x: np.ndarray, controls: dict, t_ready: float) -> WorkerResult:
+    """The generate scenario (runners/generate.py): no classification quality pass; the passes'
+    raw token stamps go to the parent, which makes every statistic (bench/generation.py)."""
+    from heptathlon.bench.scenarios import ScenarioConfig
+    from heptathlon.runners.generate import run_generate
+    from heptathlon.runners.metering import open_meters
+
+    cfg = ScenarioConfig.from_params(job.scenario)
+    gen = run_generate(adapter, job, cfg, x, lambda: open_meters(
+        job.meters, job.profile, pids=_tree_pids(), sync_gpu=controls["isolation"] != "model-process"))
+    energy = gen.pop("energy")
+    head = gen["headline"]["traces"]
+    describe = adapter.describe()
+    adapter.close()
+    controls.update(adapter.records)
+    from heptathlon.bench.fingerprint import collect_fingerprint
+
+    machine = collect_fingerprint()
+    arrays = RunArrays(issue_ns=np.array([t["arrival_ns"] for t in head], dtype=np.int64),
+                       done_ns=np.array([t["final_ns"] for t in head], dtype=np.int64),
+                       batch=np.ones(len(head), dtype=np.int64), preds=np.zeros(0, dtype=np.int64))
+    return WorkerResult.build(arrays, run_id=job.run_id, ready_time=t_ready, n_queries=len(head), energy=energy,
+                              describe=describe, controls=controls, stopped_by=gen["headline"]["stopped_by"],
+                              loop={"generate": {k: gen["headline"][k] for k in ("mode", "concurrency", "rate")}},
+                              machine=machine, generate=gen)
 
 
 HARNESS_PID_ENV = "HEPTATHLON_HARNESS_PID"

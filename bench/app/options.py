@@ -33,6 +33,19 @@ class ScenarioOptions(BaseModel):
     repeats: Optional[int] = None
     runtimes: Optional[tuple[str, ...]] = None
     seq_lengths: Optional[tuple[int, ...]] = None
+    concurrency: Optional[int] = None
+    rate: Optional[float] = None
+    max_new_tokens: Optional[int] = None
+    ignore_eos: Optional[bool] = None
+    ttft_slo_ms: Optional[float] = None
+    tpot_slo_ms: Optional[float] = None
+    sweep: Optional[bool] = None
+
+    @field_validator("ignore_eos", "sweep", mode="before")
+    @classmethod
+    def _flag_unset(cls, v: Any) -> Any:
+        """An on/off flag left off is "not given" (None), so it is no scenario-specific option."""
+        return None if v is False else v
 
     @field_validator("seq_lengths", mode="before")
     @classmethod

@@ -353,6 +353,43 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     return values
 
 
+def generate_metrics(outcome: WorkerOutcome, data: Any, cfg: ScenarioConfig, manifest: Manifest, store: Path,
+                     meters: MeterSettings | None = None) -> tuple[list[MetricValue], dict, dict]:
+    """The generate scenario's values, run.extra["generate"] and raw samples (bench/app/generate_results.py)."""
+    from heptathlon.bench.app import generate_results as G
+
+    result = outcome.result
+    g = G.read_generate(result.generate, result.run_id)
+    values = G.pass_values(g.headline, seed=cfg.seed)
+    values += G.quality_values(g, getattr(data, "references", None))
+    tokens = sum(len(t.token_ns) for t in g.headline.traces)
+    s, e = g.headline.window_ns
+    meters = meters or MeterSettings()
+    energy = energy_values(result.energy, (e - s) / 1e9, tokens, meters.country_iso,
+                           None if meters.enabled else "meters disabled for this run (--no-meters)")
+    values.append(G.energy_per_token(energy, tokens))
+    values += [v for v in energy if v.name != "energy_per_sample_j"]
+    slo = G.slo_value(g.slo)
+    if slo is not None:
+        values.append(slo)
+    values += memory_values(outcome)
+    values.append(MetricValue("load_s", result.ready_time - outcome.spawn_time, "timer:wall-clock", n=1,
+                              note="process spawn to model ready"))
+    d = result.describe
+    if d.get("params") is not None:
+        values.append(MetricValue("params", float(d["params"]), d["params_method"], n=1))
+    else:
+        values.append(MetricValue.unavailable("params", d.get("params_note", "not derivable from this artifact")))
+    size = sum(p.stat().st_size for p in artifact_files(store, manifest))
+    values.append(MetricValue("artifact_mb", size / 1e6, "artifact:file-size", n=1))
+    values.append(contention_metric(outcome.contention, s, e))
+    values = apply_noise_model(values, result.machine)
+    rows, sweep_record = G.sweep_rows(g.sweep, seed=cfg.seed)
+    record = G.generate_record(g, cfg)
+    record["sweep"] = sweep_record
+    return values + rows, record, G.generate_samples(g)
+
+
 def text_metrics(data: Any, cfg: ScenarioConfig, arrays: Any, values: list[MetricValue]) -> list[MetricValue]:
     """tokens_per_s and words_per_s beside throughput_sps, and tokenize_ms (heptathlon.bench.text)."""
     from heptathlon.bench.text import text_values
@@ -531,6 +568,15 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
     if not outcome.ok:
         raise RunError(outcome.error)
     result, arrays = outcome.result, outcome.result.arrays
+    if cfg.name == "generate":
+        values, record, samples = generate_metrics(outcome, data, cfg, info["manifest"], info["store"], job.meters)
+        with deferred():
+            _store_success(run_id, owner, db, executor, outcome, values, None, [], precision_record, policy,
+                           info.get("cores_record"), generate=(record, samples))
+            out.status = RunStatus.SUCCEEDED
+            out.isolation = result.controls.get("isolation")
+            out.metrics = {v.name: v for v in values if not is_detail(v.params)}
+        return
     values = compute_metrics(outcome, data.y_test, info["manifest"], info["store"], job.meters)
     values += text_metrics(data, cfg, arrays, values)  # tokens/s, words/s, tokenize_ms on text tasks
     group_rows, fair_values = run_fairness(data, arrays.preds, arrays.scores)
@@ -554,7 +600,8 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
 
 def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Executor, outcome: WorkerOutcome,
                    values: list[MetricValue], sweep: Any, group_rows: list, precision_record: dict | None,
-                   policy: dict[str, Any], cores_record: dict | None = None) -> None:
+                   policy: dict[str, Any], cores_record: dict | None = None,
+                   generate: tuple[dict, dict] | None = None) -> None:
     result, arrays = outcome.result, outcome.result.arrays
     with session_scope(db) as s:
         # The compare-and-set first: only the owner of a still-running run stores results.
@@ -581,8 +628,14 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
                      "log_bytes": outcome.log_bytes,
                      **({"trusted": True} if result.controls.get("isolation") == TRUSTED_NOTE else {}),
                      **({"answers": result.answers} if result.answers is not None else {}),
-                     **({"sweep": sweep.extra} if sweep is not None else {})}
+                     **({"sweep": sweep.extra} if sweep is not None else {}),
+                     **({"generate": generate[0]} if generate is not None else {})}
         Q.add_measurements(s, run_id, values)
+        if generate is not None:  # the generate scenario's raw samples (per request; ITL: every gap)
+            for kind, arr in generate[1].items():
+                Q.add_samples(s, run_id, SampleKind(kind), arr)
+            Q.add_samples(s, run_id, SampleKind.LATENCY_NS, arrays.done_ns - arrays.issue_ns)
+            return
         if sweep is not None:
             Q.add_measurements(s, run_id, sweep.details)  # params {"sweep": true, ...}: detail rows
         Q.add_samples(s, run_id, SampleKind.LATENCY_NS, arrays.done_ns - arrays.issue_ns)

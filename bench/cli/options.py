@@ -52,3 +52,17 @@ WaitQuiet = Annotated[bool, typer.Option(
 WaitQuietTimeout = Annotated[float, typer.Option(
     "--wait-quiet-timeout", help="Seconds to wait for quiet cores before running anyway (the run is then "
                                  "likely marked contended).")]
+Concurrency = Annotated[Optional[int], typer.Option(
+    "--concurrency", help="generate: requests in flight together (closed loop); the submission may batch them.")]
+Rate = Annotated[Optional[float], typer.Option(
+    "--rate", help="generate: Poisson arrivals at this many requests/s; latency counts from the scheduled arrival.")]
+MaxNewTokens = Annotated[Optional[int], typer.Option(
+    "--max-new-tokens", help="generate: tokens generated per request, greedy (default 32).")]
+IgnoreEos = Annotated[bool, typer.Option(
+    "--ignore-eos", help="generate: decode all --max-new-tokens even past EOS, so output lengths are comparable.")]
+TtftSloMs = Annotated[Optional[float], typer.Option(
+    "--ttft-slo-ms", help="generate: with --tpot-slo-ms, find the largest rate whose p99 TTFT and p99 TPOT meet both.")]
+TpotSloMs = Annotated[Optional[float], typer.Option(
+    "--tpot-slo-ms", help="generate: the p99 time-per-output-token bound of the SLO search.")]
+Sweep = Annotated[bool, typer.Option(
+    "--sweep", help="generate: synchronous, then maximum throughput, then evenly spaced rates in between (guidellm).")]

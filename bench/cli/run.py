@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from heptathlon.bench.cli.options import (Adaptive, AllowUnsandboxed, CiTarget, Db, Folder, MaxBatch, MaxWaitMs,
-                                          PoissonLambda, Qps, Repeats, Runtimes, SeqLengths, SloMs, WaitQuiet,
+from heptathlon.bench.cli.options import (Adaptive, AllowUnsandboxed, CiTarget, Concurrency, Db, Folder, IgnoreEos,
+                                          MaxBatch, MaxNewTokens, MaxWaitMs, PoissonLambda, Qps, Rate, Repeats,
+                                          Runtimes, SeqLengths, SloMs, Sweep, TpotSloMs, TtftSloMs, WaitQuiet,
                                           WaitQuietTimeout)
 from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out, print_failure
 from heptathlon.bench.errors import HeptathlonError
@@ -28,6 +29,9 @@ def submit(ctx: typer.Context, folder: Folder,
            max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
            ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
            seq_lengths: SeqLengths = None,
+           concurrency: Concurrency = None, rate: Rate = None, max_new_tokens: MaxNewTokens = None,
+           ignore_eos: IgnoreEos = False, ttft_slo_ms: TtftSloMs = None, tpot_slo_ms: TpotSloMs = None,
+           sweep: Sweep = False,
            allow_unsandboxed: AllowUnsandboxed = False,
            wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0,
            db: Db = None,
@@ -116,6 +120,9 @@ def run(ctx: typer.Context, folder: Folder,
         max_wait_ms: MaxWaitMs = None, slo_ms: SloMs = None, adaptive: Adaptive = False,
         ci_target: CiTarget = None, repeats: Repeats = None, runtimes: Runtimes = None,
         seq_lengths: SeqLengths = None,
+        concurrency: Concurrency = None, rate: Rate = None, max_new_tokens: MaxNewTokens = None,
+        ignore_eos: IgnoreEos = False, ttft_slo_ms: TtftSloMs = None, tpot_slo_ms: TpotSloMs = None,
+        sweep: Sweep = False,
         wait_quiet: WaitQuiet = False, wait_quiet_timeout: WaitQuietTimeout = 300.0,
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON object and nothing else on stdout.")] = False,
