@@ -164,11 +164,16 @@ def _percentiles(prefix: str, values_ms: np.ndarray, keys=("p50", "p90", "p99"),
 
 
 def _rate(name: str, counts: np.ndarray, finals_ns: np.ndarray, window_start_ns: int, seed: int) -> MetricValue:
-    """count / window. The CI resamples requests as (count, the time since the previous completion)
-    pairs: sum of counts over sum of gaps, so it carries the timing spread, not only the counts'."""
+    """count / window. The CI resamples completions as (count, the time since the previous completion)
+    pairs: sum of counts over sum of gaps, so it carries the timing spread, not only the counts'.
+    Requests answered at one stamp (a batch's cohort, or answers that arrived in one read) are one
+    completion: resampling them apart would mix zero gaps with whole-cohort gaps."""
     order = np.argsort(finals_ns, kind="stable")
     c = np.asarray(counts, dtype=float)[order]
-    gaps = np.diff(np.concatenate([[window_start_ns], np.asarray(finals_ns, dtype=np.int64)[order]])) / 1e9
+    f = np.asarray(finals_ns, dtype=np.int64)[order]
+    stamps, first = np.unique(f, return_index=True)
+    c = np.add.reduceat(c, first) if c.size else c
+    gaps = np.diff(np.concatenate([[window_start_ns], stamps])) / 1e9
     window_s = float(gaps.sum())
     from heptathlon.bench.stats import bootstrap_ci
 
@@ -176,7 +181,7 @@ def _rate(name: str, counts: np.ndarray, finals_ns: np.ndarray, window_start_ns:
     if c.size >= 2:
         lo, hi = bootstrap_ci((c, gaps), lambda a, b, axis=-1: np.sum(a, axis=axis) / np.sum(b, axis=axis),
                               paired=True, seed=seed)
-    return MetricValue(name, float(c.sum()) / window_s, METHOD, n=int(c.size), ci_low=lo, ci_high=hi)
+    return MetricValue(name, float(c.sum()) / window_s, METHOD, n=int(len(counts)), ci_low=lo, ci_high=hi)
 
 
 def summarize_generation(traces: list[RequestTrace], window_start_ns: int, window_end_ns: int, *,

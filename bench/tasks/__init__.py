@@ -108,4 +108,4 @@ def task_data_files(ref: str, folder) -> list[str]:
 
 
 def _ensure_builtin() -> None:
-    from heptathlon.bench.tasks import digits, lexicon, tabular  # noqa: F401  (registers the bundled tasks)
+    from heptathlon.bench.tasks import digits, lexicon, prompts, tabular  # noqa: F401  (registers the bundled tasks)
