@@ -48,6 +48,11 @@ class CausalLMEngine:
         self.context = adapter.encoder.max_length  # n_positions (or model.text.max_length)
         self.max_new_tokens, self.ignore_eos, self.max_batch = max_new_tokens, ignore_eos, max_batch
         self.truncation, self.submission = truncation, submission
+        # transformers 5.x renamed the KV cache argument and output field ``past_key_values`` -> ``cache``
+        import inspect
+
+        fwd = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in fwd else "past_key_values"
         self.queue: deque = deque()
         self.active: dict | None = None
         self.output_ids: dict[int, list[int]] = {}
@@ -115,7 +120,7 @@ class CausalLMEngine:
             nxt = out.logits[:, -1, :].argmax(-1)
         tokens = nxt.tolist()  # to the host: on CUDA, the token boundary the stamp stands for
         t = clock()
-        self.active = {"rids": [r for r, _ in cohort], "mask": mask, "pos": pos[:, -1:], "past": out.past_key_values,
+        self.active = {"rids": [r for r, _ in cohort], "mask": mask, "pos": pos[:, -1:], "past": self._cache(out),
                        "next": nxt, "done": [False] * len(cohort)}
         for rid, _ in cohort:
             self.output_ids[rid] = []
@@ -127,12 +132,17 @@ class CausalLMEngine:
         a["pos"] = a["pos"] + 1
         with torch.inference_mode():
             out = self.model(input_ids=a["next"][:, None], attention_mask=a["mask"], position_ids=a["pos"],
-                             past_key_values=a["past"], use_cache=True)
+                             use_cache=True, **{self.cache_arg: a["past"]})
             nxt = out.logits[:, -1, :].argmax(-1)
         tokens = nxt.tolist()
         t = clock()
-        a["past"], a["next"] = out.past_key_values, nxt
+        a["past"], a["next"] = self._cache(out), nxt
         return self._emit(tokens, t)
+
+    @staticmethod
+    def _cache(out):
+        c = getattr(out, "cache", None)
+        return c if c is not None else out.past_key_values
 
     def _emit(self, tokens: list[int], t: int) -> list[tuple[dict, int]]:
         a, events = self.active, []
