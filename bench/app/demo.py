@@ -29,6 +29,9 @@ SWEEP_TIMEOUT_S = 300.0  # b = 1..64 on every runtime that applies takes minutes
 # 6-layer MiniLM loads in ~10 s and answers in ~20 ms a query on one core, so the whole matrix of
 # profiles, scenarios and a sweep would add minutes. --full runs them like every other example.
 TEXT_DEMO_PROFILES = 1
+# The generative example's one demo run: four requests in flight, an SLO search and a sweep, so
+# every generate view of the dashboard has data (tens of seconds on the tiny GPT-2).
+GENERATE_DEMO = {"concurrency": 4, "ttft_slo_ms": 200.0, "tpot_slo_ms": 20.0, "sweep": True}
 LARGE_DIR = "large"  # submissions/large/: the BERT-base examples, built and run only with --bert-base
 
 
@@ -113,6 +116,19 @@ def is_text_example(folder: Path) -> bool:
         return False
 
 
+def is_generative_example(folder: Path) -> bool:
+    """An example whose task is a prompt set (bench/tasks/prompts.py): the generate scenario only."""
+    import yaml
+
+    from heptathlon.bench.tasks import resolve_task
+
+    raw = yaml.safe_load((folder / "submission.yaml").read_text()) or {}
+    try:
+        return resolve_task(str(raw.get("task")), folder).generative
+    except HeptathlonError:
+        return False
+
+
 def unsandboxed_examples_note() -> str | None:
     """Without bubblewrap, the project's own bundled examples (torch, command) still run, labelled
     unsandboxed, and this one line says so; a user's submission of those kinds is refused there
@@ -157,8 +173,14 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
     text_short = RunOptions(profiles=profiles[:TEXT_DEMO_PROFILES], scenarios=["single_stream"],
                             scenario=ScenarioOptions(full=full), energy=EnergyOptions(enabled=False),
                             allow_unsandboxed=unsandboxed)
+    generate = RunOptions(profiles=profiles[:1], scenarios=["generate"],
+                          scenario=ScenarioOptions(full=full, **GENERATE_DEMO), allow_unsandboxed=unsandboxed)
     fair_subs, ids = [], []
     for f in folders:
+        if is_generative_example(f):
+            if bert_base or f.parent.name != LARGE_DIR:
+                ids += _queue(f, generate, db)
+            continue
         if not full and not (bert_base and f.parent.name == LARGE_DIR) and is_text_example(f):
             ids += _queue(f, text_short, db)
             continue

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from heptathlon.bench.contention import contention_metric, is_contended
-from heptathlon.bench.errors import HeptathlonError, Interrupted, RunError, SubmissionError
+from heptathlon.bench.errors import HeptathlonError, Interrupted, RunError, ScenarioError, SubmissionError
 from heptathlon.bench.app.fairness import run_fairness
 from heptathlon.bench.app.signals import deferred
 from heptathlon.bench.fingerprint import fingerprint_hash
@@ -158,6 +158,11 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
         resolved = [validate_runtime_sections(load_profile(p)) for p in profiles]
         for sc in scenarios:
             validate_runtime_names(sc.validate())
+        task = resolve_task(manifest.task, folder)
+        wrong = [sc.name for sc in scenarios if task.generative and sc.name != "generate"]
+        if wrong:
+            raise ScenarioError(f"{folder}: task {task.name!r} is a prompt set for generation, not a labelled task; "
+                                f"run it with --scenario generate (not {', '.join(wrong)})")
     except HeptathlonError as e:
         e.run_ids = record_rejected(ref, profiles, [sc.name for sc in scenarios], e, db, group_id=group_id,
                                     params=[sc.to_params() for sc in scenarios])
@@ -167,7 +172,6 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
         sub = Q.get_or_create_submission(s, name=manifest.name, version=manifest.version, task=manifest.task,
                                          kind=manifest.model.kind, sha256=sha, manifest=manifest.model_dump(mode="json"),
                                          store_path=str(store))
-        task = resolve_task(manifest.task, folder)
         Q.get_or_create_task(s, task.name, {"description": task.description, "metric": task.metric,
                                             "group_attributes": list(task.group_attributes)})
         for prof in resolved:

@@ -50,6 +50,7 @@ class Task:
     metric: str  # the quality metric; "accuracy" for every bundled task
     group_attributes: tuple[str, ...]
     loader: Callable[[], TaskData]
+    generative: bool = False  # a prompt set: only the generate scenario runs it
 
     def load(self) -> TaskData:
         try:

@@ -54,4 +54,4 @@ def load_prompt_task() -> TaskData:
 register(Task("prompts-en-da", "Generation prompts from the AFINN English and Danish word lists (package afinn), "
               f"{len(LENGTHS)} controlled lengths ({', '.join(map(str, LENGTHS))} words); group language; "
               "no references (quality is fidelity to the fp32 reference)", "fidelity", ("language",),
-              load_prompt_task))
+              load_prompt_task, generative=True))
