@@ -88,6 +88,22 @@ def get_run(s: Session, run_id: str) -> Run | None:
     return s.get(Run, run_id)
 
 
+def latest_generate_reference(s: Session, artifact_sha256: str, profile: str, *, max_new_tokens: int,
+                              ignore_eos: bool, seed: int) -> Run | None:
+    """The latest succeeded generate run of this artifact on ``profile`` with the same decoding
+    settings: the reference a generate run's fidelity is measured against."""
+    q = (select(Run).join(Submission, Run.submission_id == Submission.id)
+         .where(Submission.artifact_sha256 == artifact_sha256, Run.profile_name == profile,
+                Run.scenario == "generate", Run.status == RunStatus.SUCCEEDED)
+         .order_by(Run.finished_at.desc()))
+    for r in s.scalars(q):
+        p = r.params or {}
+        if (int(p.get("max_new_tokens") or 0) == int(max_new_tokens) and bool(p.get("ignore_eos")) == bool(ignore_eos)
+                and int(p.get("seed") or 0) == int(seed)):
+            return r
+    return None
+
+
 def queued_runs(s: Session, group_id: str | None = None) -> list[Run]:
     q = select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.created_at, Run.id)
     if group_id:

@@ -317,8 +317,12 @@ class Driver:
         sync = headline if headline is not None and headline["mode"] == "single_stream" \
             else self.run_pass(Load("single_stream", n, concurrency=1), seed_offset=100)
         thr = self.run_pass(Load("throughput", n), seed_offset=101)
-        r0, r1 = achieved_rate(sync), achieved_rate(thr)
-        rates = np.linspace(r0, r1, DEFAULT_SWEEP_RATES + 2)[1:-1] if r1 > r0 else []
+        # guidellm spaces the rates between the synchronous and the throughput rate; a model whose
+        # batching does not pay (throughput no faster than one at a time) still gets its points,
+        # between the two rates in whichever order they came, or below the one rate if they tie.
+        r0, r1 = sorted((achieved_rate(sync), achieved_rate(thr)))
+        rates = np.linspace(r0, r1, DEFAULT_SWEEP_RATES + 2)[1:-1] if r1 > r0 * 1.001 else \
+            r1 * np.arange(1, DEFAULT_SWEEP_RATES + 1) / (DEFAULT_SWEEP_RATES + 1)
         points = [sync, thr] + [self.run_pass(Load("rate", n, rate=float(r)), seed_offset=102 + i)
                                 for i, r in enumerate(rates)]
         return [{**p, "point": i} for i, p in enumerate(points)]

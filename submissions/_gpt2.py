@@ -59,11 +59,13 @@ def gpt2_random(out: Path, shape: str = "tiny") -> int:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     torch.manual_seed(SEED)
+    # Untied output embeddings: tied ones make a random model repeat its last input token (the
+    # residual stream stays close to that token's embedding), which no timing or fidelity test can use.
     s = SHAPES[shape]
     tok = train_tokenizer(s["vocab_size"])
     cfg = GPT2Config(vocab_size=len(tok), n_positions=s["n_positions"], n_embd=s["n_embd"], n_layer=s["n_layer"],
                      n_head=s["n_head"], bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                     pad_token_id=tok.eos_token_id)
+                     pad_token_id=tok.eos_token_id, tie_word_embeddings=False)
     model = GPT2LMHeadModel(cfg).eval()
     model.generation_config.pad_token_id = tok.eos_token_id
     if out.exists():

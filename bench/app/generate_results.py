@@ -158,9 +158,64 @@ def quality_values(g: GenerateIn, references: Any) -> list[MetricValue]:
     refs = references.iloc[:, 0].astype(str).tolist()
     hyps = [t.text or "" for t in g.headline.traces]
     ref = [refs[t.index] for t in g.headline.traces]
-    bleu = sacrebleu.corpus_bleu(hyps, [ref])
-    chrf = sacrebleu.corpus_chrf(hyps, [ref])
-    return [MetricValue("bleu", float(bleu.score), "sacrebleu:corpus_bleu", n=len(hyps),
-                        note=str(sacrebleu.BLEU().get_signature())),
-            MetricValue("chrf", float(chrf.score), "sacrebleu:corpus_chrf", n=len(hyps),
-                        note=str(sacrebleu.CHRF().get_signature()))]
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    b, c = bleu.corpus_score(hyps, [ref]), chrf.corpus_score(hyps, [ref])
+    return [MetricValue("bleu", float(b.score), "quality:sacrebleu-corpus-bleu", n=len(hyps),
+                        note=str(bleu.get_signature())),
+            MetricValue("chrf", float(c.score), "quality:sacrebleu-corpus-chrf", n=len(hyps),
+                        note=str(chrf.get_signature()))]
+
+FIDELITY_METHOD = "quality:greedy-fidelity-vs-reference"
+
+
+def _sequence(o: dict[str, Any]) -> list | str:
+    return o["output_ids"] if o.get("output_ids") is not None else (o.get("text") or "")
+
+
+def first_divergence(a: list | str, ref: list | str) -> int:
+    """Index of the first position where ``a`` differs from ``ref``; len(ref) when ``a`` equals it."""
+    for i, (x, y) in enumerate(zip(a, ref)):
+        if x != y:
+            return i
+    return min(len(a), len(ref)) if len(a) != len(ref) else len(ref)
+
+
+def fidelity_values(outputs: list[dict[str, Any]], reference: list[dict[str, Any]], groups: Any, *,
+                    reference_run: str, reference_profile: str, seed: int = 0) -> tuple[list[MetricValue], list]:
+    """Greedy outputs against the fp32 reference profile's, prompt by prompt (token ids where both
+    runs have them, else text): exact match share and first divergence, with per-group exact match
+    rows so the numerics' effect per group is a hardware-induced disparity. Labelled fidelity."""
+    from heptathlon.bench.fairness import DEFAULT_MIN_GROUP_SIZE, GroupMetric
+    from heptathlon.bench.stats import mean_ci
+
+    ref = {}
+    for o in reference:
+        ref.setdefault(int(o["index"]), _sequence(o))
+    mine = {}
+    for o in outputs:
+        mine.setdefault(int(o["index"]), _sequence(o))
+    common = sorted(set(ref) & set(mine))
+    where = f"against run {reference_run[:8]} on {reference_profile} (fp32 reference), {len(common)} prompts"
+    if not common:
+        why = f"no prompt in common with the reference run {reference_run[:8]}"
+        return [MetricValue.unavailable("generation_exact_match", why),
+                MetricValue.unavailable("generation_first_divergence", why)], []
+    exact = np.array([mine[i] == ref[i] for i in common], dtype=float)
+    div = np.array([first_divergence(mine[i], ref[i]) for i in common], dtype=float)
+    params = {"reference_run": reference_run, "reference_profile": reference_profile, "fidelity": True}
+    out = []
+    for name, x in (("generation_exact_match", exact), ("generation_first_divergence", div)):
+        lo, hi = mean_ci(x, seed=seed) if x.size >= 2 else (None, None)
+        out.append(MetricValue(name, float(x.mean()), FIDELITY_METHOD, n=int(x.size), ci_low=lo, ci_high=hi,
+                               note=f"fidelity {where}, not task quality", params=params))
+    rows = []
+    if groups is not None and getattr(groups, "shape", (0, 0))[1] > 0:
+        for attr in groups.columns:
+            labels = groups[attr].astype(str).to_numpy()
+            for g in sorted(set(labels[common])):
+                x = exact[labels[common] == g]
+                lo, hi = mean_ci(x, seed=seed) if x.size >= 2 else (float(x.mean()), float(x.mean()))
+                rows.append(GroupMetric(attribute=str(attr), group=str(g), metric="generation_exact_match",
+                                        value=float(x.mean()), n=int(x.size), ci_low=lo, ci_high=hi,
+                                        small=bool(x.size < DEFAULT_MIN_GROUP_SIZE)))
+    return out, rows

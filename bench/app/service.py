@@ -357,6 +357,30 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     return values
 
 
+def generate_fidelity(record: dict, data: Any, cfg: ScenarioConfig, info: dict[str, Any],
+                      db: str | None) -> tuple[list[MetricValue], list]:
+    """Greedy-output fidelity to the latest succeeded generate run of the same artifact on the fp32
+    reference profile with the same max_new_tokens, ignore_eos and seed (docs/generate.md)."""
+    from heptathlon.bench.app import generate_results as G
+    from heptathlon.bench.app.fairness import DEFAULT_REFERENCE
+
+    names = ("generation_exact_match", "generation_first_divergence")
+    if info["profile"] == DEFAULT_REFERENCE:
+        return [MetricValue.unavailable(n, f"this run is on the reference profile {DEFAULT_REFERENCE}; fidelity is "
+                                           "measured on the other profiles against it") for n in names], []
+    with session_scope(db) as s:
+        ref = Q.latest_generate_reference(s, info["sha256"], DEFAULT_REFERENCE, max_new_tokens=cfg.max_new_tokens,
+                                          ignore_eos=bool(cfg.ignore_eos), seed=cfg.seed)
+        found = None if ref is None else (ref.id, ((ref.extra or {}).get("generate") or {}).get("outputs") or [])
+    if found is None:
+        why = (f"no succeeded generate run of this artifact on {DEFAULT_REFERENCE} with max_new_tokens "
+               f"{cfg.max_new_tokens}, ignore_eos {bool(cfg.ignore_eos)} and seed {cfg.seed}; make one with "
+               f"heptathlon run <folder> --profile {DEFAULT_REFERENCE} --scenario generate (same options)")
+        return [MetricValue.unavailable(n, why) for n in names], []
+    return G.fidelity_values(record["outputs"], found[1], data.groups, reference_run=found[0],
+                             reference_profile=DEFAULT_REFERENCE, seed=cfg.seed)
+
+
 def generate_metrics(outcome: WorkerOutcome, data: Any, cfg: ScenarioConfig, manifest: Manifest, store: Path,
                      meters: MeterSettings | None = None) -> tuple[list[MetricValue], dict, dict]:
     """The generate scenario's values, run.extra["generate"] and raw samples (bench/app/generate_results.py)."""
@@ -574,8 +598,10 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
     result, arrays = outcome.result, outcome.result.arrays
     if cfg.name == "generate":
         values, record, samples = generate_metrics(outcome, data, cfg, info["manifest"], info["store"], job.meters)
+        fid, group_rows = generate_fidelity(record, data, cfg, info, db)
+        values += fid
         with deferred():
-            _store_success(run_id, owner, db, executor, outcome, values, None, [], precision_record, policy,
+            _store_success(run_id, owner, db, executor, outcome, values, None, group_rows, precision_record, policy,
                            info.get("cores_record"), generate=(record, samples))
             out.status = RunStatus.SUCCEEDED
             out.isolation = result.controls.get("isolation")
@@ -639,6 +665,7 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
             for kind, arr in generate[1].items():
                 Q.add_samples(s, run_id, SampleKind(kind), arr)
             Q.add_samples(s, run_id, SampleKind.LATENCY_NS, arrays.done_ns - arrays.issue_ns)
+            Q.add_group_metrics(s, run_id, group_rows)  # per-group fidelity against the fp32 reference
             return
         if sweep is not None:
             Q.add_measurements(s, run_id, sweep.details)  # params {"sweep": true, ...}: detail rows

@@ -96,3 +96,43 @@ def test_a_broken_streamer_fails_its_run_naming_the_reason(examples, sqlite_url,
     assert "request" in doc["error"]
     r = cli("results", "--json", db=sqlite_url)
     assert r.returncode == 0 and '"running"' not in r.stdout  # never left running
+
+
+def test_fidelity_against_the_fp32_reference_per_language(examples, sqlite_url):
+    opts = ["--max-new-tokens", "8", "--ignore-eos", "--min-queries", "16"]
+    p, doc = run_json(examples["gpt2-tiny-transformers"], *opts, db=sqlite_url)  # cpu-1core: the reference
+    assert doc["status"] == "succeeded", p.stderr
+    assert doc["metrics"]["generation_exact_match"]["value"] is None  # the reference itself
+    ref_id = doc["run_id"]
+    p = cli("run", str(examples["gpt2-tiny-transformers"]), *[a if a != "cpu-1core" else "cpu-1core-bf16" for a in GEN],
+            *opts, "--json", db=sqlite_url)
+    doc = json.loads(p.stdout)
+    assert doc["status"] == "succeeded", p.stderr
+    m = doc["metrics"]["generation_exact_match"]
+    assert 0 <= m["value"] <= 1 and m["n"] == 16 and m["method"].startswith("quality:") and ref_id[:8] in m["note"]
+    d = doc["metrics"]["generation_first_divergence"]
+    assert 0 <= d["value"] <= 8
+    import sqlite3
+
+    con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    rows = con.execute("select \"group\", n from group_metric where run_id = ? and metric = 'generation_exact_match'",
+                       (doc["run_id"],)).fetchall()
+    assert {g for g, _ in rows} == {"en", "da"} and sum(n for _, n in rows) == 16
+
+
+def test_bleu_and_chrf_where_the_task_has_references(examples, sqlite_url, tmp_path):
+    folder = tmp_path / "stream-refs"
+    shutil.copytree(examples["calibrated-stream-command"], folder, ignore=shutil.ignore_patterns("__pycache__"))
+    rows = [{"prompt": f"say tok {i}", "label": 0, "target": "tok tok tok tok" if i % 2 else "tik tak"} for i in range(8)]
+    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "task.yaml").write_text("name: stream-refs\ndata: eval.jsonl\ninputs: [prompt]\ninput_type: text\n"
+                                      "label: label\nreferences: [target]\n")
+    (folder / "submission.yaml").write_text((folder / "submission.yaml").read_text()
+                                            .replace("name: calibrated-stream-command", "name: stream-refs")
+                                            .replace("task: prompts-en-da", "task: task.yaml"))
+    (folder / "cost.json").write_text('{"ttft_ms": 1, "itl_ms": 1}')
+    p, doc = run_json(folder, "--max-new-tokens", "4", "--min-queries", "8", db=sqlite_url)
+    assert doc is not None and doc["status"] == "succeeded", p.stderr
+    bleu, chrf = doc["metrics"]["bleu"], doc["metrics"]["chrf"]
+    assert 0 < bleu["value"] < 100 and 0 < chrf["value"] < 100  # half the references match the output exactly
+    assert "nrefs:1" in bleu["note"]
