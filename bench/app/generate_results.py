@@ -100,7 +100,7 @@ def slo_value(slo: dict[str, Any] | None) -> MetricValue | None:
     probes = len(slo.get("probes") or [])
     if not slo.get("met"):
         return MetricValue.unavailable("max_rate_within_slo", slo.get("reason") or "SLO not met at any rate")
-    return MetricValue("max_rate_within_slo", float(slo["max_rate"]), "search:bisection-log-rate", n=probes,
+    return MetricValue("max_rate_within_slo", float(slo["max_rate"]), "derived:slo-search-log-bisection", n=probes,
                        note=f"largest probed Poisson rate with p99 TTFT <= {slo['ttft_ms']:g} ms and p99 TPOT <= "
                             f"{slo['tpot_ms']:g} ms, over {probes} probes of the same requests; a bound from "
                             "the probes, not a statistic (no CI)")
