@@ -570,7 +570,7 @@ def generative_runs(s: Session, *, task: str | None = None, profile: str | None 
                  if r["metric"] == "contention_share"}
     controls: dict[str, Any] = {}
     for chunk in _chunks(list(runs["run_id"])):
-        controls.update(s.execute(select(Run.id, Run.controls).where(Run.id.in_(chunk))).tuples().all())
+        controls.update({rid: c for rid, c in s.execute(select(Run.id, Run.controls).where(Run.id.in_(chunk)))})
     runs = runs.assign(load=[load_label(p) for p in runs["run_params"]],
                        contended=[bool(contended.get(r, False)) for r in runs["run_id"]],
                        isolation=[(controls.get(r) or {}).get("isolation") for r in runs["run_id"]])
