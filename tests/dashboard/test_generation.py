@@ -226,7 +226,7 @@ def test_generate_sweep_points_and_slo(gen_db):
 # ---- pages ----------------------------------------------------------------------------------------
 def test_generation_page_shows_the_picked_run(gen_db, monkeypatch):
     at = open_page(gen_db["url"], monkeypatch, GEN_PAGE, query={"run": gen_db["met"]})
-    shown = texts(at)
+    shown = texts(at) + "\n".join(str(e.value) for e in at.success)
     assert at.title[0].value == "Generation"
     assert "gpt2-tiny-transformers v1 · cpu-1core · sweep" in shown and gen_db["met"] in shown
     assert "Max rate within SLO" in shown and "SLO not met" not in shown
