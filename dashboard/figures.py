@@ -497,7 +497,8 @@ def token_pareto_figure(points: pd.DataFrame) -> go.Figure:
                                       for i, m in enumerate(ok["mode"])], "line": {"width": 1, "color": "#222"}},
         error_x=_err(xs, _col(ok, f"{xm}_ci_low"), _col(ok, f"{xm}_ci_high")),
         error_y=_err(ys, _col(ok, f"{ym}_ci_low"), _col(ok, f"{ym}_ci_high")),
-        customdata=[[lab, "on the frontier" if str(p) in front else "dominated"] for lab, p in zip(labels, ok["point"])],
+        customdata=[[lab, "on the frontier" if str(p) in front else "dominated"]
+                    for lab, p in zip(labels, ok["point"])],
         hovertemplate="%{customdata[0]}<br>aggregate %{x:.4g} tokens/s<br>per request %{y:.4g} tokens/s"
                       "<br>%{customdata[1]}<extra></extra>"))
     fr = sorted(((x, y) for p, x, y in zip(ok["point"], xs, ys) if str(p) in front))
@@ -544,7 +545,8 @@ def rate_sweep_figure(points: pd.DataFrame, slo: dict[str, Any] | None = None,
                                      hovertemplate="%{text}<br>%{x:.3g} req/s<br>p99 ITL %{y:.4g} ms<extra></extra>"),
                           row=2, col=1)
         has = True
-    probes = [p for p in ((slo or {}).get("probes") or []) if isinstance(p, dict) and p.get("achieved_rate") is not None]
+    probes = [p for p in ((slo or {}).get("probes") or [])
+              if isinstance(p, dict) and p.get("achieved_rate") is not None]
     for met in (True, False):
         ps = [p for p in probes if bool(p.get("met")) == met]
         if not ps:

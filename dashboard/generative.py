@@ -105,7 +105,8 @@ def headline_table(meas: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS
               if v is not None and not pd.isna(lo) and not pd.isna(hi) else "—")
         n = r["n"]
         rows.append({"metric": m, "value": text, "95% CI": ci, "n": "—" if n is None or pd.isna(n) else str(int(n)),
-                     "method": r["method"] or "", "kind": "estimate (not a measurement)" if kind == "estimate" else kind,
+                     "method": r["method"] or "",
+                     "kind": "estimate (not a measurement)" if kind == "estimate" else kind,
                      "note": "" if r["note"] is None or pd.isna(r["note"]) else str(r["note"])})
     return pd.DataFrame(rows, columns=["metric", "value", "95% CI", "n", "method", "kind", "note"])
 

@@ -129,7 +129,8 @@ def _points():
             (3, "rate", 87.5, None, 900.0, 500.0, 91.6, 44.5, 1.6)]  # dominated by point 1 and point 2
     return pd.DataFrame([{"point": p, "mode": m, "rate": r, "concurrency": c, "label": G.point_label(m, r, c),
                           "output_tokens_per_s": x, "output_tokens_per_s_per_request": y, "requests_per_s": rq,
-                          "achieved_rate": rq, "ttft_p99_ms": t, "tpot_p99_ms": tp} for p, m, r, c, x, y, rq, t, tp in rows])
+                          "achieved_rate": rq, "ttft_p99_ms": t, "tpot_p99_ms": tp}
+                         for p, m, r, c, x, y, rq, t, tp in rows])
 
 
 def test_token_pareto_figure_labels_each_point_and_joins_the_front():
@@ -306,3 +307,10 @@ def test_leaderboard_marks_a_contended_generate_run_and_does_not_rank_it(gen_db,
     assert "1 contended run(s): marked, not ranked." in texts(at)
     at = open_page(url, monkeypatch, GEN_PAGE, query={"run": gen_db["plain"]})
     assert "contended" in "\n".join(str(w.value) for w in at.warning)
+
+
+def test_generation_page_on_empty_and_failed_only_databases(empty_db, failed_only_db, monkeypatch):
+    at = open_page(empty_db, monkeypatch, GEN_PAGE)
+    assert at.title[0].value == "Generation" and "No results yet" in texts(at) and not charts(at)
+    at = open_page(failed_only_db, monkeypatch, GEN_PAGE)
+    assert "No succeeded `generate` runs yet" in texts(at) and "not measured" in texts(at) and not charts(at)
