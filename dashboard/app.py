@@ -50,6 +50,7 @@ PAGES = [
     st.Page(VIEWS / "hardware.py", title="Hardware comparison", icon=":material/memory:", url_path="hardware"),
     st.Page(VIEWS / "framework_tax.py", title="Framework tax", icon=":material/speed:", url_path="framework-tax"),
     st.Page(VIEWS / "fairness.py", title="Fairness", icon=":material/balance:", url_path="fairness"),
+    st.Page(VIEWS / "generation.py", title="Generation", icon=":material/text_fields:", url_path="generation"),
     st.Page(VIEWS / "run_detail.py", title="Run detail", icon=":material/search:", url_path="run"),
     st.Page(VIEWS / "compare.py", title="Compare runs", icon=":material/compare_arrows:", url_path="compare"),
     st.Page(VIEWS / "history.py", title="History", icon=":material/timeline:", url_path="history"),

@@ -204,7 +204,8 @@ def _esc(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
-def board_html(board: Board, methods: Mapping[str, Sequence[str]] | None = None) -> str:
+def board_html(board: Board, methods: Mapping[str, Sequence[str]] | None = None, *, extra_class: str = "") -> str:
+    """The board as an HTML table; ``extra_class`` is added to the table's class (another board on one page)."""
     methods = methods or {}
     head = []
     for h in board.headers:
@@ -226,5 +227,6 @@ def board_html(board: Board, methods: Mapping[str, Sequence[str]] | None = None)
                 text += f"<div class='ci'>{_esc(c.ci)}</div>"
             cells.append(f"<td class='{_esc(c.cls)}' title='{_esc(c.title)}'>{text}</td>")
         body.append(f"<tr class='{_esc(rcls)}'>" + "".join(cells) + "</tr>")
-    return (STYLE + "<div class='hep-wrap'><table class='hep-leaderboard'><thead><tr>" + "".join(head)
+    cls = f"hep-leaderboard {_esc(extra_class)}".strip()
+    return (STYLE + f"<div class='hep-wrap'><table class='{cls}'><thead><tr>" + "".join(head)
             + "</tr></thead><tbody>" + "".join(body) + "</tbody></table></div>")

@@ -412,3 +412,185 @@ def _night(series: pd.DataFrame) -> pd.Series:
         return created
     night = pd.to_datetime(series["night"], errors="coerce")
     return night.fillna(created)
+
+
+# ---- generation (the generate scenario) ----------------------------------------------------------
+def _quantile_marks(x: np.ndarray, stored: dict[str, float | None] | None) -> dict[str, float]:
+    """p50 and p99 of ``x``: the stored headline values where given, else computed from the samples."""
+    stored = stored or {}
+    out = {}
+    for q, pct in (("p50", 50), ("p99", 99)):
+        v = _nan_none(stored.get(q)) if stored.get(q) is not None else None
+        out[q] = v if v is not None else float(np.percentile(x, pct))
+    return out
+
+
+def token_latency_figure(ttft_ms: np.ndarray | None, itl_ms: np.ndarray | None,
+                         marks: dict[str, dict[str, float | None]] | None = None) -> go.Figure:
+    """TTFT (per request) and ITL (every inter-token gap) distributions side by side.
+
+    Each panel is a histogram with the empirical CDF on a second axis; p50 and p99 are dashed and
+    dotted vertical lines, named in the legend ("TTFT p50 25.9 ms"). ``marks`` (``{"ttft": {"p50":
+    v, "p99": v}, "itl": {...}}``) are the run's stored headline values; missing ones are computed
+    from the samples. A panel without samples says "not measured".
+    """
+    marks = marks or {}
+    panels = [("TTFT", "ttft", ttft_ms, "requests"), ("ITL", "itl", itl_ms, "inter-token gaps")]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, specs=[[{"secondary_y": True}] * 2],
+                        subplot_titles=[f"{name} ({what}{', n = ' + format(np.size(x), ',') if x is not None else ''})"
+                                        for name, _, x, what in panels])
+    for j, (name, key, x, what) in enumerate(panels, start=1):
+        if x is None or np.size(x) == 0:
+            fig.add_annotation(text="not measured", showarrow=False, font={"size": 15, "color": "#888"},
+                               xref="paper", yref="paper", x=0.22 if j == 1 else 0.78, y=0.5)
+            continue
+        x = np.asarray(x, dtype=np.float64)
+        c = PALETTE[j - 1]
+        fig.add_trace(go.Histogram(x=x.tolist(), nbinsx=int(min(60, max(8, np.sqrt(x.size) * 2))), marker_color=c,
+                                   opacity=0.75, name=f"{name} histogram", legendgroup=key,
+                                   hovertemplate=f"{name} %{{x}} ms<br>%{{y}} {what}<extra></extra>"),
+                      row=1, col=j, secondary_y=False)
+        cx, cy = _cdf_points(x)
+        fig.add_trace(go.Scatter(x=cx.tolist(), y=cy.tolist(), mode="lines", line={"color": "#444", "width": 1.5},
+                                 name=f"{name} ECDF", legendgroup=key,
+                                 hovertemplate=f"{name} %{{x:.4g}} ms<br>%{{y:.1%}} of {what}<extra></extra>"),
+                      row=1, col=j, secondary_y=True)
+        for q, v in _quantile_marks(x, marks.get(key)).items():
+            label = f"{name} {q} {format_si(v, 'ms')}"
+            fig.add_trace(go.Scatter(x=[v, v], y=[0, 1], mode="lines", name=label, legendgroup=key,
+                                     line={"color": "#1a5fb4" if q == "p50" else "#c01c28",
+                                           "dash": "dash" if q == "p50" else "dot", "width": 2},
+                                     hovertemplate=label + "<extra></extra>"),
+                          row=1, col=j, secondary_y=True)
+        fig.update_xaxes(title=f"{name} (ms)", row=1, col=j)
+        fig.update_yaxes(title=what, row=1, col=j, secondary_y=False)
+        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", showgrid=False, row=1, col=j, secondary_y=True)
+    return _layout(fig, height=420, bargap=0.03, title="Time to first token and inter-token latency "
+                                                       "(dashed: p50, dotted: p99; line: cumulative share)")
+
+
+def _col(df: pd.DataFrame, name: str) -> list[float | None]:
+    return [_nan_none(v) for v in df[name]] if name in df.columns else [None] * len(df)
+
+
+def token_pareto_figure(points: pd.DataFrame) -> go.Figure:
+    """Output tokens/s per request (per user, y) against aggregate output tokens/s (x) over the sweep
+    points, as vLLM's sweep plots draw them; each point labelled by its mode or rate, 95% CI error bars,
+    and the points that no other point beats on both axes joined (higher is better on both)."""
+    from heptathlon.dashboard.scoring import pareto_front
+
+    fig = go.Figure()
+    xm, ym = "output_tokens_per_s", "output_tokens_per_s_per_request"
+    ok = points[[(_nan_none(a) is not None and _nan_none(b) is not None)
+                 for a, b in zip(points.get(xm, []), points.get(ym, []))]] if not points.empty else points
+    if ok.empty:
+        fig.add_annotation(text="no sweep points: not measured", showarrow=False, font={"size": 15, "color": "#888"},
+                           xref="paper", yref="paper", x=0.5, y=0.5)
+        return _layout(fig, height=440, title="Per-user against aggregate output tokens/s: no sweep")
+    xs, ys = _col(ok, xm), _col(ok, ym)
+    labels = [str(lab) for lab in ok["label"]]
+    front = pareto_front([(str(p), x, y) for p, x, y in zip(ok["point"], xs, ys)], x_lower_is_better=False,
+                         y_lower_is_better=False)
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers+text", text=labels, textposition="top center", name="sweep point",
+        marker={"size": 12, "color": [colour(str(m)) if str(m) in FIXED_COLOURS else PALETTE[i % len(PALETTE)]
+                                      for i, m in enumerate(ok["mode"])], "line": {"width": 1, "color": "#222"}},
+        error_x=_err(xs, _col(ok, f"{xm}_ci_low"), _col(ok, f"{xm}_ci_high")),
+        error_y=_err(ys, _col(ok, f"{ym}_ci_low"), _col(ok, f"{ym}_ci_high")),
+        customdata=[[lab, "on the frontier" if str(p) in front else "dominated"]
+                    for lab, p in zip(labels, ok["point"])],
+        hovertemplate="%{customdata[0]}<br>aggregate %{x:.4g} tokens/s<br>per request %{y:.4g} tokens/s"
+                      "<br>%{customdata[1]}<extra></extra>"))
+    fr = sorted(((x, y) for p, x, y in zip(ok["point"], xs, ys) if str(p) in front))
+    if len(fr) > 1:
+        fig.add_trace(go.Scatter(x=[x for x, _ in fr], y=[y for _, y in fr], mode="lines", name="Pareto frontier",
+                                 line={"color": "#1a5fb4", "dash": "dot", "width": 2}, hoverinfo="skip"))
+    return _layout(fig, height=460, title="Per-user against aggregate output tokens/s over the sweep",
+                   xaxis_title="aggregate output tokens/s (1/s)", yaxis_title="output tokens/s per request (1/s)")
+
+
+def rate_sweep_figure(points: pd.DataFrame, slo: dict[str, Any] | None = None,
+                      max_rate: dict[str, Any] | None = None) -> go.Figure:
+    """p99 TTFT (top) and p99 TPOT (bottom) against the achieved request rate, over the sweep points
+    and the SLO search's probes.
+
+    TPOT p99 comes from the sweep record where stored; a point without it shows its p99 ITL instead
+    (named so in the legend). With SLOs: horizontal SLO lines, the probes coloured met/not met, and
+    max_rate_within_slo as a vertical line; an SLO met at no rate is said in the title and on the plot.
+    """
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                        subplot_titles=["p99 time to first token", "p99 time per output token"])
+    has = False
+    if not points.empty:
+        pts = points.sort_values("achieved_rate", kind="stable")
+        x = _col(pts, "achieved_rate")
+        labels = [str(lab) for lab in pts["label"]]
+        ttft = _col(pts, "ttft_p99_ms")
+        fig.add_trace(go.Scatter(x=x, y=ttft, mode="lines+markers+text", text=labels, textposition="top center",
+                                 name="sweep: p99 TTFT", line={"color": PALETTE[0]},
+                                 error_y=_err(ttft, _col(pts, "ttft_p99_ms_ci_low"), _col(pts, "ttft_p99_ms_ci_high")),
+                                 hovertemplate="%{text}<br>%{x:.3g} req/s<br>p99 TTFT %{y:.4g} ms<extra></extra>"),
+                      row=1, col=1)
+        tpot = _col(pts, "tpot_p99_ms")
+        if any(v is not None for v in tpot):
+            fig.add_trace(go.Scatter(x=x, y=tpot, mode="lines+markers", text=labels, name="sweep: p99 TPOT",
+                                     line={"color": PALETTE[1]},
+                                     hovertemplate="%{text}<br>%{x:.3g} req/s<br>p99 TPOT %{y:.4g} ms<extra></extra>"),
+                          row=2, col=1)
+        else:
+            itl = _col(pts, "itl_p99_ms")
+            fig.add_trace(go.Scatter(x=x, y=itl, mode="lines+markers", text=labels,
+                                     name="sweep: p99 ITL (no p99 TPOT stored)", line={"color": PALETTE[1]},
+                                     error_y=_err(itl, _col(pts, "itl_p99_ms_ci_low"), _col(pts, "itl_p99_ms_ci_high")),
+                                     hovertemplate="%{text}<br>%{x:.3g} req/s<br>p99 ITL %{y:.4g} ms<extra></extra>"),
+                          row=2, col=1)
+        has = True
+    probes = [p for p in ((slo or {}).get("probes") or [])
+              if isinstance(p, dict) and p.get("achieved_rate") is not None]
+    for met in (True, False):
+        ps = [p for p in probes if bool(p.get("met")) == met]
+        if not ps:
+            continue
+        style = {"symbol": "circle" if met else "x", "size": 11, "color": "#26a269" if met else "#c01c28"}
+        text = [f"probe {point_label_of(p)}: SLO {'met' if met else 'not met'}" for p in ps]
+        for row, key, what in ((1, "ttft_p99_ms", "TTFT"), (2, "tpot_p99_ms", "TPOT")):
+            fig.add_trace(go.Scatter(x=[p["achieved_rate"] for p in ps], y=[p.get(key) for p in ps], mode="markers",
+                                     marker=style, text=text, name=f"SLO probe, {'met' if met else 'not met'}",
+                                     legendgroup=f"probe-{met}", showlegend=row == 1,
+                                     hovertemplate="%{text}<br>%{x:.3g} req/s<br>p99 " + what
+                                                   + " %{y:.4g} ms<extra></extra>"), row=row, col=1)
+        has = True
+    title = "p99 latency against achieved request rate"
+    if slo:
+        for row, key, what in ((1, "ttft_ms", "TTFT"), (2, "tpot_ms", "TPOT")):
+            if slo.get(key) is not None:
+                fig.add_hline(y=float(slo[key]), line={"color": "#e66100", "dash": "dash", "width": 2}, row=row, col=1,
+                              annotation_text=f"SLO p99 {what} ≤ {float(slo[key]):g} ms",
+                              annotation_position="top left")
+        rate = _nan_none((max_rate or {}).get("value")) if max_rate else None
+        rate = rate if rate is not None else (_nan_none(slo.get("max_rate")) if slo.get("met") else None)
+        if slo.get("met") is False or rate is None:
+            title += " · SLO not met at any rate"
+            fig.add_annotation(text="SLO not met at any rate", showarrow=False, xref="paper", yref="paper",
+                               x=0.5, y=1.08, font={"size": 14, "color": "#c01c28"})
+        else:
+            title += f" · max rate within SLO {rate:.3g} req/s"
+            for row in (1, 2):
+                fig.add_vline(x=rate, line={"color": "#26a269", "dash": "dot", "width": 2}, row=row, col=1)
+            fig.add_trace(go.Scatter(x=[rate, rate], y=[None, None], mode="lines", showlegend=True,
+                                     line={"color": "#26a269", "dash": "dot", "width": 2},
+                                     name=f"max_rate_within_slo {rate:.3g} req/s (offered Poisson rate)"),
+                          row=1, col=1)
+    if not has:
+        fig.add_annotation(text="no sweep points or SLO probes: not measured", showarrow=False,
+                           font={"size": 15, "color": "#888"}, xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_xaxes(title="achieved request rate (requests/s)", row=2, col=1)
+    fig.update_yaxes(title="ms", row=1, col=1)
+    fig.update_yaxes(title="ms", row=2, col=1)
+    return _layout(fig, height=620, title=title)
+
+
+def point_label_of(p: dict[str, Any]) -> str:
+    from heptathlon.dashboard.generative import point_label
+
+    return point_label(p.get("mode"), p.get("rate"), p.get("concurrency"))

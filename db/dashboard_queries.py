@@ -548,6 +548,131 @@ def compare_runs(s: Session, a: str, b: str) -> dict[str, Any] | None:
     return {"a": da, "b": db_, "measurements": heads}
 
 
+# ---- generate (token generation) ------------------------------------------------------------------
+GENERATE = "generate"
+GEN_RUN_COLUMNS = RUN_COLUMNS + ["load", "contended", "isolation"]
+GEN_LIST_COLUMNS = ["run_id", "submission", "version", "task", "profile", "machine_id", "finished_at", "load",
+                    "sweep", "slo"]
+
+
+def generative_runs(s: Session, *, task: str | None = None, profile: str | None = None,
+                    machine_ids: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest succeeded generate run of each series, with its headline values (latest_results).
+
+    The runs table adds ``load`` (heptathlon.dashboard.generative.load_label of its parameters),
+    ``contended`` (its contention_share row is marked) and ``isolation`` (run.controls).
+    """
+    from heptathlon.bench.contention import is_contended
+    from heptathlon.dashboard.generative import load_label
+
+    runs, meas = latest_results(s, task=task, profile=profile, scenario=GENERATE, machine_ids=machine_ids)
+    contended = {r["run_id"]: is_contended(r["params"]) for r in meas.to_dict("records")
+                 if r["metric"] == "contention_share"}
+    controls: dict[str, Any] = {}
+    for chunk in _chunks(list(runs["run_id"])):
+        controls.update({rid: c for rid, c in s.execute(select(Run.id, Run.controls).where(Run.id.in_(chunk)))})
+    runs = runs.assign(load=[load_label(p) for p in runs["run_params"]],
+                       contended=[bool(contended.get(r, False)) for r in runs["run_id"]],
+                       isolation=[(controls.get(r) or {}).get("isolation") for r in runs["run_id"]])
+    return runs[GEN_RUN_COLUMNS].reset_index(drop=True), meas
+
+
+def generate_run_list(s: Session, *, limit: int = 300) -> pd.DataFrame:
+    """Succeeded generate runs, newest first, for the Generation page's picker."""
+    from heptathlon.dashboard.generative import load_label
+
+    q = (select(Run.id, Submission.name, Submission.version, Run.task_name, Run.profile_name, Run.machine_id,
+                Run.finished_at, Run.params)
+         .join(Submission, Run.submission_id == Submission.id)
+         .where(Run.scenario == GENERATE, Run.status == RunStatus.SUCCEEDED)
+         .order_by(Run.finished_at.desc(), Run.id).limit(limit))
+    rows = [(rid, name, ver, task, prof, mid, fin, load_label(p), bool((p or {}).get("sweep")),
+             (p or {}).get("ttft_slo_ms") is not None or (p or {}).get("tpot_slo_ms") is not None)
+            for rid, name, ver, task, prof, mid, fin, p in s.execute(q)]
+    return pd.DataFrame(rows, columns=GEN_LIST_COLUMNS)
+
+
+def _ms(arr: np.ndarray | None) -> np.ndarray | None:
+    return None if arr is None else arr.astype(np.float64) / 1e6
+
+
+def generate_record(s: Session, run_id: str) -> dict[str, Any] | None:
+    """One generate run: who and where, its run.extra["generate"] record (outputs cut to
+    ``n_outputs`` and the first few), its headline rows, and its raw TTFT, ITL (every gap) and
+    end-to-end latencies in ms. None when no generate run has this id."""
+    from heptathlon.bench.contention import is_contended
+    from heptathlon.dashboard.generative import load_label
+
+    q = (select(Run.id, Run.status, Run.scenario, Run.task_name, Run.profile_name, Run.machine_id, Run.finished_at,
+                Run.params, Run.extra, Run.controls, func.coalesce(Submission.name, Run.submission_ref),
+                Submission.version)
+         .outerjoin(Submission, Run.submission_id == Submission.id).where(Run.id == run_id))
+    row = s.execute(q).first()
+    if row is None or row[2] != GENERATE:
+        return None
+    rid, status, _scen, task, prof, mid, fin, params, extra, controls, name, version = row
+    gen = dict((extra or {}).get(GENERATE) or {})
+    outputs = gen.pop("outputs", None) or []
+    gen.pop("cohorts", None)  # internal batching trace
+    meas = headline_measurements(s, [rid])
+    share = meas[meas["metric"] == "contention_share"]
+    return {"run_id": rid, "status": status, "task": task, "profile": prof, "machine_id": mid, "finished_at": fin,
+            "submission": name, "version": version, "params": params or {}, "load": load_label(params),
+            "isolation": (controls or {}).get("isolation"),
+            "contended": bool(len(share)) and is_contended(share.iloc[0]["params"]),
+            "generate": gen, "n_outputs": len(outputs), "outputs": outputs[:20], "measurements": meas,
+            "ttft_ms": _ms(Q.load_samples(s, rid, SampleKind.TTFT_NS)),
+            "itl_ms": _ms(Q.load_samples(s, rid, SampleKind.ITL_NS)),
+            "e2e_ms": _ms(Q.load_samples(s, rid, SampleKind.E2E_NS))}
+
+
+SWEEP_POINT_COLUMNS = ["point", "mode", "rate", "concurrency", "label", "achieved_rate", "tpot_p99_ms"]
+
+
+def generate_sweep(s: Session, run_id: str) -> dict[str, Any]:
+    """One generate run's sweep points and SLO search.
+
+    ``points``: one row per sweep point (SWEEP_POINT_COLUMNS, then ``<metric>``, ``<metric>_ci_low``,
+    ``<metric>_ci_high`` for each swept metric), from its ``params.sweep`` measurement rows; the
+    achieved request rate is the point's requests_per_s, and ``tpot_p99_ms`` (no measurement row
+    of its own) comes from run.extra["generate"]["sweep"] where stored. ``slo``: the
+    run.extra["generate"]["slo"] record (None without SLOs); ``max_rate``: the headline
+    max_rate_within_slo row as a dict (value None and the reason in ``note`` when not met).
+    """
+    from heptathlon.dashboard.generative import SWEEP_METRICS, point_label
+
+    extra = s.scalar(select(Run.extra).where(Run.id == run_id)) or {}
+    gen = extra.get(GENERATE) or {}
+    q = select(Measurement.metric, Measurement.value, Measurement.ci_low, Measurement.ci_high,
+               Measurement.params).where(Measurement.run_id == run_id)
+    pts: dict[int, dict[str, Any]] = {}
+    for metric, value, lo, hi, params in s.execute(q):
+        p = params or {}
+        if not p.get("sweep") or "sweep_point" not in p:
+            continue
+        i = int(p["sweep_point"])
+        d = pts.setdefault(i, {"point": i, "mode": p.get("mode"), "rate": p.get("rate"),
+                               "concurrency": p.get("concurrency")})
+        d[metric], d[f"{metric}_ci_low"], d[f"{metric}_ci_high"] = value, lo, hi
+    stored = {int(x["point"]): x for x in (gen.get("sweep") or []) if isinstance(x, dict) and "point" in x}
+    for i, d in pts.items():
+        d["label"] = point_label(d["mode"], d["rate"], d["concurrency"])
+        d["achieved_rate"] = d.get("requests_per_s", stored.get(i, {}).get("achieved_requests_per_s"))
+        d["tpot_p99_ms"] = stored.get(i, {}).get("tpot_p99_ms")
+    cols = SWEEP_POINT_COLUMNS + [f"{m}{sfx}" for m in SWEEP_METRICS for sfx in ("", "_ci_low", "_ci_high")]
+    points = pd.DataFrame([pts[i] for i in sorted(pts)], columns=cols)
+    heads = headline_measurements(s, [run_id])
+    mr = heads[heads["metric"] == "max_rate_within_slo"]
+    max_rate = None if mr.empty else {k: _opt(v) for k, v in mr.iloc[0].to_dict().items()}
+    slo = gen.get("slo")
+    return {"points": points, "slo": slo if isinstance(slo, dict) else None, "max_rate": max_rate}
+
+
+def _opt(x: Any) -> Any:
+    """None for NaN (pandas reads a NULL float as NaN), else the value."""
+    return None if isinstance(x, float) and np.isnan(x) else x
+
+
 # ---- cached wrappers (what the dashboard calls) --------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def prepare_database(url: str) -> str:
@@ -647,3 +772,28 @@ def load_series_history(url: str, *, submission: str | None = None, profile: str
 def load_alerts_for_runs(url: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
     with session_scope(url) as s:
         return alerts_for_runs(s, run_ids)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_generative_runs(url: str, *, task: str | None = None, profile: str | None = None,
+                         machine_ids: tuple[int, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    with session_scope(url) as s:
+        return generative_runs(s, task=task, profile=profile, machine_ids=machine_ids)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_generate_run_list(url: str, *, limit: int = 300) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return generate_run_list(s, limit=limit)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_generate_record(url: str, run_id: str) -> dict[str, Any] | None:
+    with session_scope(url) as s:
+        return generate_record(s, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_generate_sweep(url: str, run_id: str) -> dict[str, Any]:
+    with session_scope(url) as s:
+        return generate_sweep(s, run_id)
