@@ -84,7 +84,7 @@ torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
 import logging
 logging.disable(logging.WARNING)
-import transformers, optimum_benchmark
+import importlib.metadata, transformers
 from optimum_benchmark import Benchmark, BenchmarkConfig, InferenceConfig, InlineConfig, PyTorchConfig
 B, L, K = a["B"], a["L"], a["K"]
 backend = PyTorchConfig(device="cpu", model=a["model"], task="text-generation", library="transformers",
@@ -95,7 +95,7 @@ scenario = InferenceConfig(memory=False, latency=True, energy=False, iterations=
 cfg = BenchmarkConfig(name="heptathlon-peer", launcher=InlineConfig(), scenario=scenario, backend=backend,
                       log_report=False, print_report=False)
 d = Benchmark.launch(cfg).to_dict()
-out = {"versions": {"optimum-benchmark": optimum_benchmark.__version__, "transformers": transformers.__version__,
+out = {"versions": {"optimum-benchmark": importlib.metadata.version("optimum-benchmark"), "transformers": transformers.__version__,
                     "torch": torch.__version__}, "threads": torch.get_num_threads(),
        "affinity": sorted(os.sched_getaffinity(0))}
 for k in ("prefill", "decode", "per_token", "generate"):
@@ -161,7 +161,8 @@ def check_peer(peer: str | None) -> str:
         fail(f"no peer venv given (--peer-python or HEPTATHLON_PEER_PYTHON); create it: {PEER_RECIPE}")
     if not Path(peer).is_file():
         fail(f"peer python {peer} not found; create the peer venv: {PEER_RECIPE}")
-    r = subprocess.run([peer, "-c", "import optimum_benchmark, transformers, torch"], capture_output=True, text=True)
+    r = subprocess.run([peer, "-c", "import optimum_benchmark, transformers, torch"], check=False,
+                       capture_output=True, text=True)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
         fail(f"{peer} cannot import optimum_benchmark ({last}); create the peer venv: {PEER_RECIPE}")
@@ -169,7 +170,7 @@ def check_peer(peer: str | None) -> str:
 
 
 def result_of(cmd: list[str], what: str, env: dict | None = None) -> dict:
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or ["no output"])[-1]
@@ -222,7 +223,7 @@ def write_submission(model: Path, folder: Path, length: int) -> Path:
 
 
 # ---- the two tools --------------------------------------------------------------------------------
-def run_heptathlon(folder: Path, b: int, k: int, requests: int, warmup: int, db: Path) -> dict:
+def run_heptathlon(folder: Path, b: int, k: int, requests: int, warmup: int, db: Path, wait_quiet: bool) -> dict:
     if db.exists():
         db.unlink()
     cmd = [sys.executable, "-m", "heptathlon.bench.cli", "run", str(folder), "--scenario", "generate",
@@ -230,7 +231,9 @@ def run_heptathlon(folder: Path, b: int, k: int, requests: int, warmup: int, db:
            "--no-meters", "--db", f"sqlite:///{db}", "--profile", "cpu-1core"]
     if b > 1:
         cmd += ["--concurrency", str(b), "--max-batch", str(b)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if wait_quiet:
+        cmd += ["--wait-quiet", "--wait-quiet-timeout", "60"]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO)
     con = sqlite3.connect(db) if db.exists() else None
     row = con.execute("select id, status, error, extra from run").fetchone() if con else None
     if r.returncode != 0 or row is None or row[1] != "succeeded":
@@ -293,7 +296,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,4", help="comma-separated B (Heptathlon --concurrency B)")
     ap.add_argument("--input-len", type=int, default=32, help="L: prompt tokens")
     ap.add_argument("--new-tokens", type=int, default=16, help="K: generated tokens (>= 2)")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds per B, the tools' order alternating")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per B, the tools' order alternating")
     ap.add_argument("--requests", type=int, default=None, help="Heptathlon requests per run (default max(32, 16*B))")
     ap.add_argument("--warmup", type=int, default=4, help="Heptathlon warm-up requests (single stream)")
     ap.add_argument("--iterations", type=int, default=30, help="optimum-benchmark measured generate() calls")
@@ -304,6 +307,7 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, default=0, help="core for optimum-benchmark and the bare loop (the "
                                                        "cpu-1core profile pins Heptathlon to core 0)")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare-loop diagnostic")
+    ap.add_argument("--wait-quiet", action="store_true", help="pass --wait-quiet to Heptathlon (60 s at most)")
     ap.add_argument("--json", type=Path, default=None, help="also write every raw number here")
     args = ap.parse_args()
     bs = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
@@ -318,6 +322,7 @@ def main() -> None:
         folder = write_submission(model, work / "submission", L)
         model = folder / "model"  # both tools read the same saved folder
         raw: dict = {"B": {}, "L": L, "K": K}
+        loads: list[float] = []
         for b in bs:
             n = args.requests or max(32, 16 * b)
             hs, os_ = [], []
@@ -325,14 +330,17 @@ def main() -> None:
                 order = ["heptathlon", "optimum"] if (r + bs.index(b)) % 2 == 0 else ["optimum", "heptathlon"]
                 for tool in order:
                     if tool == "heptathlon":
-                        hs.append(run_heptathlon(folder, b, K, n, args.warmup, work / f"h-{b}-{r}.db"))
+                        hs.append(run_heptathlon(folder, b, K, n, args.warmup, work / f"h-{b}-{r}.db",
+                                                 args.wait_quiet))
                     else:
                         os_.append(run_optimum(peer, model, b, L, K, args.iterations, args.peer_warmup, args.cpu))
+                    loads.append(os.getloadavg()[0])
                 print(f"B={b} round {r + 1}/{args.rounds} done ({' then '.join(order)}), "
                       f"{time.time() - started:.0f} s", file=sys.stderr)
             bare = None if args.no_bare else {"heptathlon venv": run_bare(sys.executable, model, b, L, K, 20, args.cpu),
                                               "peer venv": run_bare(peer, model, b, L, K, 20, args.cpu)}
             raw["B"][b] = {"heptathlon": hs, "optimum": os_, "bare": bare}
+        raw["load"] = [min(loads), max(loads)]
         raw["versions"] = {"heptathlon transformers": raw["B"][bs[0]]["heptathlon"][0]["_transformers"],
                            **{f"peer {k}": v for k, v in raw["B"][bs[0]]["optimum"][0]["versions"].items()}}
         if args.json:
@@ -364,6 +372,10 @@ def print_table(raw: dict, bs: list[int], L: int, K: int, elapsed: float) -> Non
             ov = [r[i][2] for r in per_round]
             ratio = [x / y for x, y in zip(hv, ov)]
             t.add_row(str(b), q, fmt(hv), fmt(ov), f"{float(np.median(ratio)):.2f}", note)
+        share = [h.get("contention_share") for h in d["heptathlon"] if h.get("contention_share") is not None]
+        if share:
+            t.add_row(str(b), "contention share (Heptathlon's)", fmt(share), "", "",
+                      "other processes' CPU time on the run's cores; > ~0.1 inflates times")
         if d["bare"]:
             hb, pb = d["bare"]["heptathlon venv"], d["bare"]["peer venv"]
             t.add_row(str(b), "bare loop prefill ms", f"{hb['prefill_ms']:.3g}", f"{pb['prefill_ms']:.3g}",
@@ -375,7 +387,8 @@ def print_table(raw: dict, bs: list[int], L: int, K: int, elapsed: float) -> Non
         t.add_section()
     Console(width=160).print(t)
     v = raw["versions"]
-    print("versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + f"; {elapsed:.0f} s in all")
+    print("versions: " + ", ".join(f"{k} {x}" for k, x in v.items()) + f"; load average "
+          f"{raw['load'][0]:.1f}-{raw['load'][1]:.1f} on {os.cpu_count()} CPUs; {elapsed:.0f} s in all")
 
 
 if __name__ == "__main__":
