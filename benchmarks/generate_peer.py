@@ -269,25 +269,26 @@ def run_bare(python: str, model: Path, b: int, length: int, k: int, iterations: 
 def rows_for(b: int, length: int, k: int, h: dict, o: dict) -> list[tuple[str, float, float, str]]:
     """(quantity, Heptathlon, optimum, note) for one B; every time in ms, every rate in tokens/s."""
     pre_mean, pre_p50 = o["prefill"]["mean_s"] * 1e3, o["prefill"]["p50_s"] * 1e3
-    dec_mean = o["decode"]["mean_s"] * 1e3
+    dec_mean, dec_p50 = o["decode"]["mean_s"] * 1e3, o["decode"]["p50_s"] * 1e3
     ttft, tpot = h["ttft_p50_ms"], h["tpot_ms"]
     return [
         ("prefill latency ms", ttft, pre_p50, "TTFT p50 / prefill p50"),
         ("prefill latency ms (mean)", ttft, pre_mean, "TTFT p50 / prefill mean"),
         ("prefill tokens/s, as stored", h["prefill_tokens_per_s"], o["prefill"]["throughput"]["value"] * length,
          "sum L / sum TTFT (per request) / B*L / prefill mean"),
-        ("prefill tokens/s, cohort", b * length / (ttft / 1e3), o["prefill"]["throughput"]["value"] * length,
-         "B*L / TTFT p50 / B*L / prefill mean"),
-        ("decode ms per token", tpot, dec_mean / (k - 1), "TPOT / decode mean / (K-1)"),
+        ("prefill tokens/s, comparable", b * length / (ttft / 1e3), b * length / (pre_p50 / 1e3),
+         "B*L / TTFT p50 / B*L / prefill p50"),
+        ("decode ms per token", tpot, dec_p50 / (k - 1), "TPOT / decode p50 / (K-1)"),
+        ("decode ms per token (mean)", tpot, dec_mean / (k - 1), "TPOT / decode mean / (K-1)"),
         ("decode ms per token (per_token p50)", tpot, o["per_token"]["p50_s"] * 1e3, "TPOT / per_token p50"),
         ("ITL p50 ms", h["itl_p50_ms"], o["per_token"]["p50_s"] * 1e3, "ITL p50 / per_token p50"),
         ("output tokens/s, as stored", h["output_tokens_per_s"], o["decode"]["throughput"]["value"],
          "B*K / window (prefill in) / B*(K-1) / decode mean"),
-        ("decode tokens/s, comparable", b / (tpot / 1e3), o["decode"]["throughput"]["value"],
-         "B / TPOT / B*(K-1) / decode mean"),
-        ("generate tokens/s", h["output_tokens_per_s"], b * k / o["generate"]["mean_s"],
-         "B*K / window / B*K / generate mean"),
-        ("e2e ms per request", h["e2e_p50_ms"], o["generate"]["mean_s"] * 1e3, "e2e p50 / generate mean"),
+        ("decode tokens/s, comparable", b / (tpot / 1e3), b * (k - 1) / (dec_p50 / 1e3),
+         "B / TPOT / B*(K-1) / decode p50"),
+        ("generate tokens/s", h["output_tokens_per_s"], b * k / o["generate"]["p50_s"],
+         "B*K / window / B*K / generate p50"),
+        ("e2e ms per request", h["e2e_p50_ms"], o["generate"]["p50_s"] * 1e3, "e2e p50 / generate p50"),
     ]
 
 
@@ -325,7 +326,7 @@ def main() -> None:
         loads: list[float] = []
         for b in bs:
             n = args.requests or max(32, 16 * b)
-            hs, os_ = [], []
+            hs, os_, bare = [], [], {}
             for r in range(args.rounds):
                 order = ["heptathlon", "optimum"] if (r + bs.index(b)) % 2 == 0 else ["optimum", "heptathlon"]
                 for tool in order:
@@ -335,11 +336,12 @@ def main() -> None:
                     else:
                         os_.append(run_optimum(peer, model, b, L, K, args.iterations, args.peer_warmup, args.cpu))
                     loads.append(os.getloadavg()[0])
+                if not args.no_bare:
+                    for name, py in [("heptathlon venv", sys.executable), ("peer venv", peer)][::1 if r % 2 == 0 else -1]:
+                        bare.setdefault(name, []).append(run_bare(py, model, b, L, K, 20, args.cpu))
                 print(f"B={b} round {r + 1}/{args.rounds} done ({' then '.join(order)}), "
                       f"{time.time() - started:.0f} s", file=sys.stderr)
-            bare = None if args.no_bare else {"heptathlon venv": run_bare(sys.executable, model, b, L, K, 20, args.cpu),
-                                              "peer venv": run_bare(peer, model, b, L, K, 20, args.cpu)}
-            raw["B"][b] = {"heptathlon": hs, "optimum": os_, "bare": bare}
+            raw["B"][b] = {"heptathlon": hs, "optimum": os_, "bare": bare or None}
         raw["load"] = [min(loads), max(loads)]
         raw["versions"] = {"heptathlon transformers": raw["B"][bs[0]]["heptathlon"][0]["_transformers"],
                            **{f"peer {k}": v for k, v in raw["B"][bs[0]]["optimum"][0]["versions"].items()}}
@@ -378,12 +380,11 @@ def print_table(raw: dict, bs: list[int], L: int, K: int, elapsed: float) -> Non
                       "other processes' CPU time on the run's cores; > ~0.1 inflates times")
         if d["bare"]:
             hb, pb = d["bare"]["heptathlon venv"], d["bare"]["peer venv"]
-            t.add_row(str(b), "bare loop prefill ms", f"{hb['prefill_ms']:.3g}", f"{pb['prefill_ms']:.3g}",
-                      f"{hb['prefill_ms'] / pb['prefill_ms']:.2f}",
-                      f"engine's calls, no harness: transformers {hb['transformers']} / {pb['transformers']}")
-            t.add_row(str(b), "bare loop decode ms per token", f"{hb['step_ms']:.3g}", f"{pb['step_ms']:.3g}",
-                      f"{hb['step_ms'] / pb['step_ms']:.2f}",
-                      f"engine's calls, no harness: transformers {hb['transformers']} / {pb['transformers']}")
+            what = f"engine's calls, no harness, each venv: transformers {hb[0]['transformers']} / " \
+                   f"{pb[0]['transformers']}"
+            for q, key in (("bare loop prefill ms", "prefill_ms"), ("bare loop decode ms per token", "step_ms")):
+                hv, pv = [x[key] for x in hb], [x[key] for x in pb]
+                t.add_row(str(b), q, fmt(hv), fmt(pv), f"{float(np.median(np.divide(hv, pv))):.2f}", what)
         t.add_section()
     Console(width=160).print(t)
     v = raw["versions"]
