@@ -55,6 +55,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -169,13 +170,34 @@ def check_peer(peer: str | None) -> str:
     return peer
 
 
-def result_of(cmd: list[str], what: str, env: dict | None = None) -> dict:
+def core_busy_s(cpu: int | None) -> float | None:
+    """Busy seconds of one core so far (/proc/stat), or None where it cannot be read."""
+    try:
+        for ln in Path("/proc/stat").read_text().splitlines():
+            f = ln.split()
+            if cpu is not None and f[0] == f"cpu{cpu}":
+                t = [int(x) for x in f[1:9]]
+                return (sum(t) - t[3] - t[4]) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+    return None
+
+
+def result_of(cmd: list[str], what: str, env: dict | None = None, cpu: int | None = None) -> dict:
+    """Run one pinned child; its RESULT line, plus the share of its core that other processes took
+    while it ran (the core's busy time minus the child's own CPU time, over the wall time)."""
+    b0, c0, w0 = core_busy_s(cpu), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     r = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    b1, c1, w1 = core_busy_s(cpu), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or ["no output"])[-1]
         fail(f"{what} failed (exit {r.returncode}): {tail}")
-    return json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT "):])
+    if b0 is not None and b1 is not None:
+        own = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+        out["contention_share"] = max(0.0, (b1 - b0 - own) / (w1 - w0))
+    return out
 
 
 # ---- the model and the fixed-length prompt task ---------------------------------------------------
@@ -223,12 +245,27 @@ def write_submission(model: Path, folder: Path, length: int) -> Path:
 
 
 # ---- the two tools --------------------------------------------------------------------------------
-def run_heptathlon(folder: Path, b: int, k: int, requests: int, warmup: int, db: Path, wait_quiet: bool) -> dict:
+def profile_for(cpu: int, work: Path) -> str:
+    """cpu-1core itself on core 0; on another core, a copy of it pinned there (a profile YAML path)."""
+    if cpu == 0:
+        return "cpu-1core"
+    import yaml
+
+    raw = yaml.safe_load((REPO / "hw_profiles" / "cpu-1core.yaml").read_text())
+    raw.update(name=f"cpu-1core-c{cpu}", description=f"cpu-1core pinned to core {cpu}", default=False)
+    raw["cpu"]["cores"] = [cpu]
+    path = work / f"cpu-1core-c{cpu}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def run_heptathlon(folder: Path, b: int, k: int, requests: int, warmup: int, db: Path, wait_quiet: bool,
+                   profile: str) -> dict:
     if db.exists():
         db.unlink()
     cmd = [sys.executable, "-m", "heptathlon.bench.cli", "run", str(folder), "--scenario", "generate",
            "--max-new-tokens", str(k), "--ignore-eos", "--min-queries", str(requests), "--warmup", str(warmup),
-           "--no-meters", "--db", f"sqlite:///{db}", "--profile", "cpu-1core"]
+           "--no-meters", "--db", f"sqlite:///{db}", "--profile", profile]
     if b > 1:
         cmd += ["--concurrency", str(b), "--max-batch", str(b)]
     if wait_quiet:
@@ -255,14 +292,14 @@ def run_optimum(peer: str, model: Path, b: int, length: int, k: int, iterations:
     arg = json.dumps({"model": str(model), "B": b, "L": length, "K": k, "iterations": iterations, "warmup": warmup,
                       "cpu": cpu})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return result_of([peer, "-c", OPTIMUM_CODE, arg], f"optimum-benchmark at B={b}", env)
+    return result_of([peer, "-c", OPTIMUM_CODE, arg], f"optimum-benchmark at B={b}", env, cpu)
 
 
 def run_bare(python: str, model: Path, b: int, length: int, k: int, iterations: int, cpu: int | None) -> dict:
     arg = json.dumps({"model": str(model), "B": b, "L": length, "K": k, "iterations": iterations, "warmup": 5,
                       "cpu": cpu})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return result_of([python, "-c", BARE_CODE, arg], f"bare loop ({python}) at B={b}", env)
+    return result_of([python, "-c", BARE_CODE, arg], f"bare loop ({python}) at B={b}", env, cpu)
 
 
 # ---- the table ------------------------------------------------------------------------------------
@@ -305,8 +342,8 @@ def main() -> None:
     ap.add_argument("--peer-python", default=os.environ.get("HEPTATHLON_PEER_PYTHON"),
                     help="python of the optimum-benchmark venv (default $HEPTATHLON_PEER_PYTHON)")
     ap.add_argument("--model", type=Path, default=None, help="reuse this save_pretrained folder instead of building")
-    ap.add_argument("--cpu", type=int, default=0, help="core for optimum-benchmark and the bare loop (the "
-                                                       "cpu-1core profile pins Heptathlon to core 0)")
+    ap.add_argument("--cpu", type=int, default=0, help="the one core every tool runs on: 0 is the cpu-1core "
+                                                       "profile; another core runs a copy of it pinned there")
     ap.add_argument("--no-bare", action="store_true", help="skip the bare-loop diagnostic")
     ap.add_argument("--wait-quiet", action="store_true", help="pass --wait-quiet to Heptathlon (60 s at most)")
     ap.add_argument("--json", type=Path, default=None, help="also write every raw number here")
@@ -322,7 +359,8 @@ def main() -> None:
         model = args.model.resolve() if args.model else build_model(work / "model")
         folder = write_submission(model, work / "submission", L)
         model = folder / "model"  # both tools read the same saved folder
-        raw: dict = {"B": {}, "L": L, "K": K}
+        profile = profile_for(args.cpu, work)
+        raw: dict = {"B": {}, "L": L, "K": K, "cpu": args.cpu}
         loads: list[float] = []
         for b in bs:
             n = args.requests or max(32, 16 * b)
@@ -332,7 +370,7 @@ def main() -> None:
                 for tool in order:
                     if tool == "heptathlon":
                         hs.append(run_heptathlon(folder, b, K, n, args.warmup, work / f"h-{b}-{r}.db",
-                                                 args.wait_quiet))
+                                                 args.wait_quiet, profile))
                     else:
                         os_.append(run_optimum(peer, model, b, L, K, args.iterations, args.peer_warmup, args.cpu))
                     loads.append(os.getloadavg()[0])
@@ -375,9 +413,10 @@ def print_table(raw: dict, bs: list[int], L: int, K: int, elapsed: float) -> Non
             ratio = [x / y for x, y in zip(hv, ov)]
             t.add_row(str(b), q, fmt(hv), fmt(ov), f"{float(np.median(ratio)):.2f}", note)
         share = [h.get("contention_share") for h in d["heptathlon"] if h.get("contention_share") is not None]
-        if share:
-            t.add_row(str(b), "contention share (Heptathlon's)", fmt(share), "", "",
-                      "other processes' CPU time on the run's cores; > ~0.1 inflates times")
+        oshare = [o["contention_share"] for o in d["optimum"] if "contention_share" in o]
+        if share or oshare:
+            t.add_row(str(b), "contention share", fmt(share) if share else "", fmt(oshare) if oshare else "", "",
+                      "other processes' CPU time on the core; > ~0.1 inflates times")
         if d["bare"]:
             hb, pb = d["bare"]["heptathlon venv"], d["bare"]["peer venv"]
             what = f"engine's calls, no harness, each venv: transformers {hb[0]['transformers']} / " \
