@@ -245,32 +245,34 @@ def write_submission(model: Path, folder: Path, length: int) -> Path:
 
 
 # ---- the two tools --------------------------------------------------------------------------------
-def profile_for(cpu: int, work: Path) -> str:
-    """cpu-1core itself on core 0; on another core, a copy of it pinned there (a profile YAML path)."""
+def profile_for(cpu: int, work: Path) -> tuple[str, dict]:
+    """(profile name, environment): cpu-1core itself on core 0; on another core, a copy of it pinned
+    there, in a profiles folder (HEPTATHLON_PROFILES_DIR) holding the bundled ones too."""
     if cpu == 0:
-        return "cpu-1core"
+        return "cpu-1core", dict(os.environ)
     import yaml
 
-    raw = yaml.safe_load((REPO / "hw_profiles" / "cpu-1core.yaml").read_text())
+    folder = work / "hw_profiles"
+    shutil.copytree(REPO / "hw_profiles", folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    raw = yaml.safe_load((folder / "cpu-1core.yaml").read_text())
     raw.update(name=f"cpu-1core-c{cpu}", description=f"cpu-1core pinned to core {cpu}", default=False)
     raw["cpu"]["cores"] = [cpu]
-    path = work / f"cpu-1core-c{cpu}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return str(path)
+    (folder / f"cpu-1core-c{cpu}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return f"cpu-1core-c{cpu}", {**os.environ, "HEPTATHLON_PROFILES_DIR": str(folder)}
 
 
 def run_heptathlon(folder: Path, b: int, k: int, requests: int, warmup: int, db: Path, wait_quiet: bool,
-                   profile: str) -> dict:
+                   profile: tuple[str, dict]) -> dict:
     if db.exists():
         db.unlink()
     cmd = [sys.executable, "-m", "heptathlon.bench.cli", "run", str(folder), "--scenario", "generate",
            "--max-new-tokens", str(k), "--ignore-eos", "--min-queries", str(requests), "--warmup", str(warmup),
-           "--no-meters", "--db", f"sqlite:///{db}", "--profile", profile]
+           "--no-meters", "--db", f"sqlite:///{db}", "--profile", profile[0]]
     if b > 1:
         cmd += ["--concurrency", str(b), "--max-batch", str(b)]
     if wait_quiet:
         cmd += ["--wait-quiet", "--wait-quiet-timeout", "60"]
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO, env=profile[1])
     con = sqlite3.connect(db) if db.exists() else None
     row = con.execute("select id, status, error, extra from run").fetchone() if con else None
     if r.returncode != 0 or row is None or row[1] != "succeeded":
