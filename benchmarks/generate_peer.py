@@ -11,6 +11,8 @@ alternating order per round:
   profile (core 0, one intra-op thread). The bundled engine batches the B in-flight requests as one
   static cohort (prefill together, decode together, all finish at the same step with --ignore-eos);
   the run's record says the cohort sizes, which the script checks are all B after warm-up.
+  ``--cpu N`` (N != 0) runs a copy of cpu-1core pinned to core N (HEPTATHLON_PROFILES_DIR), so all
+  three paths share one core; pick the core other work on the box leaves alone.
 - **optimum-benchmark** (its own venv, ``--peer-python``, default ``$HEPTATHLON_PEER_PYTHON``):
   ``Benchmark.launch`` with the inline launcher, ``PyTorchConfig(device="cpu", model=<folder>,
   no_weights=False)`` and ``InferenceConfig(latency=True, input_shapes={batch_size: B,
@@ -22,7 +24,10 @@ alternating order per round:
   transformers version does and what either tool adds.
 
 What the two tools' numbers mean, and where they differ (pairs are matched on meaning, and a
-"comparable" row is derived where the stored definitions differ):
+"comparable" row is derived where the stored definitions differ; comparable rows use medians on
+both sides, since optimum's stored throughputs divide by a MEAN latency, which one preempted call
+moves; every row is the median over rounds, and a "contention share" row says how much of the
+core other processes took during each tool's runs):
 
 - prefill latency: Heptathlon TTFT = issue of the request -> first token stamped in the harness
   after the prefill forward, its argmax and the host copy (p50 over requests). optimum's prefill =
@@ -32,7 +37,8 @@ What the two tools' numbers mean, and where they differ (pairs are matched on me
   series of full ``generate(K)`` calls, not from a separate ``max_new_tokens=1`` run.
 - prefill throughput: Heptathlon ``prefill_tokens_per_s`` = sum(prompt tokens) / sum(TTFT) over
   requests, i.e. L / TTFT per request: for a cohort of B it is NOT B*L / TTFT. optimum's is
-  B / mean(prefill) in *samples*/s; times L for tokens/s. The comparable Heptathlon row is B*L/TTFT.
+  B / mean(prefill) in *samples*/s; times L for tokens/s. The comparable row is B*L / TTFT p50
+  against B*L / prefill p50.
 - per-token decode latency: Heptathlon TPOT = per request (last stamp - first stamp) / (K-1),
   median. optimum: decode latency = first logits-processor call -> ``generate()`` returns (K-1
   forwards plus bookkeeping) / (K-1); its ``per_token`` series is printed too, but in 0.6.0 it is
@@ -40,13 +46,15 @@ What the two tools' numbers mean, and where they differ (pairs are matched on me
   the gap across consecutive calls, which spans a prefill), so its mean is biased up; p50 is shown.
 - decode throughput: Heptathlon ``output_tokens_per_s`` = all B*K tokens / window from the first
   issue to the last answer: prefill and the first token inside. optimum's decode throughput =
-  B*(K-1) / mean(decode latency): prefill and first token outside. The comparable row is B / TPOT.
+  B*(K-1) / mean(decode latency): prefill and first token outside. The comparable row is B / TPOT
+  against B*(K-1) / decode p50.
   (optimum's ``generate`` throughput, labelled samples/s, is B*(K-1)/mean(generate) in 0.6.0's
   per-token path; the generate row divides B*K by its mean latency instead, as Heptathlon does.)
 - warm-up: Heptathlon warms up with ``--warmup`` single-stream requests (B=1 shapes only); optimum
   runs two full generates plus ``warmup_runs`` two-token generates at batch B.
 
-    .venv/bin/python benchmarks/generate_peer.py --batch-sizes 1,4 --input-len 32 --new-tokens 16
+    .venv/bin/python benchmarks/generate_peer.py --peer-python /work/peer-venv/bin/python --cpu 1 \
+        --batch-sizes 1,4 --input-len 32 --new-tokens 16
 """
 
 from __future__ import annotations
