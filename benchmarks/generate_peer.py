@@ -302,7 +302,10 @@ def run_optimum(peer: str, model: Path, b: int, length: int, k: int, iterations:
     arg = json.dumps({"model": str(model), "B": b, "L": length, "K": k, "iterations": iterations, "warmup": warmup,
                       "cpu": cpu})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return result_of([peer, "-c", OPTIMUM_CODE, arg], f"optimum-benchmark at B={b}", env, cpu)
+    out = result_of([peer, "-c", OPTIMUM_CODE, arg], f"optimum-benchmark at B={b}", env, cpu)
+    if out["threads"] != 1 or (cpu is not None and out["affinity"] != [cpu]):
+        fail(f"optimum-benchmark at B={b} ran on {out['threads']} threads, cores {out['affinity']}, not 1 on [{cpu}]")
+    return out
 
 
 def run_bare(python: str, model: Path, b: int, length: int, k: int, iterations: int, cpu: int | None) -> dict:
