@@ -184,6 +184,21 @@ def _rate(name: str, counts: np.ndarray, finals_ns: np.ndarray, window_start_ns:
     return MetricValue(name, float(c.sum()) / window_s, METHOD, n=int(len(counts)), ci_low=lo, ci_high=hi)
 
 
+def union_s(starts: np.ndarray, ends: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Length of the union of the intervals [starts, ends) along ``axis`` (vectorised over the rest)."""
+    order = np.argsort(starts, axis=axis)
+    s = np.take_along_axis(starts, order, axis=axis)
+    e = np.take_along_axis(ends, order, axis=axis)
+    reach = np.maximum.accumulate(e, axis=axis)  # the furthest end so far
+    prev = np.concatenate([np.full_like(np.take(reach, [0], axis=axis), -np.inf),
+                           np.delete(reach, -1, axis=axis)], axis=axis)
+    return np.sum(np.clip(e - np.maximum(s, prev), 0, None), axis=axis)
+
+
+def _tokens_over_union(tokens, starts, ends, axis=-1):
+    return np.sum(tokens, axis=axis) / union_s(starts, ends, axis=axis)
+
+
 def summarize_generation(traces: list[RequestTrace], window_start_ns: int, window_end_ns: int, *,
                          energy_net_j: float | None = None, energy_method: str | None = None,
                          seed: int = 0) -> list[MetricValue]:
@@ -220,13 +235,15 @@ def summarize_generation(traces: list[RequestTrace], window_start_ns: int, windo
                                n=int(per_user.size), ci_low=lo, ci_high=hi))
     else:
         out.append(MetricValue.unavailable("output_tokens_per_s_per_request", "no request decoded for a measurable time"))
-    ttft_s = ttft / 1e3
     from heptathlon.bench.stats import bootstrap_ci
 
-    lo, hi = bootstrap_ci((prompt_tokens, ttft_s), lambda a, b, axis=-1: np.sum(a, axis=axis) / np.sum(b, axis=axis),
-                          paired=True, seed=seed)
-    out.append(MetricValue("prefill_tokens_per_s", float(prompt_tokens.sum() / ttft_s.sum()), METHOD,
-                           n=len(traces), ci_low=lo, ci_high=hi))
+    arrive = np.array([t.arrival_ns for t in traces], dtype=float) / 1e9
+    first = np.array([t.token_ns[0] for t in traces], dtype=float) / 1e9
+    lo, hi = bootstrap_ci((prompt_tokens, arrive, first), _tokens_over_union, paired=True, seed=seed)
+    out.append(MetricValue("prefill_tokens_per_s", float(_tokens_over_union(prompt_tokens, arrive, first)), METHOD,
+                           n=len(traces), ci_low=lo, ci_high=hi,
+                           note="prompt tokens over the time some request waited for its first token: a cohort "
+                                "prefilled together counts once (optimum-benchmark's batch x length / prefill)"))
     if energy_net_j is None:
         out.append(MetricValue.unavailable("energy_per_token_j", "no energy counter or estimate for this run"))
     else:

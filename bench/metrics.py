@@ -98,7 +98,8 @@ _SPECS = [
                "Median over requests of output tokens / (final answer - first token): tokens/s one user sees."),
     MetricSpec("requests_per_s", "1/s", "throughput", False, "Completed requests over the timed window."),
     MetricSpec("prefill_tokens_per_s", "1/s", "throughput", False,
-               "Prompt tokens of all requests over the sum of their TTFTs (prefill rate, queueing included)."),
+               "Prompt tokens of all requests over the union of their TTFT intervals (arrival to first token): "
+               "a cohort prefilled together counts once; queueing included."),
     MetricSpec("energy_per_token_j", "J", "energy", True, "Net energy over output tokens."),
     MetricSpec("max_rate_within_slo", "requests/s", "throughput", False,
                "Generate with TTFT and TPOT SLOs: the largest probed request rate whose p99 TTFT and p99 TPOT "

@@ -118,3 +118,19 @@ def test_sample_arrays_hold_every_request_and_gap():
     a = sample_arrays(_calibrated(n=3, k=4))
     assert a["ttft_ns"].tolist() == [50 * MS] * 3 and len(a["itl_ns"]) == 9
     assert a["output_tokens"].tolist() == [4, 4, 4] and a["prompt_tokens"].tolist() == [16] * 3
+
+
+def test_interval_union_counts_overlaps_once():
+    from heptathlon.bench.generation import union_s
+
+    s, e = np.array([0.0, 1.0, 5.0, 2.0]), np.array([3.0, 2.0, 6.0, 4.0])
+    assert union_s(s, e) == pytest.approx(5.0)  # [0, 4) and [5, 6)
+    rows = np.stack([s, s + 10]), np.stack([e, e + 10])
+    assert union_s(*rows).tolist() == pytest.approx([5.0, 5.0])
+
+
+def test_prefill_rate_counts_a_cohort_once():
+    # four requests arriving together, all first tokens at 10 ms: a cohort prefilled as one batch
+    traces = [RequestTrace(i, 0, 32, [10 * MS, 11 * MS], 12 * MS, 2) for i in range(1, 5)]
+    v = {m.name: m for m in summarize_generation(traces, 0, 12 * MS)}
+    assert v["prefill_tokens_per_s"].value == pytest.approx(4 * 32 / 0.010)
