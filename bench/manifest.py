@@ -6,7 +6,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -188,6 +188,15 @@ class ModelSpec(BaseModel):
         return out
 
 
+class EnvironmentSpec(BaseModel):
+    """``environment: {requirements: requirements.txt}``: the submission's own Python packages,
+    installed by the harness into a venv cached by content (bench/app/environments.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requirements: str = Field(min_length=1)
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -196,6 +205,7 @@ class Manifest(BaseModel):
     task: str
     model: ModelSpec
     description: str = ""
+    environment: Optional[EnvironmentSpec] = None
 
 
 def _first_error(path: Path, err: ValidationError) -> str:
@@ -272,6 +282,17 @@ def load_manifest(folder: Path) -> Manifest:
                     raise SubmissionError(f"{path}: field 'model.command': {e}") from None
     if m.model.kind == "onnx":
         check_onnx_external_data(folder, m.model.path)
+    if m.environment is not None:
+        if m.model.kind != "command":
+            raise SubmissionError(f"{path}: field 'environment': only kind command runs the author's own "
+                                  f"interpreter; kind {m.model.kind} runs in the harness's (remove 'environment')")
+        try:
+            target = inside(folder, m.environment.requirements)
+        except ValueError as e:
+            raise SubmissionError(f"{path}: field 'environment.requirements': {e}") from None
+        if not target.is_file():
+            raise SubmissionError(f"{path}: field 'environment.requirements': file "
+                                  f"{m.environment.requirements!r} not found in {folder}")
     return m
 
 

@@ -167,7 +167,8 @@ def _ld_library_dirs() -> list[Path]:
     return out
 
 
-def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]) -> list[str]:
+def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str],
+                readonly: Iterable[Path] = ()) -> list[str]:
     root = drops_uid()
     std, extra = _hidden(hidden_extra)
     args = ["bwrap", "--tmpfs", "/"]
@@ -213,6 +214,8 @@ def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]
     for p in extra:
         if _strictly_under(p, bound):
             args += ["--perms", "0755", "--tmpfs", str(p)]
+    for p in readonly:  # after the hidden ones: a submission's environment under the harness home
+        args += [*parents(p), "--ro-bind", str(p), str(p)]
     for p in writable:
         args += [*parents(p), "--bind", str(p), str(p)]
     # workdir last and read-only: a writable parent must not cover it
@@ -228,7 +231,8 @@ def _bwrap_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]
     return args
 
 
-def _unshare_script(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]) -> str:
+def _unshare_script(workdir: Path, writable: list[Path], hidden_extra: Iterable[str],
+                    readonly: Iterable[Path] = ()) -> str:
     """The shell script that builds the bwrap-like view inside unshare's mount namespace: stash
     what must stay visible, cover the hidden directories with tmpfs, bind the stash back."""
     q = shlex.quote
@@ -238,6 +242,8 @@ def _unshare_script(workdir: Path, writable: list[Path], hidden_extra: Iterable[
     binds: list[tuple[Path, bool]] = [(p, False) for p in _needed_dirs()
                                       if _strictly_under(p, std) and not _under_any(p, extra)]
     binds += [(p, True) for p in writable] + [(workdir, False)]
+    late = list(readonly)  # bound after the hidden directories, which may hold them (the harness home)
+    binds += [(p, False) for p in late]
     lines = ["set -e", "umask 022", "mount --make-rprivate / 2>/dev/null || true",
              "mount -t tmpfs -o mode=755 tmpfs /run", f"mkdir -p {stash}"]
     for i, (p, _) in enumerate(binds):
@@ -247,14 +253,20 @@ def _unshare_script(workdir: Path, writable: list[Path], hidden_extra: Iterable[
             continue
         mode = "1777" if d.name in ("tmp", "shm") else "755"
         lines.append(f"mount -t tmpfs -o mode={mode} tmpfs {q(str(d))}")
-    for i, (p, rw) in enumerate(binds):
-        lines += [f"mkdir -p {q(str(p))}", f"mount --rbind {stash}/{i} {q(str(p))}"]
+    def bind_back(i: int, p: Path, rw: bool) -> None:
+        lines.extend([f"mkdir -p {q(str(p))}", f"mount --rbind {stash}/{i} {q(str(p))}"])
         if not rw:
             lines.append(f"mount -o remount,bind,ro {q(str(p))}")
-    bound = [p for p, _ in binds]
+
+    early = len(binds) - len(late)
+    for i, (p, rw) in enumerate(binds[:early]):
+        bind_back(i, p, rw)
+    bound = [p for p, _ in binds[:early]]
     for d in extra:  # after the binds, so that none re-exposes them (e.g. a checkout under /tmp)
         if not _under_any(d, std) or _strictly_under(d, bound):
             lines.append(f"mount -t tmpfs -o mode=755 tmpfs {q(str(d))}")
+    for i, (p, rw) in enumerate(binds[early:], start=early):
+        bind_back(i, p, rw)
     for i in range(len(binds)):
         lines.append(f"umount -l {stash}/{i}")
     lines.append(f"rm -rf {stash}")
@@ -267,9 +279,10 @@ def _unshare_script(workdir: Path, writable: list[Path], hidden_extra: Iterable[
     return "\n".join(lines)
 
 
-def _unshare_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str]) -> list[str]:
+def _unshare_args(workdir: Path, writable: list[Path], hidden_extra: Iterable[str],
+                  readonly: Iterable[Path] = ()) -> list[str]:
     root = os.geteuid() == 0
-    script = _unshare_script(workdir, writable, hidden_extra)
+    script = _unshare_script(workdir, writable, hidden_extra, readonly)
     return ["setpriv", "--pdeathsig", "KILL", "--",  # unshare dies with the harness; --kill-child takes the rest
             "unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--ipc", "--uts",
             *([] if root else ["--map-root-user"]), "--", "/bin/sh", "-c", script, "heptathlon-sandbox"]
@@ -311,7 +324,8 @@ def unavailable_reasons() -> str:
 
 def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[str] = (), *,
                     base_env: Mapping[str, str] | None = None, extra_env: Mapping[str, str] | None = None,
-                    writable: Iterable[Path] = (), hide: Iterable[str] = (), copy_workdir: bool = True,
+                    writable: Iterable[Path] = (), hide: Iterable[str] = (), readonly: Iterable[Path] = (),
+                    copy_workdir: bool = True,
                     mechanism: str = "auto", require: bool = False,
                     profile_name: str | None = None) -> tuple[list[str], dict[str, str], dict[str, Any]]:
     """(argv, env, record) that run ``argv`` sandboxed; start it with ``cwd=record['workdir']``.
@@ -328,6 +342,8 @@ def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[s
     - ``writable``: more directories the process may write (the run directory with its
       result files); a root harness chowns each (the directory itself) to SANDBOX_UID.
       ``hide``: more directories to hide, such as the one holding a SQLite results database.
+      ``readonly``: directories bound read-only even where a hidden one holds them (a
+      submission's environment, bench/app/environments.py).
     - ``mechanism``: auto (the best that works), bwrap, unshare, or none; the environment
       variable HEPTATHLON_SANDBOX (same values) overrides auto, e.g. to test the refusal path.
     - ``require``: raise ProfileError (naming ``profile_name`` and 'require_sandbox') when no
@@ -374,11 +390,12 @@ def sandbox_command(argv: list[str], workdir: Path | None, env_allow: Iterable[s
         for p in writable:  # its own; 0711 so that bwrap (uid 0, no capabilities) can still pass through
             os.chown(p, SANDBOX_UID, SANDBOX_GID)
             p.chmod(stat.S_IMODE(p.stat().st_mode) | 0o711)
+    ro = [Path(p).resolve() for p in readonly]
     if chosen == "bwrap":
-        prefix = _bwrap_args(work, writable, hide)
+        prefix = _bwrap_args(work, writable, hide, ro)
         isolation = ["net", "pid", "ipc", "uts", "readonly-root", "minimal-root"]
     else:
-        prefix = _unshare_args(work, writable, hide)
+        prefix = _unshare_args(work, writable, hide, ro)
         isolation = ["net", "pid", "ipc", "uts"]
     isolation += ["private-tmp", "private-home", "private-run", "hidden-home", "readonly-workdir",
                   *([f"uid-{SANDBOX_UID}"] if dropped_uid else []), "no-capabilities", "no-new-privs",

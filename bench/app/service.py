@@ -357,6 +357,22 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
     return values
 
 
+def submission_environment(run_id: str, info: dict[str, Any], db: str | None) -> dict[str, str]:
+    """The submission's own venv (bench/app/environments.py), recorded on the run as
+    ``extra.environment`` (its build log and time); a failed build fails the run with pip's lines."""
+    from heptathlon.bench.app.environments import ensure_environment
+
+    m = info["manifest"]
+    try:
+        env = ensure_environment(info["store"], m.environment.requirements, m.name)
+    except HeptathlonError as e:
+        raise RunError(str(e)) from None
+    with session_scope(db) as s:
+        run = Q.get_run(s, run_id)
+        run.extra = {**(run.extra or {}), "environment": env.record()}
+    return {"python": str(env.python), "path": str(env.path)}
+
+
 def generate_fidelity(record: dict, data: Any, cfg: ScenarioConfig, info: dict[str, Any],
                       db: str | None) -> tuple[list[MetricValue], list]:
     """Greedy-output fidelity to the latest succeeded generate run of the same artifact on the fp32
@@ -589,6 +605,9 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
                                         run_dir, data)
     if (queued_trusted if trusted is None else trusted):
         job = job.model_copy(update={"trusted": True})
+    if info["manifest"].environment is not None:  # built (or taken from the cache) before the run, not in load time
+        job = job.model_copy(update={"context": {**job.context,
+                                                 "environment": submission_environment(run_id, info, db)}})
     outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
                                hide=[str(home_dir())])
     info["log_bytes"] = outcome.log_bytes

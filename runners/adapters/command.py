@@ -23,6 +23,7 @@ import os
 import select
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,8 +60,9 @@ class CommandAdapter(ModelAdapter):
     def load(self) -> None:
         self.details = {"how": "the submitted command, over the stdio protocol"}
         argv = list(self.manifest.model.command)
-        if argv[0] in _PYTHONS:  # run Python submissions with the harness's interpreter and packages
-            argv[0] = sys.executable
+        self._environment = self.context.get("environment") or {}
+        if argv[0] in _PYTHONS:  # the submission's own environment, else the harness's interpreter and packages
+            argv[0] = self._environment.get("python") or sys.executable
         self.argv = argv
         self.ignored_lines = 0
         self.ignored_bytes = 0
@@ -142,6 +144,8 @@ class CommandAdapter(ModelAdapter):
                 extra[CGROUP_ENV] = os.environ[CGROUP_ENV]
             spawn, env, self.sandbox = sandbox_command(argv, self.folder, extra_env=extra,
                                                        hide=list(self.context.get("sandbox_hide") or []),
+                                                       readonly=[Path(p) for p in
+                                                                 [self._environment.get("path")] if p],
                                                        require=self.profile.require_sandbox,
                                                        profile_name=self.profile.name)
             cwd = self.sandbox["workdir"]
