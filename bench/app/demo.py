@@ -32,6 +32,8 @@ TEXT_DEMO_PROFILES = 1
 # The generative example's one demo run: four requests in flight, an SLO search and a sweep, so
 # every generate view of the dashboard has data (tens of seconds on the tiny GPT-2).
 GENERATE_DEMO = {"concurrency": 4, "ttft_slo_ms": 200.0, "tpot_slo_ms": 20.0, "sweep": True}
+TEXT_SWEEP = {"seq_lengths": (16, 64, 128), "max_batch": 16}
+TEXT_SWEEP_TIMEOUT_S = 1800.0  # BERT-base at b <= 16 x s <= 128 on four runtimes, on 2 cores
 LARGE_DIR = "large"  # submissions/large/: the BERT-base examples, built and run only with --bert-base
 
 
@@ -168,6 +170,11 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
     # profile. No energy meters there: the single_stream run measures that pass's energy already.
     sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"], scenario=ScenarioOptions(full=full),
                        timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed)
+    # Text models that get a sweep (--full, or --bert-base's large ones) sweep batch x sequence length:
+    # the Framework Tax paper's central figure (FT(b, s), the dashboard's heatmap).
+    text_sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"],
+                            scenario=ScenarioOptions(full=full, **TEXT_SWEEP), timeout_s=TEXT_SWEEP_TIMEOUT_S,
+                            energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed)
     fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False),
                       allow_unsandboxed=unsandboxed)
     text_short = RunOptions(profiles=profiles[:TEXT_DEMO_PROFILES], scenarios=["single_stream"],
@@ -185,7 +192,7 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
             ids += _queue(f, text_short, db)
             continue
         ids += _queue(f, main, db)
-        ids += _queue(f, sweep, db)
+        ids += _queue(f, text_sweep if is_text_example(f) else sweep, db)
         m = load_manifest(f)
         if m.model.kind == "torch" and resolve_task(m.task, f).group_attributes:
             ids += _queue(f, fair, db)
