@@ -212,8 +212,12 @@ def queued_run_ids(db: str | None = None) -> list[str]:
 
 
 # ---- reading ----------------------------------------------------------------------------------------
+DEFAULT_RANK_BY = "latency_p50_ms"
+GENERATE_RANK_BY = "ttft_p50_ms"  # the default for generate groups (they have no latency_p50_ms)
+
+
 def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenario=None,
-                       rank_by: str = "latency_p50_ms", include_contended: bool = False) -> list[dict[str, Any]]:
+                       rank_by: str = DEFAULT_RANK_BY, include_contended: bool = False) -> list[dict[str, Any]]:
     """Leaderboard rows grouped by (task, profile, scenario, machine), ranked with CI ties.
 
     Only measured values are ranked: an entry whose rank metric is an estimate or missing gets
@@ -228,16 +232,17 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
     with session_scope(db) as s:
         rows = Q.leaderboard(s, task=task, profile=profile, scenario=scenario)  # pooled values where k trials ran
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["task"], r["profile"], r["scenario"], r["machine_id"]), []).append(r)
-    lower = METRICS[rank_by].lower_is_better is not False
+    for r in rows:  # a generate run's load is part of what it is compared on (db.queries.load_label)
+        groups.setdefault((r["task"], r["profile"], r["scenario"], r["machine_id"], r.get("load")), []).append(r)
     out = []
-    for (task_, prof, scen, mach), rs in groups.items():
+    for (task_, prof, scen, mach, load), rs in groups.items():
+        by = GENERATE_RANK_BY if scen == "generate" and rank_by == DEFAULT_RANK_BY else rank_by
+        lower = METRICS[by].lower_is_better is not False
         for r in rs:
             c = r["metrics"].get("contention_share")
             r["contended"] = c is not None and is_contended(c.params)
         rankable = [(r["run_id"], m.value, m.ci_low, m.ci_high) for r in rs
-                    if (m := r["metrics"].get(rank_by)) is not None and m.value is not None
+                    if (m := r["metrics"].get(by)) is not None and m.value is not None
                     and not m.method.startswith("estimate:") and r.get("isolation") != TRUSTED_NOTE
                     and (include_contended or not r["contended"])]
         ranks = {x.key: x for x in rank_with_ties(rankable, lower_is_better=lower)}
@@ -249,7 +254,7 @@ def leaderboard_groups(db: str | None = None, *, task=None, profile=None, scenar
             r["metrics"] = {k: {"value": m.value, "unit": m.unit, "ci_low": m.ci_low, "ci_high": m.ci_high,
                                 "n": m.n, "method": m.method} for k, m in r["metrics"].items()}
         rs.sort(key=lambda r: r["_sort"])
-        out.append({"task": task_, "profile": prof, "scenario": scen, "machine_id": mach,
+        out.append({"task": task_, "profile": prof, "scenario": scen, "machine_id": mach, "load": load, "rank_by": by,
                     "rows": [{k: v for k, v in r.items() if not k.startswith("_")} | {"_m": r["_m"]} for r in rs]})
     return out
 

@@ -18,6 +18,14 @@ SHORT = {"latency_p50_ms": "p50 ms", "latency_p99_ms": "p99 ms", "throughput_sps
          "framework_tax": "framework tax", "batch_knee": "knee b*", "fairness_gap": "fairness gap",
          "max_qps_within_slo": "max QPS @SLO"}
 OPTIONAL_COLUMNS = ["framework_tax", "batch_knee", "fairness_gap", "max_qps_within_slo"]
+SHORT.update({"ttft_p50_ms": "TTFT p50 ms", "ttft_p99_ms": "TTFT p99 ms", "itl_p50_ms": "ITL p50 ms",
+              "tpot_ms": "TPOT ms", "output_tokens_per_s": "tokens/s", "requests_per_s": "req/s",
+              "energy_per_token_j": "J/token", "max_rate_within_slo": "max rate @SLO",
+              "generation_exact_match": "exact match (fidelity)"})
+# The generate scenario's tables (docs/generate.md): its own headline columns.
+GENERATE_COLUMNS = ["ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "tpot_ms", "output_tokens_per_s", "requests_per_s",
+                    "peak_rss_mb", "energy_per_token_j"]
+GENERATE_OPTIONAL = ["max_rate_within_slo", "generation_exact_match"]
 
 
 def fmt(v: float | None) -> str:

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from heptathlon.bench.cli.options import Db, Json
-from heptathlon.bench.cli.render import OPTIONAL_COLUMNS, SHORT, cell, contended_mark, err, out
+from heptathlon.bench.cli.render import (GENERATE_COLUMNS, GENERATE_OPTIONAL, OPTIONAL_COLUMNS, SHORT, cell,
+                                         contended_mark, err, out)
 from heptathlon.bench.errors import OptionsError
 from heptathlon.bench.metrics import HEADLINE, METRICS
 
@@ -47,14 +48,17 @@ def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile:
         return
     tables: dict[tuple, list] = {}
     for g in groups:
-        tables.setdefault((g["task"], g["scenario"], g["machine_id"]), []).append(g)
-    for (task_, scen, mach), gs in tables.items():
-        t = Table(title=f"task {task_} · scenario {scen} · machine {mach}", title_justify="left")
+        tables.setdefault((g["task"], g["scenario"], g["machine_id"], g.get("load")), []).append(g)
+    for (task_, scen, mach, load), gs in tables.items():
+        title = f"task {task_} · scenario {scen}" + (f" · {load}" if load else "") + f" · machine {mach}"
+        t = Table(title=title + (f" · ranked by {gs[0]['rank_by']}" if gs[0]["rank_by"] != rank_by else ""),
+                  title_justify="left")
         for c in ("profile", "rank", "submission", "kind"):
             t.add_column(c)
         # Headline columns, plus the optional events that some row of this table measured.
         present = {k for g in gs for r in g["rows"] for k, m in r["_m"].items() if m.value is not None}
-        cols = HEADLINE + [n for n in OPTIONAL_COLUMNS if n in present]
+        head, optional = (GENERATE_COLUMNS, GENERATE_OPTIONAL) if scen == "generate" else (HEADLINE, OPTIONAL_COLUMNS)
+        cols = head + [n for n in optional if n in present]
         for name in cols:
             t.add_column(SHORT.get(name, name), justify="right")
         for g in gs:
@@ -67,7 +71,8 @@ def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile:
                 t.add_row(g["profile"] if i == 0 else "", r["rank"], name, r["kind"],
                           *[cell(r["_m"].get(n)) for n in cols], end_section=i == len(g["rows"]) - 1)
         out.print(t)
-    err.print(f"[dim]ranked by {rank_by}; entries whose 95% CIs overlap share a rank range. "
+    by = sorted({g["rank_by"] for g in groups})
+    err.print(f"[dim]ranked by {', '.join(by)}; generate runs only among runs of the same load; entries whose 95% CIs overlap share a rank range. "
               "Estimated values are marked (est.) and never ranked against measured ones; "
               "--trusted runs (model in the measuring process) are marked and never ranked. "
               + ("Contended runs are ranked too (--include-contended).[/]" if include_contended else

@@ -136,3 +136,22 @@ def test_bleu_and_chrf_where_the_task_has_references(examples, sqlite_url, tmp_p
     bleu, chrf = doc["metrics"]["bleu"], doc["metrics"]["chrf"]
     assert 0 < bleu["value"] < 100 and 0 < chrf["value"] < 100  # half the references match the output exactly
     assert "nrefs:1" in bleu["note"]
+
+
+def test_results_rank_generate_runs_by_ttft_within_one_load(examples, sqlite_url, tmp_path):
+    opts = ["--max-new-tokens", "4", "--min-queries", "8"]
+    for name in ("calibrated-stream-command", "gpt2-tiny-transformers"):
+        p, doc = run_json(examples[name], *opts, db=sqlite_url)
+        assert doc["status"] == "succeeded", p.stderr
+    p, doc = run_json(examples["gpt2-tiny-transformers"], *opts, "--concurrency", "2", db=sqlite_url)
+    r = cli("results", "--json", "--include-contended", db=sqlite_url)
+    assert r.returncode == 0, r.stderr
+    rows = [x for x in json.loads(r.stdout) if x["scenario"] == "generate"]
+    loads = {x["load"] for x in rows}
+    assert loads == {"single stream, 4 tokens", "concurrency 2, 4 tokens"}, loads
+    single = sorted((x for x in rows if x["load"].startswith("single")), key=lambda x: x["rank"])
+    # the tiny GPT-2 answers in milliseconds, the calibrated streamer waits 50 ms for its first token
+    assert [x["submission"] for x in single] == ["gpt2-tiny-transformers", "calibrated-stream-command"]
+    assert single[0]["rank"] == "1" and "ttft_p50_ms" in single[0]["metrics"]
+    table = cli("results", db=sqlite_url)
+    assert "TTFT p50 ms" in table.stdout and "concurrency 2, 4 tokens" in table.stdout
