@@ -261,3 +261,47 @@ def sample_arrays(traces: list[RequestTrace]) -> dict[str, np.ndarray]:
         "prompt_tokens": np.array([t.prompt_tokens for t in traces], dtype=np.int64),
         "output_tokens": np.array([len(t.token_ns) for t in traces], dtype=np.int64),
     }
+
+
+# ---- labels and the sweep's stored metrics (the CLI, the dashboard and storage share them) ---------
+# The metrics stored per sweep point (detail rows, params {"sweep": true, "sweep_point": i, ...}).
+SWEEP_METRICS = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "tpot_ms", "e2e_p50_ms",
+                 "output_tokens_per_s", "output_tokens_per_s_per_request", "requests_per_s")
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and x != x)
+
+
+def load_label(params: Any) -> str:
+    """The load a generate run was measured under, from its scenario parameters (run.params):
+    ``single stream · 16 new tokens``, ``concurrency 4 · 16 new tokens``, ``rate 5 req/s · …``,
+    ``sweep · SLO p99 TTFT ≤ 40 ms, p99 TPOT ≤ 3 ms · 16 new tokens``. Runs under different loads
+    are not ranked against each other."""
+    p = params or {}
+    parts = []
+    if p.get("sweep"):
+        parts.append("sweep")
+    if not _missing(p.get("rate")):
+        parts.append(f"rate {float(p['rate']):g} req/s")
+    elif not _missing(p.get("concurrency")) and int(p["concurrency"]) != 1:
+        parts.append(f"concurrency {int(p['concurrency'])}")
+    elif not p.get("sweep") and p.get("ttft_slo_ms") is None and p.get("tpot_slo_ms") is None:
+        parts.append("single stream")
+    slo = [f"p99 {name} ≤ {float(p[k]):g} ms" for name, k in (("TTFT", "ttft_slo_ms"), ("TPOT", "tpot_slo_ms"))
+           if p.get(k) is not None]
+    if slo:
+        parts.append("SLO " + ", ".join(slo))
+    if p.get("max_new_tokens") is not None:
+        parts.append(f"{int(p['max_new_tokens'])} new tokens" + (" (EOS ignored)" if p.get("ignore_eos") else ""))
+    return " · ".join(parts) or "default load"
+
+
+def point_label(mode: Any, rate: Any = None, concurrency: Any = None) -> str:
+    """A sweep point or SLO probe as a short label: ``single stream``, ``throughput``, ``rate 75.2/s``."""
+    mode = str(mode or "")
+    if mode == "rate" and not _missing(rate):
+        return f"rate {float(rate):.3g}/s"
+    if mode == "concurrency" and not _missing(concurrency):
+        return f"concurrency {int(concurrency)}"
+    return mode.replace("_", " ") or "?"

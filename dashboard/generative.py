@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from heptathlon.bench.generation import SWEEP_METRICS, load_label, point_label  # noqa: F401  (re-exported)
 from heptathlon.bench.metrics import is_estimate
 from heptathlon.dashboard.board import Board, Cell, unit_of, value_cell
 from heptathlon.dashboard.scoring import Value, format_si, rank_metric
@@ -30,44 +31,7 @@ BOARD_METRICS = ["ttft_p50_ms", "itl_p50_ms", "output_tokens_per_s", "energy_per
 HEADLINE_METRICS = ["ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p90_ms", "itl_p99_ms", "tpot_ms",
                     "e2e_p50_ms", "e2e_p99_ms", "output_tokens_per_s", "output_tokens_per_s_per_request",
                     "requests_per_s", "prefill_tokens_per_s", "energy_per_token_j", "max_rate_within_slo"]
-SWEEP_METRICS = ["ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "tpot_ms", "e2e_p50_ms",
-                 "output_tokens_per_s", "output_tokens_per_s_per_request", "requests_per_s"]
 GEN_FIXED = ("submission", "#", "load", "status")
-
-
-def load_label(params: Mapping[str, Any] | None) -> str:
-    """The load a generate run was measured under, from its scenario parameters (run.params).
-
-    ``single stream · 16 new tokens``, ``concurrency 4 · 16 new tokens``, ``rate 5 req/s · …``,
-    ``sweep · SLO p99 TTFT ≤ 40 ms, p99 TPOT ≤ 3 ms · 16 new tokens``.
-    """
-    p = params or {}
-    parts = []
-    if p.get("sweep"):
-        parts.append("sweep")
-    if p.get("rate") is not None:
-        parts.append(f"rate {float(p['rate']):g} req/s")
-    elif p.get("concurrency") is not None and int(p["concurrency"]) != 1:
-        parts.append(f"concurrency {int(p['concurrency'])}")
-    elif not p.get("sweep") and p.get("ttft_slo_ms") is None and p.get("tpot_slo_ms") is None:
-        parts.append("single stream")
-    slo = [f"p99 {name} ≤ {float(p[k]):g} ms" for name, k in (("TTFT", "ttft_slo_ms"), ("TPOT", "tpot_slo_ms"))
-           if p.get(k) is not None]
-    if slo:
-        parts.append("SLO " + ", ".join(slo))
-    if p.get("max_new_tokens") is not None:
-        parts.append(f"{int(p['max_new_tokens'])} new tokens" + (" (EOS ignored)" if p.get("ignore_eos") else ""))
-    return " · ".join(parts) or "default load"
-
-
-def point_label(mode: Any, rate: Any = None, concurrency: Any = None) -> str:
-    """A sweep point or SLO probe as a short label: ``single stream``, ``throughput``, ``rate 75.2/s``."""
-    mode = str(mode or "")
-    if mode == "rate" and rate is not None and not pd.isna(rate):
-        return f"rate {float(rate):.3g}/s"
-    if mode == "concurrency" and concurrency is not None and not pd.isna(concurrency):
-        return f"concurrency {int(concurrency)}"
-    return mode.replace("_", " ") or "?"
 
 
 def kind_of(method: str | None, value: Any) -> str:

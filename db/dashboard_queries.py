@@ -559,11 +559,11 @@ def generative_runs(s: Session, *, task: str | None = None, profile: str | None 
                     machine_ids: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The latest succeeded generate run of each series, with its headline values (latest_results).
 
-    The runs table adds ``load`` (heptathlon.dashboard.generative.load_label of its parameters),
+    The runs table adds ``load`` (heptathlon.bench.generation.load_label of its parameters),
     ``contended`` (its contention_share row is marked) and ``isolation`` (run.controls).
     """
     from heptathlon.bench.contention import is_contended
-    from heptathlon.dashboard.generative import load_label
+    from heptathlon.bench.generation import load_label
 
     runs, meas = latest_results(s, task=task, profile=profile, scenario=GENERATE, machine_ids=machine_ids)
     contended = {r["run_id"]: is_contended(r["params"]) for r in meas.to_dict("records")
@@ -579,7 +579,7 @@ def generative_runs(s: Session, *, task: str | None = None, profile: str | None 
 
 def generate_run_list(s: Session, *, limit: int = 300) -> pd.DataFrame:
     """Succeeded generate runs, newest first, for the Generation page's picker."""
-    from heptathlon.dashboard.generative import load_label
+    from heptathlon.bench.generation import load_label
 
     q = (select(Run.id, Submission.name, Submission.version, Run.task_name, Run.profile_name, Run.machine_id,
                 Run.finished_at, Run.params)
@@ -601,7 +601,7 @@ def generate_record(s: Session, run_id: str) -> dict[str, Any] | None:
     ``n_outputs`` and the first few), its headline rows, and its raw TTFT, ITL (every gap) and
     end-to-end latencies in ms. None when no generate run has this id."""
     from heptathlon.bench.contention import is_contended
-    from heptathlon.dashboard.generative import load_label
+    from heptathlon.bench.generation import load_label
 
     q = (select(Run.id, Run.status, Run.scenario, Run.task_name, Run.profile_name, Run.machine_id, Run.finished_at,
                 Run.params, Run.extra, Run.controls, func.coalesce(Submission.name, Run.submission_ref),
@@ -639,7 +639,7 @@ def generate_sweep(s: Session, run_id: str) -> dict[str, Any]:
     run.extra["generate"]["slo"] record (None without SLOs); ``max_rate``: the headline
     max_rate_within_slo row as a dict (value None and the reason in ``note`` when not met).
     """
-    from heptathlon.dashboard.generative import SWEEP_METRICS, point_label
+    from heptathlon.bench.generation import SWEEP_METRICS, point_label
 
     extra = s.scalar(select(Run.extra).where(Run.id == run_id)) or {}
     gen = extra.get(GENERATE) or {}

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from heptathlon.bench.generation import load_label
 from heptathlon.bench.metrics import MetricValue, SampleKind
 from heptathlon.bench.metrics import is_detail as metrics_is_detail
 from heptathlon.bench.run_status import RunStatus
@@ -86,22 +87,6 @@ def create_run(s: Session, **fields: Any) -> Run:
 
 def get_run(s: Session, run_id: str) -> Run | None:
     return s.get(Run, run_id)
-
-
-def load_label(scenario: str, params: dict[str, Any]) -> str | None:
-    """What a generate run's numbers depend on beyond its scenario: load mode and token budget.
-    Runs under different loads are not ranked against each other."""
-    if scenario != "generate":
-        return None
-    if params.get("ttft_slo_ms") is not None:
-        mode = f"SLO ttft {params['ttft_slo_ms']:g} ms / tpot {params.get('tpot_slo_ms'):g} ms"
-    elif params.get("rate") is not None:
-        mode = f"rate {params['rate']:g}/s"
-    elif params.get("concurrency") is not None:
-        mode = f"concurrency {params['concurrency']}"
-    else:
-        mode = "single stream"
-    return f"{mode}, {params.get('max_new_tokens')} tokens" + (" (ignore EOS)" if params.get("ignore_eos") else "")
 
 
 def latest_generate_reference(s: Session, artifact_sha256: str, profile: str, *, max_new_tokens: int,
@@ -194,7 +179,7 @@ def leaderboard(s: Session, *, task: str | None = None, profile: str | None = No
         rows.append({"run_id": run.id, "submission": sub_.name, "version": sub_.version, "kind": sub_.kind,
                      "task": run.task_name, "profile": run.profile_name, "scenario": run.scenario,
                      "machine_id": run.machine_id, "finished_at": run.finished_at, "metrics": meas[run.id],
-                     "load": load_label(run.scenario, run.params or {}),
+                     "load": load_label(run.params) if run.scenario == "generate" else None,
                      "trials": R.trials_of_headlines(meas[run.id]),
                      "unsandboxed": bool(((run.controls or {}).get("sandbox") or {}).get("unsandboxed")),
                      # "trusted-in-process" (--trusted), "model-process", "no-code-in-worker"; None before it was recorded

@@ -12,13 +12,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from heptathlon.bench.errors import RunError
-from heptathlon.bench.generation import RequestTrace, sample_arrays, summarize_generation
+from heptathlon.bench.generation import SWEEP_METRICS, RequestTrace, sample_arrays, summarize_generation
 from heptathlon.bench.metrics import MetricValue
-
-# The metrics stored per sweep point (detail rows, params {"sweep": true, "sweep_point": i, ...}).
-SWEEP_METRICS = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "tpot_ms", "e2e_p50_ms",
-                 "output_tokens_per_s", "output_tokens_per_s_per_request", "requests_per_s")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)

@@ -331,15 +331,10 @@ def replace_params(v: MetricValue, **params: Any) -> MetricValue:
     return replace(v, params={**v.params, **params})
 
 
-def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path,
-                    meters: MeterSettings | None = None) -> list[MetricValue]:
-    """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
+def artifact_values(outcome: WorkerOutcome, manifest: Manifest, store: Path) -> list[MetricValue]:
+    """Memory, load time, parameter count and artifact size: every scenario's."""
     result = outcome.result
-    a = result.arrays
-    # latency (+ early stopping), throughput, and per scenario: adaptive width, server rates and SLO, issue drift
-    values = summarize_loop(a.issue_ns, a.done_ns, a.batch, result.loop)
-    values.append(summarize_accuracy(y_true, a.preds))
-    values += memory_values(outcome)
+    values = memory_values(outcome)
     values.append(MetricValue("load_s", result.ready_time - outcome.spawn_time, "timer:wall-clock", n=1,
                               note="process spawn to model ready"))
     d = result.describe
@@ -349,6 +344,19 @@ def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manife
         values.append(MetricValue.unavailable("params", d.get("params_note", "not derivable from this artifact")))
     size = sum(p.stat().st_size for p in artifact_files(store, manifest))
     values.append(MetricValue("artifact_mb", size / 1e6, "artifact:file-size", n=1))
+    return values
+
+
+def compute_metrics(outcome: WorkerOutcome, y_true: np.ndarray, manifest: Manifest, store: Path,
+                    meters: MeterSettings | None = None) -> list[MetricValue]:
+    """Statistics from raw samples, computed in the parent (the worker only timestamps)."""
+    result = outcome.result
+    a = result.arrays
+    # latency (+ early stopping), throughput, and per scenario: adaptive width, server rates and SLO, issue drift
+    values = summarize_loop(a.issue_ns, a.done_ns, a.batch, result.loop)
+    values.append(summarize_accuracy(y_true, a.preds))
+    values += artifact_values(outcome, manifest, store)
+    d = result.describe
     if d.get("torch_cuda_max_allocated_bytes") is not None:  # beside NVML's per-process peak (the headline)
         values.append(MetricValue("gpu_peak_mb", d["torch_cuda_max_allocated_bytes"] / 1e6,
                                   "counter:torch-cuda-allocator", n=1,
@@ -421,16 +429,7 @@ def generate_metrics(outcome: WorkerOutcome, data: Any, cfg: ScenarioConfig, man
     slo = G.slo_value(g.slo)
     if slo is not None:
         values.append(slo)
-    values += memory_values(outcome)
-    values.append(MetricValue("load_s", result.ready_time - outcome.spawn_time, "timer:wall-clock", n=1,
-                              note="process spawn to model ready"))
-    d = result.describe
-    if d.get("params") is not None:
-        values.append(MetricValue("params", float(d["params"]), d["params_method"], n=1))
-    else:
-        values.append(MetricValue.unavailable("params", d.get("params_note", "not derivable from this artifact")))
-    size = sum(p.stat().st_size for p in artifact_files(store, manifest))
-    values.append(MetricValue("artifact_mb", size / 1e6, "artifact:file-size", n=1))
+    values += artifact_values(outcome, manifest, store)
     values.append(contention_metric(outcome.contention, s, e))
     values = apply_noise_model(values, result.machine)
     rows, sweep_record = G.sweep_rows(g.sweep, seed=cfg.seed)
