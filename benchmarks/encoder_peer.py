@@ -210,7 +210,7 @@ def run_optimum(peer: str, model: Path, b: int, s: int, iterations: int, warmup:
 
 
 def run_bare(python: str, model: Path, b: int, s: int, iterations: int, cpu: int | None) -> dict:
-    arg = json.dumps({"model": str(model), "B": b, "S": s, "iterations": iterations, "warmup": 5, "cpu": cpu})
+    arg = json.dumps({"model": str(model), "B": b, "S": s, "iterations": iterations, "warmup": 10, "cpu": cpu})
     return result_of([python, "-c", BARE_CODE, arg], f"bare loop ({python}) at B={b}, S={s}",
                      {**os.environ, **CHILD_ENV}, cpu)
 
@@ -265,7 +265,7 @@ def main() -> None:
                         loads.append(os.getloadavg()[0])
                     if not args.no_bare:
                         for name, py in [("heptathlon venv", sys.executable), ("peer venv", peer)][::1 - 2 * (r % 2)]:
-                            bare.setdefault(name, []).append(run_bare(py, model, b, s, 50, args.cpu))
+                            bare.setdefault(name, []).append(run_bare(py, model, b, s, 100, args.cpu))
                     print(f"B={b} S={s} round {r + 1}/{args.rounds} done ({' then '.join(order)}), "
                           f"{time.time() - started:.0f} s", file=sys.stderr)
                 raw["points"].append({"B": b, "S": s, "heptathlon": hs, "optimum": os_, "bare": bare or None})
