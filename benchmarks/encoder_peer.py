@@ -194,7 +194,7 @@ def run_heptathlon(folder: Path, b: int, s: int, queries: int, warmup: int, db: 
              f"(longest {text.get('longest_seen')}, padding share {text.get('padding_share')})")
     con.close()
     return {**info, "metrics": vals, "transformers": extra["describe"].get("transformers_version"),
-            "threads": extra["describe"].get("torch_threads", extra.get("threads"))}
+            "n_queries": extra.get("n_queries")}
 
 
 def run_optimum(peer: str, model: Path, b: int, s: int, iterations: int, warmup: int, cpu: int | None) -> dict:
@@ -210,7 +210,7 @@ def run_optimum(peer: str, model: Path, b: int, s: int, iterations: int, warmup:
 
 
 def run_bare(python: str, model: Path, b: int, s: int, iterations: int, cpu: int | None) -> dict:
-    arg = json.dumps({"model": str(model), "B": b, "S": s, "iterations": iterations, "warmup": 10, "cpu": cpu})
+    arg = json.dumps({"model": str(model), "B": b, "S": s, "iterations": iterations, "warmup": 5, "cpu": cpu})
     return result_of([python, "-c", BARE_CODE, arg], f"bare loop ({python}) at B={b}, S={s}",
                      {**os.environ, **CHILD_ENV}, cpu)
 
@@ -224,9 +224,9 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--bert-base", action="store_true", help="the real BERT-base shape: 12 layers, hidden 768")
     ap.add_argument("--rounds", type=int, default=2, help="rounds per (B, S), the tools' order alternating")
-    ap.add_argument("--queries", type=int, default=100, help="Heptathlon timed queries (forwards) per run")
+    ap.add_argument("--queries", type=int, default=60, help="Heptathlon timed queries (forwards) per run")
     ap.add_argument("--warmup", type=int, default=10, help="Heptathlon warm-up queries (at batch B)")
-    ap.add_argument("--iterations", type=int, default=100, help="optimum-benchmark timed forwards")
+    ap.add_argument("--iterations", type=int, default=60, help="optimum-benchmark timed forwards")
     ap.add_argument("--peer-warmup", type=int, default=10, help="optimum-benchmark warmup_runs")
     ap.add_argument("--peer-python", default=os.environ.get("HEPTATHLON_PEER_PYTHON"),
                     help="python of the optimum-benchmark venv (default $HEPTATHLON_PEER_PYTHON)")
@@ -265,7 +265,7 @@ def main() -> None:
                         loads.append(os.getloadavg()[0])
                     if not args.no_bare:
                         for name, py in [("heptathlon venv", sys.executable), ("peer venv", peer)][::1 - 2 * (r % 2)]:
-                            bare.setdefault(name, []).append(run_bare(py, model, b, s, 100, args.cpu))
+                            bare.setdefault(name, []).append(run_bare(py, model, b, s, 40, args.cpu))
                     print(f"B={b} S={s} round {r + 1}/{args.rounds} done ({' then '.join(order)}), "
                           f"{time.time() - started:.0f} s", file=sys.stderr)
                 raw["points"].append({"B": b, "S": s, "heptathlon": hs, "optimum": os_, "bare": bare or None})
@@ -288,10 +288,11 @@ def print_table(raw: dict, elapsed: float) -> None:
     from rich.table import Table
 
     n = len(raw["points"][0]["heptathlon"])
-    t = Table(title=f"Forward p50, same BERT ({raw['layers']} layers, hidden {raw['hidden']}, "
+    t = Table(caption="median of rounds [min-max]; CI: Heptathlon's own, of the median round; optimum reports none",
+              title=f"Forward p50, same BERT ({raw['layers']} layers, hidden {raw['hidden']}, "
                     f"{raw['params'] / 1e6:.1f}M params), 1 thread: Heptathlon fixed_batch latency_p50_ms vs "
                     f"optimum-benchmark forward p50; median of {n} rounds [range]")
-    for c in ("B", "S", "Heptathlon ms [CI of one run]", "optimum ms", "ratio H/O", "bare H venv ms",
+    for c in ("B", "S", "Heptathlon ms", "its 95% CI", "optimum ms", "ratio H/O", "bare H venv ms",
               "bare peer venv ms", "H wall s", "O wall s", "contention H / O"):
         t.add_column(c, justify="right")
     for p in raw["points"]:
@@ -303,9 +304,9 @@ def print_table(raw: dict, elapsed: float) -> None:
         bare = p["bare"] or {}
         bh = fmt([x["p50_ms"] for x in bare["heptathlon venv"]]) if bare else ""
         bp = fmt([x["p50_ms"] for x in bare["peer venv"]]) if bare else ""
-        con = (fmt([x.get("contention_share", 0) for x in p["heptathlon"]]) + " / "
-               + fmt([x.get("contention_share", 0) for x in p["optimum"]]))
-        t.add_row(str(p["B"]), str(p["S"]), f"{fmt(hv)} [{ci['ci_low']:.3g}-{ci['ci_high']:.3g}]", fmt(ov),
+        con = " / ".join(f"{float(np.median([x.get('contention_share', 0) for x in p[k]])):.2f}"
+                         for k in ("heptathlon", "optimum"))
+        t.add_row(str(p["B"]), str(p["S"]), fmt(hv), f"{ci['ci_low']:.3g}-{ci['ci_high']:.3g}", fmt(ov),
                   f"{ratio:.2f}", bh, bp, fmt([x["wall_s"] for x in p["heptathlon"]]),
                   fmt([x["wall_s"] for x in p["optimum"]]), con)
     Console(width=200).print(t)
