@@ -288,7 +288,7 @@ def print_table(raw: dict, elapsed: float) -> None:
     from rich.table import Table
 
     n = len(raw["points"][0]["heptathlon"])
-    t = Table(caption="median of rounds [min-max]; CI: Heptathlon's own, of the median round; optimum reports none",
+    t = Table(caption="median of rounds \\[min-max]; CI: Heptathlon's own, of the median round; optimum reports none",
               title=f"Forward p50, same BERT ({raw['layers']} layers, hidden {raw['hidden']}, "
                     f"{raw['params'] / 1e6:.1f}M params), 1 thread: Heptathlon fixed_batch latency_p50_ms vs "
                     f"optimum-benchmark forward p50; median of {n} rounds [range]")
