@@ -63,7 +63,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import sqlite3
 import subprocess
@@ -74,11 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
-PEER_RECIPE = ("python3 -m venv /work/peer-venv && /work/peer-venv/bin/pip install torch==2.13.0 && "
-               "/work/peer-venv/bin/pip install torch==2.13.0 optimum-benchmark==0.6.0 'transformers<5' "
-               "'datasets>=4,<5' 'huggingface-hub<1'")
+from _peer import REPO, check_peer, fail, fmt, profile_for, result_of  # benchmarks/_peer.py
 
 # Runs in the peer venv: one optimum-benchmark launch; argv[1] is a JSON object; prints one JSON line.
 OPTIMUM_CODE = r'''
@@ -161,53 +156,6 @@ print("RESULT " + json.dumps({"prefill_ms": pre[len(pre) // 2], "step_ms": step[
 '''
 
 
-def fail(msg: str) -> None:
-    sys.exit(f"generate_peer: {msg}")
-
-
-def check_peer(peer: str | None) -> str:
-    if not peer:
-        fail(f"no peer venv given (--peer-python or HEPTATHLON_PEER_PYTHON); create it: {PEER_RECIPE}")
-    if not Path(peer).is_file():
-        fail(f"peer python {peer} not found; create the peer venv: {PEER_RECIPE}")
-    r = subprocess.run([peer, "-c", "import optimum_benchmark, transformers, torch"], check=False,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        fail(f"{peer} cannot import optimum_benchmark ({last}); create the peer venv: {PEER_RECIPE}")
-    return peer
-
-
-def core_busy_s(cpu: int | None) -> float | None:
-    """Busy seconds of one core so far (/proc/stat), or None where it cannot be read."""
-    try:
-        for ln in Path("/proc/stat").read_text().splitlines():
-            f = ln.split()
-            if cpu is not None and f[0] == f"cpu{cpu}":
-                t = [int(x) for x in f[1:9]]
-                return (sum(t) - t[3] - t[4]) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return None
-    return None
-
-
-def result_of(cmd: list[str], what: str, env: dict | None = None, cpu: int | None = None) -> dict:
-    """Run one pinned child; its RESULT line, plus the share of its core that other processes took
-    while it ran (the core's busy time minus the child's own CPU time, over the wall time)."""
-    b0, c0, w0 = core_busy_s(cpu), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
-    b1, c1, w1 = core_busy_s(cpu), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-    if r.returncode != 0 or not lines:
-        tail = (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or ["no output"])[-1]
-        fail(f"{what} failed (exit {r.returncode}): {tail}")
-    out = json.loads(lines[-1][len("RESULT "):])
-    if b0 is not None and b1 is not None:
-        own = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
-        out["contention_share"] = max(0.0, (b1 - b0 - own) / (w1 - w0))
-    return out
-
-
 # ---- the model and the fixed-length prompt task ---------------------------------------------------
 def build_model(out: Path) -> Path:
     sys.path.insert(0, str(REPO / "submissions"))
@@ -253,22 +201,6 @@ def write_submission(model: Path, folder: Path, length: int) -> Path:
 
 
 # ---- the two tools --------------------------------------------------------------------------------
-def profile_for(cpu: int, work: Path) -> tuple[str, dict]:
-    """(profile name, environment): cpu-1core itself on core 0; on another core, a copy of it pinned
-    there, in a profiles folder (HEPTATHLON_PROFILES_DIR) holding the bundled ones too."""
-    if cpu == 0:
-        return "cpu-1core", dict(os.environ)
-    import yaml
-
-    folder = work / "hw_profiles"
-    shutil.copytree(REPO / "hw_profiles", folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    raw = yaml.safe_load((folder / "cpu-1core.yaml").read_text())
-    raw.update(name=f"cpu-1core-c{cpu}", description=f"cpu-1core pinned to core {cpu}", default=False)
-    raw["cpu"]["cores"] = [cpu]
-    (folder / f"cpu-1core-c{cpu}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return f"cpu-1core-c{cpu}", {**os.environ, "HEPTATHLON_PROFILES_DIR": str(folder)}
-
-
 def run_heptathlon(folder: Path, b: int, k: int, requests: int, warmup: int, db: Path, wait_quiet: bool,
                    profile: tuple[str, dict]) -> dict:
     if db.exists():
@@ -401,11 +333,6 @@ def main() -> None:
         print_table(raw, bs, L, K, time.time() - started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def fmt(v: list[float]) -> str:
-    m = float(np.median(v))
-    return f"{m:,.3g}" + (f" [{min(v):,.3g}-{max(v):,.3g}]" if len(v) > 1 else "")
 
 
 def print_table(raw: dict, bs: list[int], L: int, K: int, elapsed: float) -> None:
