@@ -284,7 +284,10 @@ def ft_heatmap(cells: pd.DataFrame, runtime: str) -> go.Figure:
                        + (f"<br>latency p50 {lat:.4g} ms {_fmt_ci(r['lat_ci_low'], r['lat_ci_high'], '.4g')}"
                           if lat is not None else "")
                        + (f" · ×{rel:.2f} the best runtime" if rel is not None else ""))
-    fig = go.Figure(go.Heatmap(z=z, x=xs, y=ys, text=text, texttemplate="%{text}", hovertext=hover,
+    # Lists with None, not a NaN array: the blanks stay null in the figure's JSON (a typed array would
+    # carry NaN, which some readers turn into 0).
+    zl = [[None if np.isnan(v) else float(v) for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=zl, x=xs, y=ys, text=text, texttemplate="%{text}", hovertext=hover,
                                hoverinfo="text", hoverongaps=False, colorscale="YlOrRd", zmin=0.0, zmax=1.0,
                                xgap=2, ygap=2, colorbar={"title": "FT", "tickformat": ".0%"}, name="framework_tax"))
     if gaps:  # blank cells: a label and the reason, on a trace of their own (no value, no colour)

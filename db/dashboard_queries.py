@@ -314,7 +314,9 @@ def seq_sweep_runs(s: Session, *, submission: str, profile: str | None = None,
 def ft_cells(s: Session, run_id: str) -> dict[str, Any] | None:
     """One batch_sweep run's (runtime, sequence length, batch size) cells; None without a length axis.
 
-    Returns ``{"run_id", "cells", "lengths", "batch_sizes", "runtimes", "primary_runtime"}``.
+    Returns ``{"run_id", "cells", "lengths", "batch_sizes", "runtimes", "primary_runtime",
+    "own_sequence_length"}`` (the length of the run's own sweep: its headline values and the rows
+    without ``sequence_length`` that sweep_points reads).
     ``cells`` has one row per runtime x length x batch size of the run's grid (FT_CELL_COLUMNS):
     FT(b) with its 95% CI, n, method and ``tax_lower_bound`` (the framework_tax detail rows tagged
     with ``sequence_length``), latency p50 with its CI (latency_p50_ms rows), the latency relative to
@@ -380,7 +382,7 @@ def ft_cells(s: Session, run_id: str) -> dict[str, Any] | None:
                              r, *k, k_note))
     cells = pd.DataFrame(rows, columns=FT_CELL_COLUMNS)
     return {"run_id": run_id, "cells": cells, "lengths": lengths, "batch_sizes": sizes, "runtimes": runtimes,
-            "primary_runtime": sweep.get("primary_runtime")}
+            "primary_runtime": sweep.get("primary_runtime"), "own_sequence_length": sweep.get("sequence_length")}
 
 
 # ---- fairness ------------------------------------------------------------------------------------

@@ -114,7 +114,9 @@ if not seq_runs.empty:
         st.caption(f"Run {run_id[:8]} (batch_sweep; submitted runtime: {primary}). One sweep over batch sizes "
                    f"{', '.join(str(b) for b in grid['batch_sizes'])} at each sequence length "
                    f"{', '.join(str(x) for x in grid['lengths'])}; FT from a separate profiled pass. "
-                   "Blank cells were not measured: the reason is on hover.")
+                   "Blank cells were not measured: the reason is on hover."
+                   + (f" The sections above show this run's own sweep, at s = {grid['own_sequence_length']}."
+                      if grid.get("own_sequence_length") is not None else ""))
         st.plotly_chart(F.ft_heatmap(cells, rt), key="ft_seq_heatmap")
         st.plotly_chart(F.ft_curves_by_length(cells, rt, y=y), key="ft_seq_curves")
         mine = cells[cells["runtime"] == rt]
