@@ -95,8 +95,9 @@ seq_runs = DQ.load_seq_sweep_runs(url, submission=submission, profile=profile,
                                   machine_ids=tuple(sorted(int(m) for m in points["machine_id"].unique())))
 if not seq_runs.empty:
     st.subheader("Framework tax over batch size × sequence length")
-    labels = {r["run_id"]: f"{r['run_id'][:8]} · {r['finished_at']:%Y-%m-%d %H:%M} · s = "
-              + ", ".join(str(x) for x in r["lengths"]) for r in seq_runs.to_dict("records")}
+    labels = {r["run_id"]: f"{r['run_id'][:8]} · " + ("" if pd.isna(r["finished_at"]) else
+                                                      f"{r['finished_at']:%Y-%m-%d %H:%M} · ")
+              + "s = " + ", ".join(str(x) for x in r["lengths"]) for r in seq_runs.to_dict("records")}
     run_id = C.pick("Run (batch × sequence length)", list(labels), "ft_seq_run", fmt=labels.get, param="seq_run") \
         if len(labels) > 1 else next(iter(labels))
     grid = DQ.load_ft_cells(url, run_id)
