@@ -231,6 +231,149 @@ def tax_figure(tax: pd.DataFrame) -> go.Figure:
     return _layout(fig, barmode="group", height=400, title="Framework tax FT(b) (hatched bars are estimates)")
 
 
+NOT_MEASURED = "not measured"
+
+
+def _fmt_ci(lo: Any, hi: Any, fmt: str = ".3f") -> str:
+    lo, hi = _nan_none(lo), _nan_none(hi)
+    return "no CI" if lo is None or hi is None else f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _cells_of(cells: pd.DataFrame, runtime: str) -> tuple[pd.DataFrame, list[int], list[int]]:
+    c = cells[cells["runtime"] == runtime]
+    return c, sorted(int(b) for b in c["batch_size"].unique()), sorted(int(x) for x in c["sequence_length"].unique())
+
+
+def _length_colours(lengths: list[int]) -> dict[int, str]:
+    from plotly.colors import sample_colorscale
+
+    pos = [0.5] if len(lengths) < 2 else [0.1 + 0.75 * i / (len(lengths) - 1) for i in range(len(lengths))]
+    return dict(zip(lengths, sample_colorscale("Viridis", pos)))
+
+
+def ft_heatmap(cells: pd.DataFrame, runtime: str) -> go.Figure:
+    """FT(b, s) of one runtime: x = batch size, y = sequence length, colour and text = FT.
+
+    ``cells`` are heptathlon.db.dashboard_queries.ft_cells rows. A cell without an FT value (the
+    runtime was not derived, the sweep stopped before it, the profiler could not decompose the
+    call) is left blank (NaN, never 0) and labelled "not measured", its reason on hover.
+    """
+    c, sizes, lengths = _cells_of(cells, runtime)
+    xs, ys = [str(b) for b in sizes], [str(x) for x in lengths]
+    z = np.full((len(lengths), len(sizes)), np.nan)
+    text = [["" for _ in sizes] for _ in lengths]
+    hover = [["" for _ in sizes] for _ in lengths]
+    gaps: list[tuple[str, str, str]] = []
+    for r in c.to_dict("records"):
+        i, j = lengths.index(int(r["sequence_length"])), sizes.index(int(r["batch_size"]))
+        head = f"{runtime} · sequence length {r['sequence_length']} · batch {r['batch_size']}"
+        v = _nan_none(r["ft"]) if r["available"] else None
+        if v is None:
+            why = r.get("reason") or "no value stored"
+            hover[i][j] = f"{head}<br>FT {NOT_MEASURED}: {why}"
+            gaps.append((xs[j], ys[i], hover[i][j]))
+            continue
+        z[i, j] = v
+        text[i][j] = f"{v:.2f}" + (" ≈" if r.get("estimated") else "")
+        lb = _nan_none(r.get("ft_lower_bound"))
+        lat = _nan_none(r.get("latency_p50_ms"))
+        rel = _nan_none(r.get("relative_to_best"))
+        hover[i][j] = (f"{head}<br>FT {v:.3f}, 95% CI {_fmt_ci(r['ft_ci_low'], r['ft_ci_high'])}"
+                       f"<br>n = {r['ft_n']} · {r['ft_method']}"
+                       + (f"<br>lower bound {lb:.3f} (profiler cost outside the operators)" if lb is not None else "")
+                       + (f"<br>latency p50 {lat:.4g} ms {_fmt_ci(r['lat_ci_low'], r['lat_ci_high'], '.4g')}"
+                          if lat is not None else "")
+                       + (f" · ×{rel:.2f} the best runtime" if rel is not None else ""))
+    # Lists with None, not a NaN array: the blanks stay null in the figure's JSON (a typed array would
+    # carry NaN, which some readers turn into 0).
+    zl = [[None if np.isnan(v) else float(v) for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=zl, x=xs, y=ys, text=text, texttemplate="%{text}", hovertext=hover,
+                               hoverinfo="text", hoverongaps=False, colorscale="YlOrRd", zmin=0.0, zmax=1.0,
+                               xgap=2, ygap=2, colorbar={"title": "FT", "tickformat": ".0%"}, name="framework_tax"))
+    if gaps:  # blank cells: a label and the reason, on a trace of their own (no value, no colour)
+        fig.add_trace(go.Scatter(x=[g[0] for g in gaps], y=[g[1] for g in gaps], mode="markers+text",
+                                 text=[NOT_MEASURED] * len(gaps), textfont={"color": "#555", "size": 11},
+                                 marker={"symbol": "square-open", "size": 1, "color": "rgba(0,0,0,0)"},
+                                 hovertext=[g[2] for g in gaps], hoverinfo="text", name=NOT_MEASURED,
+                                 showlegend=False))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=xs, title="batch size")
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=ys, title="sequence length (tokens)")
+    return _layout(fig, height=max(300, 70 * len(lengths) + 160),
+                   title=f"Framework tax FT(b, s) of {runtime} (blank: not measured, reason on hover)")
+
+
+def ft_curves_by_length(cells: pd.DataFrame, runtime: str, *, y: str = "ft") -> go.Figure:
+    """FT(b) (``y="ft"``) or latency p50 (``y="latency"``) against batch size, one curve per
+    sequence length, 95% CI error bars, the knee b* of each length dashed.
+
+    Points without a value are gaps in the curve (never 0); the batch sizes missing are named in
+    the curve's legend entry and the reasons on its hover.
+    """
+    c, sizes, lengths = _cells_of(cells, runtime)
+    col, lo_col, hi_col = ("ft", "ft_ci_low", "ft_ci_high") if y == "ft" else (
+        "latency_p50_ms", "lat_ci_low", "lat_ci_high")
+    cols = _length_colours(lengths)
+    fig = go.Figure()
+    all_y: list[float] = []
+    for length in lengths:
+        g = c[c["sequence_length"] == length].sort_values("batch_size")
+        vals = [(_nan_none(v) if ok or y != "ft" else None) for v, ok in zip(g[col], g["available"])]
+        missing = [(int(b), r) for b, v, r in zip(g["batch_size"], vals, g["reason"]) if v is None]
+        all_y += [v for v in vals if v is not None]
+        name = f"s = {length}" + (f" ({NOT_MEASURED} at b = {', '.join(str(b) for b, _ in missing)})"
+                                   if missing else "")
+        hover = []
+        for r, v in zip(g.to_dict("records"), vals):
+            if v is None:
+                hover.append(f"s = {length}, batch {r['batch_size']}: {NOT_MEASURED}: {r['reason'] or 'no value'}")
+            elif y == "ft":
+                hover.append(f"s = {length}, batch {r['batch_size']}<br>FT {v:.3f} "
+                             f"{_fmt_ci(r['ft_ci_low'], r['ft_ci_high'])}<br>n = {r['ft_n']} · {r['ft_method']}")
+            else:
+                rel = _nan_none(r.get("relative_to_best"))
+                hover.append(f"s = {length}, batch {r['batch_size']}<br>p50 {v:.4g} ms "
+                             f"{_fmt_ci(r['lat_ci_low'], r['lat_ci_high'], '.4g')}<br>n = {r['lat_n']}"
+                             + (f" · ×{rel:.2f} the best runtime" if rel is not None else ""))
+        fig.add_trace(go.Scatter(
+            x=list(g["batch_size"]), y=vals, mode="lines+markers", name=name, connectgaps=False,
+            line={"color": cols[length]}, marker={"size": 8, "color": cols[length]}, legendgroup=str(length),
+            error_y=_err(vals, [_nan_none(x) for x in g[lo_col]], [_nan_none(x) for x in g[hi_col]]),
+            hovertext=hover, hoverinfo="text"))
+    if y == "ft":
+        lo_y, hi_y = 0.0, 1.0
+    else:
+        pos = [v for v in all_y if v > 0]
+        lo_y, hi_y = (min(pos) * 0.8, max(pos) * 1.25) if pos else (0.1, 10.0)
+    b_lo, b_hi = (sizes[0], sizes[-1]) if sizes else (1, 1)
+    for length in lengths:
+        g = c[c["sequence_length"] == length]
+        if g.empty:
+            continue
+        k = g.iloc[0]
+        kv = _nan_none(k["knee"])
+        if kv is None:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", legendgroup=str(length),
+                                     line={"color": cols[length], "dash": "dot"},
+                                     name=f"b* (s = {length}): {NOT_MEASURED}: {k['knee_note'] or 'no knee'}"))
+            continue
+        label = f"b* = {kv:.1f} (s = {length}), 95% CI {_fmt_ci(k['knee_ci_low'], k['knee_ci_high'], '.1f')}"
+        fig.add_trace(go.Scatter(x=[kv, kv], y=[lo_y, hi_y], mode="lines", name=label, legendgroup=str(length),
+                                 line={"color": cols[length], "dash": "dash", "width": 2},
+                                 hovertemplate=label + "<extra></extra>"))
+    ticks = sizes or [1]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(b) for b in ticks], title="batch size",
+                     range=[np.log10(b_lo) - 0.1, np.log10(b_hi) + 0.1])
+    if y == "ft":
+        fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="framework tax (share of wall time)")
+        title = f"FT(b) of {runtime} per sequence length (dashed: knee b* of the latency curve)"
+    else:
+        yt, ytext = log_ticks(lo_y, hi_y, "ms")
+        fig.update_yaxes(type="log", title="latency_p50_ms (ms)", range=[np.log10(lo_y), np.log10(hi_y)],
+                         tickvals=yt, ticktext=ytext)
+        title = f"Latency p50 of {runtime} against batch size per sequence length (dashed: knee b*)"
+    return _layout(fig, height=460, title=title)
+
+
 # ---- fairness ------------------------------------------------------------------------------------
 def group_heatmap(df: pd.DataFrame, metric: str) -> go.Figure:
     """Group (rows) by profile (columns); cell text is the value, † marks a small group."""

@@ -202,6 +202,8 @@ def sweep_points(s: Session, *, submission: str, profile: str | None = None,
             params = params or {}
             _, prof, scen, mid, fin, _extra = runs[rid]
             runtime = str(params.get("runtime") or "default")
+            if "sequence_length" in params:
+                continue  # the batch x sequence-length axis: ft_cells reads it, one run at a time
             if metric == "batch_knee":
                 knees.append({"run_id": rid, "profile": prof, "machine_id": mid, "finished_at": fin,
                               "runtime": runtime, "knee": value, "ci_low": lo, "ci_high": hi, "method": method,
@@ -264,6 +266,123 @@ def knees_from_extra(sweep: Any) -> list[dict[str, Any]]:
         if isinstance(d, dict):
             one(d, str(rt))
     return out
+
+
+# ---- framework tax over batch size x sequence length -------------------------------------------------
+FT_CELL_COLUMNS = ["runtime", "sequence_length", "batch_size", "available", "reason", "ft", "ft_ci_low",
+                   "ft_ci_high", "ft_n", "ft_method", "ft_lower_bound", "estimated", "latency_p50_ms", "lat_ci_low",
+                   "lat_ci_high", "lat_n", "relative_to_best", "knee", "knee_ci_low", "knee_ci_high", "knee_method",
+                   "knee_note"]
+SEQ_RUN_COLUMNS = ["run_id", "finished_at", "machine_id", "lengths", "runtimes", "primary_runtime"]
+
+
+def _int_or_none(x: Any) -> int | None:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def seq_sweep_runs(s: Session, *, submission: str, profile: str | None = None,
+                   machine_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Succeeded batch_sweep runs of one submission with a sequence-length axis, newest first.
+
+    A run has the axis when its ``run.extra["sweep"]["by_sequence_length"]`` holds at least one
+    length (heptathlon.bench.sweep_stats.summarize_sweep; ``--seq-lengths`` with two or more lengths).
+    """
+    conds = [Run.status == RunStatus.SUCCEEDED, Run.scenario == "batch_sweep",
+             Run.submission_id.in_(select(Submission.id).where(Submission.name == submission))]
+    if profile:
+        conds.append(Run.profile_name == profile)
+    if machine_ids is not None:
+        conds.append(Run.machine_id.in_(list(machine_ids)))
+    rows = []
+    for rid, fin, mid, extra in s.execute(select(Run.id, Run.finished_at, Run.machine_id, Run.extra).where(*conds)):
+        sweep = (extra or {}).get("sweep") or {}
+        by_len = sweep.get("by_sequence_length")
+        if not isinstance(by_len, dict) or not by_len:
+            continue
+        lengths = sorted(x for x in (_int_or_none(k) for k in by_len) if x is not None)
+        runtimes = list(dict.fromkeys(rt for sub in by_len.values() if isinstance(sub, dict)
+                                      for rt in (sub.get("runtimes") or {})))
+        if lengths:
+            rows.append((rid, fin, mid, lengths, runtimes, sweep.get("primary_runtime")))
+    df = pd.DataFrame(rows, columns=SEQ_RUN_COLUMNS)
+    return df.sort_values(["finished_at", "run_id"], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def ft_cells(s: Session, run_id: str) -> dict[str, Any] | None:
+    """One batch_sweep run's (runtime, sequence length, batch size) cells; None without a length axis.
+
+    Returns ``{"run_id", "cells", "lengths", "batch_sizes", "runtimes", "primary_runtime",
+    "own_sequence_length"}`` (the length of the run's own sweep: its headline values and the rows
+    without ``sequence_length`` that sweep_points reads).
+    ``cells`` has one row per runtime x length x batch size of the run's grid (FT_CELL_COLUMNS):
+    FT(b) with its 95% CI, n, method and ``tax_lower_bound`` (the framework_tax detail rows tagged
+    with ``sequence_length``), latency p50 with its CI (latency_p50_ms rows), the latency relative to
+    the best runtime at that cell (run.extra["sweep"]["by_sequence_length"][L]["relative_to_best"]),
+    and the knee b* of that (runtime, length) with its CI (batch_knee rows; ``knee_note`` says why
+    one is missing). A cell the run did not measure (runtime not derived, sweep stopped earlier,
+    profiler could not decompose the call) has ``ft`` None and the reason in ``reason`` — never 0.
+    """
+    extra = s.scalar(select(Run.extra).where(Run.id == run_id))
+    sweep = (extra or {}).get("sweep") or {}
+    by_len = sweep.get("by_sequence_length")
+    if not isinstance(by_len, dict) or not by_len:
+        return None
+    ft: dict[tuple[str, int, int], tuple] = {}
+    lat: dict[tuple[str, int, int], tuple] = {}
+    knee: dict[tuple[str, int], tuple] = {}
+    q = select(Measurement.metric, Measurement.value, Measurement.ci_low, Measurement.ci_high, Measurement.n,
+               Measurement.method, Measurement.note, Measurement.params).where(
+        Measurement.run_id == run_id, Measurement.metric.in_(["framework_tax", "latency_p50_ms", "batch_knee"]))
+    for metric, value, lo, hi, n, method, note, params in s.execute(q):
+        p = params or {}
+        length, b = _int_or_none(p.get("sequence_length")), _int_or_none(p.get("batch_size"))
+        rt = p.get("runtime")
+        if length is None or rt is None:
+            continue
+        if metric == "batch_knee":
+            knee[(str(rt), length)] = (value, lo, hi, method, note)
+        elif b is not None:
+            (ft if metric == "framework_tax" else lat)[(str(rt), length, b)] = (value, lo, hi, n, method, note, p)
+    lengths = sorted(x for x in (_int_or_none(k) for k in by_len) if x is not None)
+    runtimes = list(dict.fromkeys(rt for sub in by_len.values() if isinstance(sub, dict)
+                                  for rt in (sub.get("runtimes") or {})))
+    sizes = sorted({b for (_, _, b) in ft} | {b for (_, _, b) in lat}
+                   | {int(b) for b in (sweep.get("batch_sizes_requested") or []) if _int_or_none(b) is not None})
+    rows = []
+    for length in lengths:
+        sub = by_len.get(str(length)) or {}
+        rts = sub.get("runtimes") or {}
+        rel = sub.get("relative_to_best") or {}
+        for rt in runtimes:
+            rec = rts.get(rt) or {}
+            gone = (sub.get("not_available") or {}).get(rt) or (None if rt in rts else "not swept at this length")
+            kv = knee.get((rt, length))
+            k_note = kv[4] if kv is not None and kv[0] is None else (
+                None if kv is not None else gone or rec.get("knee_unavailable") or "no knee stored")
+            k = (kv[0], kv[1], kv[2], kv[3]) if kv is not None and kv[0] is not None else (None,) * 4
+            for b in sizes:
+                f, la = ft.get((rt, length, b)), lat.get((rt, length, b))
+                reason = gone
+                if reason is None and f is None and la is None:
+                    stop = rec.get("stop_reason")
+                    reason = ("the sweep stopped before this batch size" + (f" ({stop})" if stop else "")
+                              if rec.get("batch_sizes") else "not measured")
+                elif reason is None and (f is None or f[0] is None):
+                    reason = (f[5] if f is not None else None) or "no framework_tax row at this cell"
+                fv = f if f is not None and f[0] is not None else None
+                r = rel.get(rt, {}).get(str(b)) if isinstance(rel.get(rt), dict) else None
+                rows.append((rt, length, b, fv is not None, reason,
+                             *(fv[:5] if fv else (None,) * 5),
+                             None if fv is None else fv[6].get("tax_lower_bound"),
+                             bool(fv and str(fv[4]).startswith("estimate:")),
+                             *(la[:4] if la is not None and la[0] is not None else (None,) * 4),
+                             r, *k, k_note))
+    cells = pd.DataFrame(rows, columns=FT_CELL_COLUMNS)
+    return {"run_id": run_id, "cells": cells, "lengths": lengths, "batch_sizes": sizes, "runtimes": runtimes,
+            "primary_runtime": sweep.get("primary_runtime"), "own_sequence_length": sweep.get("sequence_length")}
 
 
 # ---- fairness ------------------------------------------------------------------------------------
@@ -732,6 +851,19 @@ def load_sweep_points(url: str, *, submission: str, profile: str | None = None,
                       machine_ids: tuple[int, ...] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     with session_scope(url) as s:
         return sweep_points(s, submission=submission, profile=profile, machine_ids=machine_ids)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_seq_sweep_runs(url: str, *, submission: str, profile: str | None = None,
+                        machine_ids: tuple[int, ...] | None = None) -> pd.DataFrame:
+    with session_scope(url) as s:
+        return seq_sweep_runs(s, submission=submission, profile=profile, machine_ids=machine_ids)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def load_ft_cells(url: str, run_id: str) -> dict[str, Any] | None:
+    with session_scope(url) as s:
+        return ft_cells(s, run_id)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -1,4 +1,6 @@
-"""Framework tax: latency against batch size per runtime with the knee b*, and FT(b) per batch size.
+"""Framework tax: latency against batch size per runtime with the knee b*, and FT(b) per batch size;
+for a batch_sweep run with a sequence-length axis, FT(b, s) as a heatmap and as curves per length
+(heptathlon.db.dashboard_queries.ft_cells).
 
 Reads measurement rows whose params carry ``batch_size`` (``runtime`` names the runtime) and knees
 stored as ``batch_knee`` measurements or in ``run.extra["sweep"]`` (heptathlon.db.dashboard_queries.sweep_points).
@@ -87,6 +89,56 @@ else:
     st.caption("Method: " + ", ".join(f"`{m}`" for m in methods)
                + ("  ·  `estimate:*` values are intercept estimates (kind: command), not profiler measurements."
                   if any(str(m).startswith("estimate:") for m in methods) else ""))
+
+# Batch size x sequence length (batch_sweep --seq-lengths): the Framework Tax paper's central figure.
+seq_runs = DQ.load_seq_sweep_runs(url, submission=submission, profile=profile,
+                                  machine_ids=tuple(sorted(int(m) for m in points["machine_id"].unique())))
+if not seq_runs.empty:
+    st.subheader("Framework tax over batch size × sequence length")
+    labels = {r["run_id"]: f"{r['run_id'][:8]} · " + ("" if pd.isna(r["finished_at"]) else
+                                                      f"{r['finished_at']:%Y-%m-%d %H:%M} · ")
+              + "s = " + ", ".join(str(x) for x in r["lengths"]) for r in seq_runs.to_dict("records")}
+    run_id = C.pick("Run (batch × sequence length)", list(labels), "ft_seq_run", fmt=labels.get, param="seq_run") \
+        if len(labels) > 1 else next(iter(labels))
+    grid = DQ.load_ft_cells(url, run_id)
+    if grid is None or grid["cells"].empty:
+        st.info(f"Batch × sequence length: {C.NOT_MEASURED_YET} for run {run_id[:8]}.")
+    else:
+        cells = grid["cells"]
+        rts = grid["runtimes"]
+        primary = grid.get("primary_runtime")
+        s1, s2 = st.columns(2)
+        rt = C.pick("Runtime", rts, "ft_seq_runtime", container=s1, param="seq_runtime",
+                    default=primary if primary in rts else rts[0])
+        y_opts = {"ft": "FT(b)", "latency": "latency p50"}
+        y = C.pick("Curves of", list(y_opts), "ft_seq_y", fmt=y_opts.get, container=s2, param="seq_y")
+        st.caption(f"Run {run_id[:8]} (batch_sweep; submitted runtime: {primary}). One sweep over batch sizes "
+                   f"{', '.join(str(b) for b in grid['batch_sizes'])} at each sequence length "
+                   f"{', '.join(str(x) for x in grid['lengths'])}; FT from a separate profiled pass. "
+                   "Blank cells were not measured: the reason is on hover."
+                   + (f" The sections above show this run's own sweep, at s = {grid['own_sequence_length']}."
+                      if grid.get("own_sequence_length") is not None else ""))
+        st.plotly_chart(F.ft_heatmap(cells, rt), key="ft_seq_heatmap")
+        st.plotly_chart(F.ft_curves_by_length(cells, rt, y=y), key="ft_seq_curves")
+        mine = cells[cells["runtime"] == rt]
+        knee_rows = mine.drop_duplicates("sequence_length")
+        st.dataframe([{"sequence length": int(k["sequence_length"]),
+                       "knee b*": "—" if pd.isna(k["knee"]) else round(float(k["knee"]), 1),
+                       "95% CI": "—" if pd.isna(k["knee_ci_low"]) or pd.isna(k["knee_ci_high"])
+                       else f"[{k['knee_ci_low']:.1f}, {k['knee_ci_high']:.1f}]",
+                       "note": k["knee_note"] or (k["knee_method"] or "")} for k in knee_rows.to_dict("records")],
+                     hide_index=True, width="stretch")
+        gaps = mine[~mine["available"]]
+        if not gaps.empty:
+            st.markdown(f"**FT not measured** for {rt} at {len(gaps)} of {len(mine)} cells:")
+            st.dataframe(gaps.groupby("reason", sort=False).apply(
+                lambda g: ", ".join(f"(s = {a}, b = {b})" for a, b in zip(g["sequence_length"], g["batch_size"])),
+                include_groups=False).rename("cells").reset_index(), hide_index=True, width="stretch")
+        if len(rts) > 1:
+            rel = cells.pivot_table(index=["runtime", "sequence_length"], columns="batch_size",
+                                    values="relative_to_best", aggfunc="first")
+            st.markdown("**Latency relative to the best runtime per cell** (1.00 = best at that batch size and length)")
+            st.dataframe(rel.map(lambda x: "—" if pd.isna(x) else f"{x:.2f}"), width="stretch")
 
 with st.expander("Sweep rows"):
     st.dataframe(points.drop(columns=["machine_id"]).assign(value=lambda d: np.round(d["value"], 6)),
