@@ -195,8 +195,17 @@ def union_s(starts: np.ndarray, ends: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.sum(np.clip(e - np.maximum(s, prev), 0, None), axis=axis)
 
 
-def _tokens_over_union(tokens, starts, ends, axis=-1):
-    return np.sum(tokens, axis=axis) / union_s(starts, ends, axis=axis)
+def shared_time_s(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Each interval's share of the time covered by the intervals, split evenly among those open at
+    each moment (processor sharing). The shares sum to the union's length, and resampling requests
+    resamples their shares: a bootstrap of sum(tokens) / sum(share) stays centred on the value."""
+    starts, ends = np.asarray(starts, dtype=float), np.asarray(ends, dtype=float)
+    pts = np.unique(np.concatenate([starts, ends]))
+    open_ = np.searchsorted(np.sort(starts), pts, side="right") - np.searchsorted(np.sort(ends), pts, side="right")
+    dt = np.diff(pts)
+    w = np.divide(dt, open_[:-1], out=np.zeros_like(dt), where=open_[:-1] > 0)
+    cum = np.concatenate([[0.0], np.cumsum(w)])
+    return cum[np.searchsorted(pts, ends)] - cum[np.searchsorted(pts, starts)]
 
 
 def summarize_generation(traces: list[RequestTrace], window_start_ns: int, window_end_ns: int, *,
@@ -239,8 +248,10 @@ def summarize_generation(traces: list[RequestTrace], window_start_ns: int, windo
 
     arrive = np.array([t.arrival_ns for t in traces], dtype=float) / 1e9
     first = np.array([t.token_ns[0] for t in traces], dtype=float) / 1e9
-    lo, hi = bootstrap_ci((prompt_tokens, arrive, first), _tokens_over_union, paired=True, seed=seed)
-    out.append(MetricValue("prefill_tokens_per_s", float(_tokens_over_union(prompt_tokens, arrive, first)), METHOD,
+    share = shared_time_s(arrive, first)  # sums to the union of the [arrival, first token) intervals
+    lo, hi = bootstrap_ci((prompt_tokens, share), lambda a, b, axis=-1: np.sum(a, axis=axis) / np.sum(b, axis=axis),
+                          paired=True, seed=seed)
+    out.append(MetricValue("prefill_tokens_per_s", float(prompt_tokens.sum() / share.sum()), METHOD,
                            n=len(traces), ci_low=lo, ci_high=hi,
                            note="prompt tokens over the time some request waited for its first token: a cohort "
                                 "prefilled together counts once (optimum-benchmark's batch x length / prefill)"))

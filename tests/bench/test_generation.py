@@ -129,8 +129,32 @@ def test_interval_union_counts_overlaps_once():
     assert union_s(*rows).tolist() == pytest.approx([5.0, 5.0])
 
 
+def test_shared_time_splits_overlaps_and_sums_to_the_union():
+    from heptathlon.bench.generation import shared_time_s, union_s
+
+    s, e = np.array([0.0, 1.0, 5.0, 2.0]), np.array([3.0, 2.0, 6.0, 4.0])
+    share = shared_time_s(s, e)
+    assert share.sum() == pytest.approx(union_s(s, e))
+    # [0,1): a alone; [1,2): a, b; [2,3): a, d; [3,4): d alone; [5,6): c
+    assert share.tolist() == pytest.approx([1 + 0.5 + 0.5, 0.5, 1.0, 0.5 + 1.0])
+
+
 def test_prefill_rate_counts_a_cohort_once():
     # four requests arriving together, all first tokens at 10 ms: a cohort prefilled as one batch
     traces = [RequestTrace(i, 0, 32, [10 * MS, 11 * MS], 12 * MS, 2) for i in range(1, 5)]
     v = {m.name: m for m in summarize_generation(traces, 0, 12 * MS)}
-    assert v["prefill_tokens_per_s"].value == pytest.approx(4 * 32 / 0.010)
+    p = v["prefill_tokens_per_s"]
+    assert p.value == pytest.approx(4 * 32 / 0.010) and p.ci_low <= p.value <= p.ci_high
+
+
+@pytest.mark.parametrize("spread_ms", [50, 2000])  # overlapping requests, and one at a time (single stream)
+def test_the_prefill_rate_ci_holds_its_value(spread_ms):
+    # a bootstrap of tokens over the union of resampled intervals would collapse duplicates and sit
+    # above the value; resampling each request's share of the time does not
+    rng = np.random.default_rng(3)
+    arrivals = np.sort(rng.uniform(0, spread_ms, 40)) * MS
+    traces = [RequestTrace(i + 1, int(a), int(rng.integers(8, 64)), [int(a + rng.uniform(2, 20) * MS)] * 2,
+                           int(a + 30 * MS), 2) for i, a in enumerate(arrivals)]
+    p = {m.name: m for m in summarize_generation(traces, int(arrivals[0]), int(arrivals[-1] + 30 * MS))}[
+        "prefill_tokens_per_s"]
+    assert p.ci_low <= p.value <= p.ci_high
