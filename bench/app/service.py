@@ -163,6 +163,8 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
         if wrong:
             raise ScenarioError(f"{folder}: task {task.name!r} is a prompt set for generation, not a labelled task; "
                                 f"run it with --scenario generate (not {', '.join(wrong)})")
+        if any(sc.name == "generate" for sc in scenarios):
+            check_generate_request(folder, manifest, task)
     except HeptathlonError as e:
         e.run_ids = record_rejected(ref, profiles, [sc.name for sc in scenarios], e, db, group_id=group_id,
                                     params=[sc.to_params() for sc in scenarios])
@@ -187,6 +189,20 @@ def queue_runs(folder: Path, profiles: list[str], scenarios: list[ScenarioConfig
                                  group_id=group_id, extra=dict(extra or {}))
                     ids.append(rid)
     return ids
+
+
+def check_generate_request(folder: Path, manifest: Manifest, task: Any) -> None:
+    """The generate scenario needs a model that generates and a prompt per instance (docs/generate.md)."""
+    if manifest.model.kind not in ("transformers", "command"):
+        raise ScenarioError(f"{folder}: scenario 'generate' runs kind transformers (a causal LM folder) or kind "
+                            f"command (the streaming stdio protocol), not kind {manifest.model.kind!r}")
+    if task.generative:
+        return
+    data = task.load()
+    if data.input_type != "text" or np.asarray(data.x_test).ndim != 1:
+        raise ScenarioError(f"{folder}: scenario 'generate' needs a text task with one prompt column "
+                            f"(input_type: text); task {task.name!r} has input_type {data.input_type!r}; "
+                            "use the bundled prompt set (task: prompts-en-da) or a task file with one text column")
 
 
 def record_rejected(ref: str | Path, profiles: list[str], scenario_names: list[str], error: Exception,
