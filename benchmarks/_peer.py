@@ -105,3 +105,14 @@ def fmt(v: list[float]) -> str:
     """Median [min-max] of a list of per-round values, 3 significant digits."""
     m = float(np.median(v))
     return f"{m:,.3g}" + (f" [{min(v):,.3g}-{max(v):,.3g}]" if len(v) > 1 else "")
+
+
+# The opening of every child script: its arguments (JSON in argv[1]), pinned to a["cpu"], one torch thread.
+CHILD_PRELUDE = r'''import json, os, sys, time
+a = json.loads(sys.argv[1])
+if a["cpu"] is not None:
+    os.sched_setaffinity(0, {a["cpu"]})
+import torch
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
+'''

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _peer import CHILD_ENV, REPO, check_peer, fail, fmt, profile_for, result_of, timed_run  # benchmarks/_peer.py
+from _peer import CHILD_PRELUDE, CHILD_ENV, REPO, check_peer, fail, fmt, profile_for, result_of, timed_run  # benchmarks/_peer.py
 
 N_SENTENCES = 32
 
@@ -94,14 +94,7 @@ print("RESULT " + json.dumps(out))
 '''
 
 # Runs in either venv: the forward alone, timed bare, on (B, S) inputs shaped like Heptathlon's.
-BARE_CODE = r'''
-import json, os, sys, time
-a = json.loads(sys.argv[1])
-if a["cpu"] is not None:
-    os.sched_setaffinity(0, {a["cpu"]})
-import torch
-torch.set_num_threads(1)
-torch.set_num_interop_threads(1)
+BARE_CODE = CHILD_PRELUDE + r'''
 import transformers
 from transformers import AutoModelForSequenceClassification
 transformers.logging.set_verbosity_error()

@@ -73,7 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _peer import REPO, check_peer, fail, fmt, profile_for, result_of  # benchmarks/_peer.py
+from _peer import CHILD_PRELUDE, REPO, check_peer, fail, fmt, profile_for, result_of  # benchmarks/_peer.py
 
 # Runs in the peer venv: one optimum-benchmark launch; argv[1] is a JSON object; prints one JSON line.
 OPTIMUM_CODE = r'''
@@ -111,14 +111,7 @@ print("RESULT " + json.dumps(out))
 '''
 
 # Runs in either venv: the engine's own calls (runners/adapters/causal_lm.py), timed bare.
-BARE_CODE = r'''
-import json, os, sys, time
-a = json.loads(sys.argv[1])
-if a["cpu"] is not None:
-    os.sched_setaffinity(0, {a["cpu"]})
-import torch
-torch.set_num_threads(1)
-torch.set_num_interop_threads(1)
+BARE_CODE = CHILD_PRELUDE + r'''
 import transformers
 from transformers import AutoModelForCausalLM
 transformers.logging.set_verbosity_error()
