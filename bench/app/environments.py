@@ -7,6 +7,8 @@ and shared between runs (docs/security.md, "Submission environments").
 - **Base:** the venv's own site-packages come first; a ``.pth`` file then adds the harness's
   site-packages, so torch, numpy and the ``heptathlon.runners.stdio`` helper are there without a
   reinstall, and a requirement the author pins (``numpy==1.26.4``) shadows the harness's.
+- **Wheels only** (``--only-binary :all:``): building a source distribution would run its setup
+  code in the harness, unsandboxed; a requirement with no wheel fails the build naming it.
 - **torch stays pinned:** pip runs with a constraints file ``torch==<the harness's version>``, since
   any other torch spec pulls a multi-GB CUDA build.
 - **Build** under a file lock (two runs of one environment never build twice), in
@@ -131,8 +133,10 @@ def _build(path: Path, req_path: Path, folder: Path, submission: str) -> str:
                                                           for d in _harness_site_dirs()))
     cons = path / "constraints.txt"
     cons.write_text((_torch_pin() or "") + "\n")
-    step([str(path / "bin" / "python"), "-m", "pip", "install", "--no-warn-script-location", "-r", str(req_path),
-          "-c", str(cons)], cwd=folder)
+    # Wheels only: building an sdist runs its setup code here, outside the sandbox, with the harness's
+    # rights; installing a wheel runs nothing (its code runs later, in the sandboxed model process).
+    step([str(path / "bin" / "python"), "-m", "pip", "install", "--no-warn-script-location", "--only-binary",
+          ":all:", "-r", str(req_path), "-c", str(cons)], cwd=folder)
     return "\n".join(out)
 
 
