@@ -272,6 +272,7 @@ def sweep_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[
         ("knee b* [95% CI], crossover batch, fixed overhead (estimate:intercept)",
          ["runtime", "knee b*", "flat seen", "crossover b", "fixed ms", "FT method", "sweep stop"], knee_rows),
     ]
+    tables += _length_tables(extra)
     na = [[rt, why] for rt, why in (extra.get("not_available") or {}).items()]
     for rt, r in rts.items():  # a runtime that ran, but whose profiler could not decompose it
         for why in dict.fromkeys((r.get("framework_tax_unavailable") or {}).values()):
@@ -279,4 +280,40 @@ def sweep_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[
             na.append([rt, f"framework_tax at b = {', '.join(sizes_)}: {why}"])
     if na:
         tables.append(("not available", ["runtime", "reason"], na))
+    if extra.get("sequence_length") is not None and len(extra.get("by_sequence_length") or {}) > 1:
+        tables[0] = (tables[0][0] + f", at sequence length {extra['sequence_length']}", *tables[0][1:])
     return tables
+
+
+def _length_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One batch x sequence-length grid per runtime (``--seq-lengths`` with two or more lengths):
+    FT(b, s), latency p50 and its ratio to the best runtime in that cell, and the knee per length."""
+    by_len = {int(k): v for k, v in (extra.get("by_sequence_length") or {}).items() if isinstance(v, dict)}
+    if len(by_len) < 2:
+        return []
+    lengths = sorted(by_len)
+    runtimes = list(dict.fromkeys(rt for L in lengths for rt in (by_len[L].get("runtimes") or {})))
+    out = []
+    for rt in runtimes:
+        per = {L: (by_len[L].get("runtimes") or {}).get(rt) or {} for L in lengths}
+        sizes = sorted({int(b) for r in per.values() for b in (r.get("median_latency_ms") or {})})
+        if not sizes:
+            continue
+        rows = []
+        for b in sizes:
+            row = [str(b)]
+            for L in lengths:
+                r, rel = per[L], (by_len[L].get("relative_to_best") or {}).get(rt, {}).get(str(b))
+                lat = (r.get("median_latency_ms") or {}).get(str(b))
+                tax = (r.get("framework_tax") or {}).get(str(b))
+                row.append("—" if lat is None else
+                           f"{_fmt(tax)} · {lat:.4g} ms" + (f" ({rel:.2f}x)" if rel is not None else ""))
+            rows.append(row)
+        knees = ["knee b*"]
+        for L in lengths:
+            k = per[L].get("knee")
+            knees.append(f"{_fmt(k['value'], 1)} [{_fmt(k['ci_low'], 1)}, {_fmt(k['ci_high'], 1)}]" if k else "—")
+        rows.append(knees)
+        out.append((f"{rt}: FT(b, s) · latency p50 (relative to the best runtime in the cell), batch x sequence "
+                    "length", ["batch"] + [f"s = {L}" for L in lengths], rows))
+    return out

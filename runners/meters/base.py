@@ -182,13 +182,25 @@ class PeriodicSampler:
     wakes it at once. ``start()`` and ``stop()`` each take one sample on the caller's
     thread, so the samples always span the whole window. A ``read()`` that raises on the
     thread ends sampling; the error is kept in ``error``.
+
+    ``max_duty`` bounds the share of wall time the thread spends inside ``read()``: after a
+    read that took ``c`` seconds it waits at least ``c / max_duty - c``. A read whose cost
+    grows with what it reads (PSS walks every page table of a multi-GB model process, and
+    holds that process's mmap lock while it does) then slows down instead of costing a
+    core; ``stretched`` counts the waits so lengthened and ``read_s`` sums the reads' time.
     """
 
-    def __init__(self, read: Callable[[], float], interval_s: float, name: str = "heptathlon-sampler") -> None:
+    def __init__(self, read: Callable[[], float], interval_s: float, name: str = "heptathlon-sampler",
+                 max_duty: float | None = None) -> None:
         if not interval_s > 0:
             raise MeterError(f"sampler {name!r}: interval_s must be > 0, got {interval_s!r}")
+        if max_duty is not None and not 0 < max_duty <= 1:
+            raise MeterError(f"sampler {name!r}: max_duty must be in (0, 1], got {max_duty!r}")
         self.read = read
         self.interval_s = interval_s
+        self.max_duty = max_duty
+        self.stretched = 0
+        self.read_s = 0.0
         self.name = name
         self.samples: list[tuple[float, float]] = []
         self.error: BaseException | None = None
@@ -201,6 +213,7 @@ class PeriodicSampler:
             raise RunError(f"sampler {self.name!r}: start() called twice")
         self.samples = []
         self.error = None
+        self.stretched, self.read_s = 0, 0.0
         self._stop_event.clear()
         self._sample()  # raises on the caller's thread: the caller decides what that means
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -223,14 +236,28 @@ class PeriodicSampler:
         self._thread.join()
         self._thread = None
 
-    def _sample(self) -> None:
+    def _sample(self) -> float:
+        t0 = time.perf_counter()
         value = self.read()
-        self.samples.append((time.perf_counter(), float(value)))
+        t1 = time.perf_counter()
+        self.samples.append((t1, float(value)))
+        self.read_s += t1 - t0
+        return t1 - t0
+
+    def _next_wait(self, cost_s: float) -> float:
+        if self.max_duty is None:
+            return self.interval_s
+        bounded = cost_s / self.max_duty - cost_s
+        if bounded > self.interval_s:
+            self.stretched += 1
+            return bounded
+        return self.interval_s
 
     def _run(self) -> None:
         try:
-            while not self._stop_event.wait(self.interval_s):
-                self._sample()
+            wait = self._next_wait(self.read_s)  # the start() sample's cost
+            while not self._stop_event.wait(wait):
+                wait = self._next_wait(self._sample())
         except Exception as exc:  # kept for the caller; a sampler thread must not die loudly
             self.error = exc
         finally:

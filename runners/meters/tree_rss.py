@@ -15,6 +15,10 @@ from heptathlon.runners.meters.base import PeriodicSampler
 from heptathlon.runners.meters.memory import MemoryReading
 
 DEFAULT_INTERVAL_S = 0.05
+# A PSS read walks the page tables of every process in the tree (about 15 ms for a 4 GB
+# BERT-base worker, i.e. a third of a core at 20 Hz, under that process's mmap lock): the
+# sampler is held to 2% of one core, and samples more slowly on large processes instead.
+MAX_DUTY = 0.02
 
 
 def tree_rss_bytes(proc: psutil.Process) -> int:
@@ -62,11 +66,11 @@ class TreeRssSampler:
 
     method = "sampled:psutil-tree-pss"
 
-    def __init__(self, pid: int, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, pid: int, interval_s: float = DEFAULT_INTERVAL_S, max_duty: float = MAX_DUTY) -> None:
         self._proc = psutil.Process(pid)
         self._fallbacks: list[int] = []
         self._sampler = PeriodicSampler(lambda: tree_pss_bytes(self._proc, self._fallbacks), interval_s,
-                                        name="rss-sampler")
+                                        name="rss-sampler", max_duty=max_duty)
 
     def start(self) -> "TreeRssSampler":
         try:
@@ -84,4 +88,9 @@ class TreeRssSampler:
         note = "peak PSS summed over the worker's process tree (shared pages counted once), load included"
         if self._fallbacks:
             note += f"; RSS for {len(set(self._fallbacks))} process(es) whose smaps were not readable"
+        if self._sampler.stretched and len(samples) > 1:
+            span = samples[-1][0] - samples[0][0]
+            note += (f"; sampled every {span / (len(samples) - 1):.2g} s on average, not {self._sampler.interval_s:g} s "
+                     f"(each read cost {self._sampler.read_s / len(samples) * 1e3:.2g} ms; held to "
+                     f"{self._sampler.max_duty:.0%} of a core), so a short-lived peak can be missed")
         return MemoryReading(peak, method, n=len(samples), note=note)

@@ -291,3 +291,25 @@ def test_page_without_a_length_axis_is_unchanged(seq_db, monkeypatch, tmp_path):
     assert len(figs) == 2 and [f["data"][0]["type"] for f in figs] == ["scatter", "bar"]
     assert "ft_seq_runtime" not in [sb.key for sb in at.selectbox]
     assert not any("sequence length" in str(h.value) for h in at.subheader)
+
+
+def test_cli_prints_one_batch_by_length_grid_per_runtime_from_the_real_run(seq_db):
+    from heptathlon.bench.sweep_stats import sweep_tables
+
+    sweep = seq_db["sweep"]
+    tables = {title: (cols, rows) for title, cols, rows in sweep_tables(sweep)}
+    assert any(t.endswith(f"at sequence length {LENGTHS[0]}") for t in tables)  # the run's own sweep says which s
+    grids = {t.split(":")[0]: v for t, v in tables.items() if "batch x sequence length" in t}
+    assert set(grids) == {"eager", "onnxruntime"}
+    for rt, (cols, rows) in grids.items():
+        assert cols == ["batch"] + [f"s = {s}" for s in LENGTHS]
+        assert [r[0] for r in rows] == [str(b) for b in SIZES] + ["knee b*"]
+        for row in rows[:-1]:
+            b = row[0]
+            for s, cell in zip(LENGTHS, row[1:]):
+                sub = sweep["by_sequence_length"][str(s)]
+                lat = sub["runtimes"][rt]["median_latency_ms"][b]
+                assert f"{lat:.4g} ms" in cell
+                assert f"({sub['relative_to_best'][rt][b]:.2f}x)" in cell
+                tax = (sub["runtimes"][rt].get("framework_tax") or {}).get(b)
+                assert cell.startswith("—" if tax is None else f"{tax:.3f} · ")

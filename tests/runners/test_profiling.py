@@ -348,6 +348,16 @@ def test_profiler_cost_is_bounded_against_unprofiled_calls():
     assert d.details["profiler_inflation"] == pytest.approx(1.1 / 0.55)
     assert d.details["tax_lower_bound"] == pytest.approx(1 - 0.3 / 0.55)
     assert d.details["tax_lower_bound"] < d.tax(n_resamples=0).value
+    assert "noise_exceeds_profiler_cost" not in d.details
+
+
+def test_lower_bound_never_exceeds_the_profiled_tax_when_the_unprofiled_pass_ran_slower():
+    # BERT-base s=64 b=16 on one core: unprofiled calls 1.30 s, profiled ones 1.25 s, compute 1.22 s;
+    # 1 - 1.22/1.30 = 0.062 would read as a "lower bound" above the profiled FT of 0.024.
+    d = assemble_decomposition("profiler:torch", [1.25] * 5, [1.22] * 5, [1.30, 1.31, 1.29])
+    ft = d.tax(n_resamples=0).value
+    assert d.details["tax_lower_bound"] == pytest.approx(1 - 1.22 / 1.25) and d.details["tax_lower_bound"] <= ft
+    assert d.details["noise_exceeds_profiler_cost"] is True
 
 
 def test_decomposition_tax_passes_details_through():

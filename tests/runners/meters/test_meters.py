@@ -20,7 +20,7 @@ import pynvml
 import pytest
 
 import heptathlon.runners.meters.nvml as nvml_module
-from heptathlon.bench.errors import HeptathlonError, ProfileError, RunError
+from heptathlon.bench.errors import HeptathlonError, MeterError, ProfileError, RunError
 from heptathlon.runners.meters import (
     CodecarbonMeter,
     EnergyReading,
@@ -809,3 +809,40 @@ def test_idle_power_is_measured_in_repeated_windows(monkeypatch):
     assert idle.repeats == 3 and idle.power_w["cpu_package"] == pytest.approx(20.0 / (3.0 / 3) * 1.0)
     assert idle.power_sd_w["cpu_package"] == pytest.approx(10.0)
     assert IdleBaseline(**idle.to_json()) == idle
+
+
+def test_periodic_sampler_max_duty_stretches_the_wait_after_a_costly_read():
+    # A read costing 20 ms held to 10% duty waits >= 180 ms before the next one (Event.wait
+    # never returns early on a timeout), where the 1 ms interval alone would read ~20 times
+    # as often; without max_duty the same read is repeated at the interval.
+    def read():
+        threading.Event().wait(0.02)  # the read's cost, not synchronisation
+        return 1.0
+
+    bounded = PeriodicSampler(read, interval_s=0.001, max_duty=0.1)
+    bounded.start()
+    while len(bounded.samples) < 4:
+        threading.Event().wait(0.05)
+    samples = bounded.stop()
+    gaps = [b[0] - a[0] for a, b in zip(samples[:3], samples[1:4])]  # thread samples only
+    assert all(g >= 0.18 for g in gaps), gaps
+    assert bounded.stretched >= 3 and bounded.read_s >= 0.02 * len(samples)
+
+    with pytest.raises(MeterError, match="max_duty must be in"):
+        PeriodicSampler(read, interval_s=0.001, max_duty=0)
+
+
+def test_tree_sampler_note_says_when_it_sampled_slower_than_asked(monkeypatch):
+    import heptathlon.runners.meters.tree_rss as tr
+
+    def slow_pss(proc, fallbacks=None):
+        threading.Event().wait(0.01)  # the read's cost, not synchronisation
+        return 1 << 20
+
+    monkeypatch.setattr(tr, "tree_pss_bytes", slow_pss)
+    sampler = tr.TreeRssSampler(os.getpid(), interval_s=0.001, max_duty=0.05).start()
+    while len(sampler._sampler.samples) < 3:
+        threading.Event().wait(0.05)
+    reading = sampler.stop()
+    assert reading.peak_bytes == 1 << 20
+    assert "not 0.001 s" in reading.note and "held to 5% of a core" in reading.note
