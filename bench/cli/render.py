@@ -134,3 +134,19 @@ def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs
         prog.phase(label, len(run_ids))
         return execute_queued(run_ids, db=db, on_progress=prog.on_run, allow_unsandboxed=allow_unsandboxed,
                               trusted=trusted, wait_quiet_s=wait_quiet_s, on_wait=prog.step)
+
+
+def print_sweep(sweep: dict) -> None:
+    """A batch_sweep run's tables (latency, FT(b), knees, and the batch x sequence-length grids)."""
+    from rich.table import Table
+
+    from heptathlon.bench.sweep_stats import sweep_tables
+
+    for title, columns, rows in sweep_tables(sweep):
+        out.print(f"[bold]{title}[/]")
+        st = Table()
+        for c in columns:
+            st.add_column(c, justify="left" if c in ("runtime", "reason", "sweep stop", "FT method") else "right")
+        for r in rows:
+            st.add_row(*r)
+        out.print(st)

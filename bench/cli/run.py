@@ -13,7 +13,8 @@ from heptathlon.bench.cli.options import (Adaptive, AllowUnsandboxed, CiTarget, 
                                           MaxBatch, MaxNewTokens, MaxWaitMs, PoissonLambda, Qps, Rate, Repeats,
                                           Runtimes, SeqLengths, SloMs, Sweep, TpotSloMs, TtftSloMs, WaitQuiet,
                                           WaitQuietTimeout)
-from heptathlon.bench.cli.render import RichProgress, cell, err, execute_with_progress, out, print_failure
+from heptathlon.bench.cli.render import (RichProgress, cell, err, execute_with_progress, out, print_failure,
+                                         print_sweep)
 from heptathlon.bench.errors import HeptathlonError
 from heptathlon.bench.run_status import RunStatus
 
@@ -208,16 +209,7 @@ def _print_outcome(o) -> None:
         t.add_row(name, cell(m), m.unit, str(m.n or ""), m.method)
     out.print(t)
     if getattr(o, "sweep", None):  # batch_sweep: latency and FT(b) per runtime, knees (bench/sweep_stats.py)
-        from heptathlon.bench.sweep_stats import sweep_tables
-
-        for title, columns, rows in sweep_tables(o.sweep):
-            out.print(f"[bold]{title}[/]")
-            st = Table()
-            for c in columns:
-                st.add_column(c, justify="left" if c in ("runtime", "reason", "sweep stop", "FT method") else "right")
-            for r in rows:
-                st.add_row(*r)
-            out.print(st)
+        print_sweep(o.sweep)
 
 
 def demo(full: Annotated[bool, typer.Option("--full", help="Serious durations instead of demo ones.")] = False,

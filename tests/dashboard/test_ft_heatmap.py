@@ -73,6 +73,15 @@ def test_heatmap_places_each_ft_at_its_batch_and_length(cells):
     assert "×1.25 the best runtime" in hover and heat.zmin == 0 and heat.zmax == 1
 
 
+def test_heatmap_colour_scale_ends_at_the_first_ceiling_above_the_largest_ft(cells):
+    # BERT-base on one core: FT of 1-12% would be one pale colour on a 0-100% scale.
+    small = cells.assign(ft=cells["ft"] / 5)  # eager: at most 0.564 / 5 = 0.113
+    (heat,) = F.ft_heatmap(small, "eager").data
+    assert (heat.zmin, heat.zmax) == (0, 0.2)
+    assert F.ft_heatmap(cells, "onnxruntime").data[0].zmax == 0.2  # measured 0.0 and 0.2, blanks ignored
+    assert F.ft_heatmap(cells.assign(ft=0.0), "eager").data[0].zmax == 0.05
+
+
 def test_heatmap_leaves_unmeasured_cells_blank_with_the_reason(cells):
     fig = F.ft_heatmap(cells, "onnxruntime")
     heat, gaps = fig.data
@@ -313,3 +322,17 @@ def test_cli_prints_one_batch_by_length_grid_per_runtime_from_the_real_run(seq_d
                 assert f"({sub['relative_to_best'][rt][b]:.2f}x)" in cell
                 tax = (sub["runtimes"][rt].get("framework_tax") or {}).get(b)
                 assert cell.startswith("—" if tax is None else f"{tax:.3f} · ")
+
+
+def test_runs_show_prints_the_sweep_tables_of_a_stored_run(seq_db):
+    from typer.testing import CliRunner
+
+    from heptathlon.bench.cli import app
+
+    res = CliRunner().invoke(app, ["runs", "show", seq_db["run_id"][:8], "--db", seq_db["url"]])
+    assert res.exit_code == 0, res.output
+    text = res.output
+    assert text.index("stderr_tail") < text.index("batch sweep: latency p50 ms")
+    for rt in ("eager", "onnxruntime"):
+        assert f"{rt}: FT(b, s)" in text
+    assert all(f"s = {s}" in text for s in LENGTHS)
