@@ -110,9 +110,12 @@ def summarize_tax(wall_samples_s: Sequence[float], compute_samples_s: Sequence[f
     compute = np.asarray(compute_samples_s, dtype=float).ravel()
     ci_low, ci_high = (bootstrap_ci(tax, np.median, n_resamples=n_resamples, seed=seed) if n_resamples > 0
                        else (None, None))
+    value = float(np.median(tax))
+    if params.get("tax_lower_bound") is not None:  # a bound (from medians of the passes) never above the value
+        params = {**params, "tax_lower_bound": min(float(params["tax_lower_bound"]), value)}
     return MetricValue(
         name="framework_tax",
-        value=float(np.median(tax)),
+        value=value,
         method=method,
         n=int(tax.size),
         ci_low=ci_low,

@@ -251,7 +251,7 @@ def sweep_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[
         cell = _fmt((r.get("framework_tax") or {}).get(str(b)))
         lower = (r.get("framework_tax_lower_bound") or {}).get(str(b))
         estimated = any(m.startswith("estimate:") for m in r.get("framework_tax_method") or [])
-        return cell + (f" (>= {lower:.2f})" if lower is not None else "") + (" (est.)" if estimated and cell != "—" else "")
+        return cell + (f" (>= {lower:.3f})" if lower is not None else "") + (" (est.)" if estimated and cell != "—" else "")
 
     tax_rows = [[str(b)] + [tax_cell(r, b) for r in rts.values()] for b in sizes]
     knee_rows = []
