@@ -539,7 +539,8 @@ def batch_sweep(predict_fn: Callable[[Any], Any], make_batch: Callable[[int], An
     for b in sizes:
         if max_total_s is not None and time.perf_counter() - t_start > max_total_s:
             return SweepResult(tuple(done_sizes), tuple(done_lat), b,
-                               f"time budget of {max_total_s:g} s spent before batch size {b}")
+                               f"time budget of {max_total_s:g} s spent before batch size {b} "
+                               "(give each runtime more with --max-duration SECONDS)")
         lat: list[float] = []
         batch = None  # the previous size's batch is released before the next one is built
         try:

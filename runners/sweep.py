@@ -131,7 +131,8 @@ def _sweep_one(rt: ModelAdapter, make_input: Callable[[int], Any], sizes: list[i
     for b in res.batch_sizes:
         if time.perf_counter() - t1 > budget_s:
             decomps.append({"batch_size": b, "method": "unavailable", "wall_s": [], "compute_s": [],
-                            "reason": f"profiled pass not run: its time budget of {budget_s:g} s was spent",
+                            "reason": f"profiled pass not run: its time budget of {budget_s:g} s was spent "
+                                      "(give each runtime more with --max-duration SECONDS)",
                             "details": {}})
             continue
         if hasattr(rt, "decompose_remote"):  # profiled inside the model process; labelled measured_in there

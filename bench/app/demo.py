@@ -29,11 +29,16 @@ SWEEP_TIMEOUT_S = 300.0  # b = 1..64 on every runtime that applies takes minutes
 # 6-layer MiniLM loads in ~10 s and answers in ~20 ms a query on one core, so the whole matrix of
 # profiles, scenarios and a sweep would add minutes. --full runs them like every other example.
 TEXT_DEMO_PROFILES = 1
-# The generative example's one demo run: four requests in flight, an SLO search and a sweep, so
-# every generate view of the dashboard has data (tens of seconds on the tiny GPT-2).
-GENERATE_DEMO = {"concurrency": 4, "ttft_slo_ms": 200.0, "tpot_slo_ms": 20.0, "sweep": True}
-TEXT_SWEEP = {"seq_lengths": (16, 64, 128), "max_batch": 16}
-TEXT_SWEEP_TIMEOUT_S = 1800.0  # BERT-base at b <= 16 x s <= 128 on four runtimes, on 2 cores
+# The generative example's one demo run: an SLO search (its headline pass then runs at the largest
+# rate within the SLO) and guidellm's sweep (synchronous, throughput, rates between), so every
+# generate view of the dashboard has data (tens of seconds on the tiny GPT-2). No --concurrency:
+# an SLO search varies the arrival rate, and the scenario refuses the two together.
+GENERATE_DEMO = {"ttft_slo_ms": 200.0, "tpot_slo_ms": 20.0, "sweep": True}
+# Each runtime's sweep, and its profiled pass, stop starting batch sizes after max_duration_s: the
+# demo's 10 s would leave BERT-base's FT(8, s) and FT(16, s) unmeasured (one profiled pass at
+# s = 128 takes ~170 s on one core; docs/validation/bert_base_seq_sweep.md).
+TEXT_SWEEP = {"seq_lengths": (16, 64, 128), "max_batch": 16, "max_duration_s": 300.0}
+TEXT_SWEEP_TIMEOUT_S = 3600.0  # BERT-base at b <= 16 x s <= 128: ~7 min per runtime on one core, four runtimes
 LARGE_DIR = "large"  # submissions/large/: the BERT-base examples, built and run only with --bert-base
 
 
@@ -143,15 +148,45 @@ def unsandboxed_examples_note() -> str | None:
             "without a sandbox (labelled unsandboxed); apt-get install bubblewrap to sandbox them")
 
 
-def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = False,
-             db: Optional[str] = None, bert_base: bool = False) -> DemoOutcome:
-    """Build the examples, queue every demo run, execute them; a failing run never stops the others.
-
-    Transformer examples get one short single_stream run unless ``full``; ``bert_base`` adds the
-    BERT-base examples of submissions/large/ (their whole matrix, and a batch sweep)."""
+def demo_options(*, full: bool = False, unsandboxed: bool = False) -> dict[str, RunOptions]:
+    """The demo's run sets, by role. Each one's scenario configs are validated here, before any
+    example is built, so a bad combination fails in one line at once (not after the builds)."""
     from heptathlon.bench.profile import default_profiles
+
+    profiles = [p.name for p in default_profiles()]
+    opts = {
+        "main": RunOptions(profiles=profiles, scenarios=["single_stream", "offline"],
+                           scenario=ScenarioOptions(full=full), allow_unsandboxed=unsandboxed),
+        # Framework tax: one batch sweep per submission (b = 1..64, every runtime that applies) on the
+        # first profile. No energy meters there: the single_stream run measures that pass's energy already.
+        "sweep": RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"], scenario=ScenarioOptions(full=full),
+                            timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False),
+                            allow_unsandboxed=unsandboxed),
+        # Text models that get a sweep (--full, or --bert-base's large ones) sweep batch x sequence
+        # length: the Framework Tax paper's central figure (FT(b, s), the dashboard's heatmap).
+        "text_sweep": RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"],
+                                 scenario=ScenarioOptions(full=full, **TEXT_SWEEP), timeout_s=TEXT_SWEEP_TIMEOUT_S,
+                                 energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed),
+        "fair": RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"],
+                           energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed),
+        "text_short": RunOptions(profiles=profiles[:TEXT_DEMO_PROFILES], scenarios=["single_stream"],
+                                 scenario=ScenarioOptions(full=full), energy=EnergyOptions(enabled=False),
+                                 allow_unsandboxed=unsandboxed),
+        "generate": RunOptions(profiles=profiles[:1], scenarios=["generate"],
+                               scenario=ScenarioOptions(full=full, **GENERATE_DEMO), allow_unsandboxed=unsandboxed),
+    }
+    for o in opts.values():
+        o.scenario_configs()  # raises ScenarioError naming the scenario and the option
+    return opts
+
+
+def queue_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = False,
+               db: Optional[str] = None, bert_base: bool = False) -> tuple[list[str], list[str], str | None]:
+    """Build the examples and queue the demo's runs: (run ids, fairness submissions, note)."""
     from heptathlon.bench.tasks import resolve_task
 
+    note = unsandboxed_examples_note()
+    opts = demo_options(full=full, unsandboxed=note is not None)
     folders = example_folders() + (large_example_folders() if bert_base else [])
     if not folders:  # a wheel install has no examples: they live in a checkout's submissions/
         raise SubmissionError(f"no example submissions in {EXAMPLES_DIR}; run the demo from a checkout of "
@@ -161,42 +196,32 @@ def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = Fals
         progress.step(f"building {f.name}")
         build_examples([f], rebuild=rebuild)
         progress.step(f"building {f.name}", completed=i + 1)
-    note = unsandboxed_examples_note()
-    unsandboxed = note is not None
-    profiles = [p.name for p in default_profiles()]
-    main = RunOptions(profiles=profiles, scenarios=["single_stream", "offline"], scenario=ScenarioOptions(full=full),
-                      allow_unsandboxed=unsandboxed)
-    # Framework tax: one batch sweep per submission (b = 1..64, every runtime that applies) on the first
-    # profile. No energy meters there: the single_stream run measures that pass's energy already.
-    sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"], scenario=ScenarioOptions(full=full),
-                       timeout_s=SWEEP_TIMEOUT_S, energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed)
-    # Text models that get a sweep (--full, or --bert-base's large ones) sweep batch x sequence length:
-    # the Framework Tax paper's central figure (FT(b, s), the dashboard's heatmap).
-    text_sweep = RunOptions(profiles=profiles[:1], scenarios=["batch_sweep"],
-                            scenario=ScenarioOptions(full=full, **TEXT_SWEEP), timeout_s=TEXT_SWEEP_TIMEOUT_S,
-                            energy=EnergyOptions(enabled=False), allow_unsandboxed=unsandboxed)
-    fair = RunOptions(profiles=FAIRNESS_PROFILES, scenarios=["single_stream"], energy=EnergyOptions(enabled=False),
-                      allow_unsandboxed=unsandboxed)
-    text_short = RunOptions(profiles=profiles[:TEXT_DEMO_PROFILES], scenarios=["single_stream"],
-                            scenario=ScenarioOptions(full=full), energy=EnergyOptions(enabled=False),
-                            allow_unsandboxed=unsandboxed)
-    generate = RunOptions(profiles=profiles[:1], scenarios=["generate"],
-                          scenario=ScenarioOptions(full=full, **GENERATE_DEMO), allow_unsandboxed=unsandboxed)
     fair_subs, ids = [], []
     for f in folders:
         if is_generative_example(f):
             if bert_base or f.parent.name != LARGE_DIR:
-                ids += _queue(f, generate, db)
+                ids += _queue(f, opts["generate"], db)
             continue
         if not full and not (bert_base and f.parent.name == LARGE_DIR) and is_text_example(f):
-            ids += _queue(f, text_short, db)
+            ids += _queue(f, opts["text_short"], db)
             continue
-        ids += _queue(f, main, db)
-        ids += _queue(f, text_sweep if is_text_example(f) else sweep, db)
+        ids += _queue(f, opts["main"], db)
+        ids += _queue(f, opts["text_sweep"] if is_text_example(f) else opts["sweep"], db)
         m = load_manifest(f)
         if m.model.kind == "torch" and resolve_task(m.task, f).group_attributes:
-            ids += _queue(f, fair, db)
+            ids += _queue(f, opts["fair"], db)
             fair_subs.append(m.name)
+    return ids, fair_subs, note
+
+
+def run_demo(progress: DemoProgress, *, full: bool = False, rebuild: bool = False,
+             db: Optional[str] = None, bert_base: bool = False) -> DemoOutcome:
+    """Build the examples, queue the demo's runs and execute them (the default profiles, a batch
+    sweep, fairness runs under other numerics, one generative run).
+
+    Transformer examples get one short single_stream run unless ``full``; ``bert_base`` adds the
+    BERT-base examples of submissions/large/ (their whole matrix, and a batch sweep)."""
+    ids, fair_subs, note = queue_demo(progress, full=full, rebuild=rebuild, db=db, bert_base=bert_base)
     progress.phase("benchmarking", len(ids))
     return DemoOutcome(execute_queued(ids, db=db, on_progress=progress.on_run), fair_subs, note)
 
