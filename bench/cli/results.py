@@ -54,7 +54,9 @@ def print_leaderboard(db: Optional[str], *, task: Optional[str] = None, profile:
         t = Table(title=title + (f" · ranked by {gs[0]['rank_by']}" if gs[0]["rank_by"] != rank_by else ""),
                   title_justify="left")
         for c in ("profile", "rank", "submission", "kind"):
-            t.add_column(c)
+            # A submission's name is never cut short: five "arrests-mlp-…" rows cannot be told apart.
+            t.add_column(c, **({"no_wrap": True, "min_width": max(len(r["submission"]) for g in gs
+                                                                  for r in g["rows"])} if c == "submission" else {}))
         # Headline columns, plus the optional events that some row of this table measured.
         present = {k for g in gs for r in g["rows"] for k, m in r["_m"].items() if m.value is not None}
         head, optional = (GENERATE_COLUMNS, GENERATE_OPTIONAL) if scen == "generate" else (HEADLINE, OPTIONAL_COLUMNS)
