@@ -188,10 +188,11 @@ class PeriodicSampler:
     grows with what it reads (PSS walks every page table of a multi-GB model process, and
     holds that process's mmap lock while it does) then slows down instead of costing a
     core; ``stretched`` counts the waits so lengthened and ``read_s`` sums the reads' time.
+    ``max_interval_s`` caps a stretched wait, so a sampler never goes blind for longer.
     """
 
     def __init__(self, read: Callable[[], float], interval_s: float, name: str = "heptathlon-sampler",
-                 max_duty: float | None = None) -> None:
+                 max_duty: float | None = None, max_interval_s: float | None = None) -> None:
         if not interval_s > 0:
             raise MeterError(f"sampler {name!r}: interval_s must be > 0, got {interval_s!r}")
         if max_duty is not None and not 0 < max_duty <= 1:
@@ -199,6 +200,7 @@ class PeriodicSampler:
         self.read = read
         self.interval_s = interval_s
         self.max_duty = max_duty
+        self.max_interval_s = max_interval_s
         self.stretched = 0
         self.read_s = 0.0
         self.name = name
@@ -248,6 +250,8 @@ class PeriodicSampler:
         if self.max_duty is None:
             return self.interval_s
         bounded = cost_s / self.max_duty - cost_s
+        if self.max_interval_s is not None:
+            bounded = min(bounded, max(self.max_interval_s, self.interval_s))
         if bounded > self.interval_s:
             self.stretched += 1
             return bounded

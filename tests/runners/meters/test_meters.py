@@ -839,10 +839,34 @@ def test_tree_sampler_note_says_when_it_sampled_slower_than_asked(monkeypatch):
         threading.Event().wait(0.01)  # the read's cost, not synchronisation
         return 1 << 20
 
+    rss = itertools.count(1)
     monkeypatch.setattr(tr, "tree_pss_bytes", slow_pss)
-    sampler = tr.TreeRssSampler(os.getpid(), interval_s=0.001, max_duty=0.05).start()
+    monkeypatch.setattr(tr, "tree_rss_bytes", lambda proc: next(rss))  # always rising: PSS read every time
+    sampler = tr.TreeRssSampler(os.getpid(), interval_s=0.001, max_duty=0.05, max_interval_s=1.0).start()
     while len(sampler._sampler.samples) < 3:
         threading.Event().wait(0.05)
     reading = sampler.stop()
     assert reading.peak_bytes == 1 << 20
     assert "not 0.001 s" in reading.note and "held to 5% of a core" in reading.note
+    assert sampler.pss_reads == len(sampler._sampler.samples)
+
+
+def test_tree_sampler_reads_pss_only_when_the_trees_rss_rises(monkeypatch):
+    import heptathlon.runners.meters.tree_rss as tr
+
+    rss_values = iter([100, 100, 90, 150, 150, 150, 200] + [200] * 10_000)
+    pss_values = iter([10, 20, 30, 40])
+    monkeypatch.setattr(tr, "tree_rss_bytes", lambda proc: next(rss_values))
+    monkeypatch.setattr(tr, "tree_pss_bytes", lambda proc, fallbacks=None: next(pss_values))
+    sampler = tr.TreeRssSampler(os.getpid(), interval_s=0.001)
+    sampler._sampler.start = lambda: None  # drive the reads by hand: no thread, no timing
+    values = [sampler._read() for _ in range(7)]
+    assert values == [10, 10, 10, 20, 20, 20, 30]  # PSS read at the first sample, then at RSS 150 and 200
+    assert sampler.pss_reads == 3
+
+
+def test_periodic_sampler_caps_a_stretched_wait():
+    s = PeriodicSampler(lambda: 1.0, interval_s=0.01, max_duty=0.01, max_interval_s=0.2)
+    assert s._next_wait(0.05) == 0.2  # 0.05 / 0.01 - 0.05 = 4.95 s, capped
+    assert s._next_wait(0.0001) == 0.01  # cheap reads keep the interval
+    assert PeriodicSampler(lambda: 1.0, interval_s=0.01, max_duty=0.01)._next_wait(0.05) == pytest.approx(4.95)
