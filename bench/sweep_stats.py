@@ -247,25 +247,20 @@ def sweep_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[
     names = list(rts)
     lat_rows = [[str(b)] + [(f"{r['median_latency_ms'][str(b)]:.4g} ({_fmt(rel.get(rt, {}).get(str(b)), 2)}x)"
                              if str(b) in r["median_latency_ms"] else "—") for rt, r in rts.items()] for b in sizes]
-    def tax_cell(r: dict[str, Any], b: int) -> str:
-        cell = _fmt((r.get("framework_tax") or {}).get(str(b)))
-        lower = (r.get("framework_tax_lower_bound") or {}).get(str(b))
-        estimated = any(m.startswith("estimate:") for m in r.get("framework_tax_method") or [])
-        return cell + (f" (>= {lower:.3f})" if lower is not None else "") + (" (est.)" if estimated and cell != "—" else "")
-
-    tax_rows = [[str(b)] + [tax_cell(r, b) for r in rts.values()] for b in sizes]
+    tax_rows = [[str(b)] + [_tax_cell(r, b) for r in rts.values()] for b in sizes]
     knee_rows = []
     for rt, r in rts.items():
         k = r.get("knee")
         fo = r.get("fixed_overhead_ms") or {}
-        knee = (f"{_fmt(k['value'], 1)} [{_fmt(k['ci_low'], 1)}, {_fmt(k['ci_high'], 1)}]" if k
-                else "n/a: " + (r.get("knee_unavailable") or ""))
+        knee = _knee_cell(k) if k else "n/a: " + (r.get("knee_unavailable") or "")
         cross = _fmt(k.get("crossover_batch"), 0) if k else "—"
         knee_rows.append([rt, knee, ("yes" if k["flat_observed"] else "no") if k else "—", cross,
                           _fmt(fo.get("value"), 4), ", ".join(r.get("framework_tax_method") or []),
                           r.get("stop_reason") or "reached the cap"])
+    own = (f", at sequence length {extra['sequence_length']}" if extra.get("sequence_length") is not None
+           and len(extra.get("by_sequence_length") or {}) > 1 else "")
     tables = [
-        ("batch sweep: latency p50 ms (relative to the best runtime)", ["batch"] + names, lat_rows),
+        ("batch sweep: latency p50 ms (relative to the best runtime)" + own, ["batch"] + names, lat_rows),
         ("framework tax FT(b) = (T_wall - T_compute) / T_wall, profiled pass (>= lower bound if the profiler's "
          "own cost lies outside the operators; (est.) = intercept estimate)",
          ["batch"] + names, tax_rows),
@@ -280,9 +275,19 @@ def sweep_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[
             na.append([rt, f"framework_tax at b = {', '.join(sizes_)}: {why}"])
     if na:
         tables.append(("not available", ["runtime", "reason"], na))
-    if extra.get("sequence_length") is not None and len(extra.get("by_sequence_length") or {}) > 1:
-        tables[0] = (tables[0][0] + f", at sequence length {extra['sequence_length']}", *tables[0][1:])
     return tables
+
+
+def _tax_cell(r: dict[str, Any], b: int, bound: bool = True) -> str:
+    """FT at batch size ``b`` of one runtime's summary: the value, its lower bound, (est.) for an estimate."""
+    cell = _fmt((r.get("framework_tax") or {}).get(str(b)))
+    lower = (r.get("framework_tax_lower_bound") or {}).get(str(b)) if bound else None
+    estimated = any(m.startswith("estimate:") for m in r.get("framework_tax_method") or [])
+    return cell + (f" (>= {lower:.3f})" if lower is not None else "") + (" (est.)" if estimated and cell != "—" else "")
+
+
+def _knee_cell(k: dict[str, Any]) -> str:
+    return f"{_fmt(k['value'], 1)} [{_fmt(k['ci_low'], 1)}, {_fmt(k['ci_high'], 1)}]"
 
 
 def _length_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -305,15 +310,10 @@ def _length_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[lis
             for L in lengths:
                 r, rel = per[L], (by_len[L].get("relative_to_best") or {}).get(rt, {}).get(str(b))
                 lat = (r.get("median_latency_ms") or {}).get(str(b))
-                tax = (r.get("framework_tax") or {}).get(str(b))
                 row.append("—" if lat is None else
-                           f"{_fmt(tax)} · {lat:.4g} ms" + (f" ({rel:.2f}x)" if rel is not None else ""))
+                           f"{_tax_cell(r, b, bound=False)} · {lat:.4g} ms" + (f" ({rel:.2f}x)" if rel is not None else ""))
             rows.append(row)
-        knees = ["knee b*"]
-        for L in lengths:
-            k = per[L].get("knee")
-            knees.append(f"{_fmt(k['value'], 1)} [{_fmt(k['ci_low'], 1)}, {_fmt(k['ci_high'], 1)}]" if k else "—")
-        rows.append(knees)
+        rows.append(["knee b*"] + [_knee_cell(per[L]["knee"]) if per[L].get("knee") else "—" for L in lengths])
         out.append((f"{rt}: FT(b, s) · latency p50 (relative to the best runtime in the cell), batch x sequence "
                     "length", ["batch"] + [f"s = {L}" for L in lengths], rows))
     return out

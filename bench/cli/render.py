@@ -138,15 +138,16 @@ def execute_with_progress(run_ids: list[str], db: str | None, label: str = "runs
 
 def print_sweep(sweep: dict) -> None:
     """A batch_sweep run's tables (latency, FT(b), knees, and the batch x sequence-length grids)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from heptathlon.bench.sweep_stats import sweep_tables
 
     for title, columns, rows in sweep_tables(sweep):
-        out.print(f"[bold]{title}[/]")
+        out.print(f"[bold]{escape(title)}[/]")
         st = Table()
         for c in columns:
             st.add_column(c, justify="left" if c in ("runtime", "reason", "sweep stop", "FT method") else "right")
-        for r in rows:
-            st.add_row(*r)
+        for r in rows:  # reasons can quote a submission's own error text: no markup from it
+            st.add_row(*(escape(x) for x in r))
         out.print(st)

@@ -24,16 +24,20 @@ MAX_DUTY = 0.05
 MAX_INTERVAL_S = 0.2
 
 
-def tree_rss_bytes(proc: psutil.Process) -> int:
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    if not proc.is_running():  # also catches a reused PID: is_running compares the creation time
+        raise psutil.NoSuchProcess(proc.pid)
+    return [proc, *proc.children(recursive=True)]
+
+
+def tree_rss_bytes(proc: psutil.Process, tree: list[psutil.Process] | None = None) -> int:
     """RSS of ``proc`` and its descendants now; raises psutil.NoSuchProcess once ``proc`` is gone.
 
     RSS counts a page shared by several processes of the tree (the interpreter, shared
     libraries, a forked model's copy-on-write pages) once per process: :func:`tree_pss_bytes`
     does not."""
-    if not proc.is_running():  # also catches a reused PID: is_running compares the creation time
-        raise psutil.NoSuchProcess(proc.pid)
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in tree if tree is not None else _tree(proc):
         try:
             total += p.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -41,14 +45,13 @@ def tree_rss_bytes(proc: psutil.Process) -> int:
     return total
 
 
-def tree_pss_bytes(proc: psutil.Process, fallbacks: list[int] | None = None) -> int:
+def tree_pss_bytes(proc: psutil.Process, fallbacks: list[int] | None = None,
+                   tree: list[psutil.Process] | None = None) -> int:
     """PSS (proportional set size: each shared page divided among the processes that map it) of
     ``proc`` and its descendants, so the tree's shared pages are counted once in all. A process
     whose smaps cannot be read counts its RSS, and is appended to ``fallbacks``."""
-    if not proc.is_running():
-        raise psutil.NoSuchProcess(proc.pid)
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in tree if tree is not None else _tree(proc):
         try:
             total += p.memory_full_info().pss
         except psutil.AccessDenied:
@@ -80,10 +83,11 @@ class TreeRssSampler:
                                         max_interval_s=max_interval_s)
 
     def _read(self) -> float:
-        rss = tree_rss_bytes(self._proc)  # raises NoSuchProcess once the process is gone
+        tree = _tree(self._proc)  # raises NoSuchProcess once the process is gone; listed once per sample
+        rss = tree_rss_bytes(self._proc, tree)
         if self._pss is None or rss > self._rss_max:
             self._rss_max = rss
-            self._pss = tree_pss_bytes(self._proc, self._fallbacks)
+            self._pss = tree_pss_bytes(self._proc, self._fallbacks, tree)
             self.pss_reads += 1
         return self._pss
 
@@ -107,6 +111,6 @@ class TreeRssSampler:
         if self._sampler.stretched and len(samples) > 1:
             span = samples[-1][0] - samples[0][0]
             note += (f"; sampled every {span / (len(samples) - 1):.2g} s on average, not {self._sampler.interval_s:g} s "
-                     f"(each read cost {self._sampler.read_s / len(samples) * 1e3:.2g} ms; held to "
+                     f"(reads averaged {self._sampler.read_s / len(samples) * 1e3:.2g} ms; held to "
                      f"{self._sampler.max_duty:.0%} of a core), so a short-lived peak can be missed")
         return MemoryReading(peak, method, n=len(samples), note=note)

@@ -835,13 +835,13 @@ def test_periodic_sampler_max_duty_stretches_the_wait_after_a_costly_read():
 def test_tree_sampler_note_says_when_it_sampled_slower_than_asked(monkeypatch):
     import heptathlon.runners.meters.tree_rss as tr
 
-    def slow_pss(proc, fallbacks=None):
+    def slow_pss(proc, fallbacks=None, tree=None):
         threading.Event().wait(0.01)  # the read's cost, not synchronisation
         return 1 << 20
 
     rss = itertools.count(1)
     monkeypatch.setattr(tr, "tree_pss_bytes", slow_pss)
-    monkeypatch.setattr(tr, "tree_rss_bytes", lambda proc: next(rss))  # always rising: PSS read every time
+    monkeypatch.setattr(tr, "tree_rss_bytes", lambda proc, tree=None: next(rss))  # always rising: PSS read every time
     sampler = tr.TreeRssSampler(os.getpid(), interval_s=0.001, max_duty=0.05, max_interval_s=1.0).start()
     while len(sampler._sampler.samples) < 3:
         threading.Event().wait(0.05)
@@ -856,8 +856,8 @@ def test_tree_sampler_reads_pss_only_when_the_trees_rss_rises(monkeypatch):
 
     rss_values = iter([100, 100, 90, 150, 150, 150, 200] + [200] * 10_000)
     pss_values = iter([10, 20, 30, 40])
-    monkeypatch.setattr(tr, "tree_rss_bytes", lambda proc: next(rss_values))
-    monkeypatch.setattr(tr, "tree_pss_bytes", lambda proc, fallbacks=None: next(pss_values))
+    monkeypatch.setattr(tr, "tree_rss_bytes", lambda proc, tree=None: next(rss_values))
+    monkeypatch.setattr(tr, "tree_pss_bytes", lambda proc, fallbacks=None, tree=None: next(pss_values))
     sampler = tr.TreeRssSampler(os.getpid(), interval_s=0.001)
     sampler._sampler.start = lambda: None  # drive the reads by hand: no thread, no timing
     values = [sampler._read() for _ in range(7)]
