@@ -14,11 +14,17 @@ parent, like every other metric of a run (DESIGN.md, data flow). What a run stor
 - ``run.extra["sweep"]``: per runtime the knee fit, the stop reason, and the cross-runtime table
   (each runtime's latency relative to the best per batch size; a runtime that could not be
   derived is listed under ``not_available`` with the reason).
+
+With ``--trials k`` (k fresh workers), :func:`pool_sweep` pools every cell over the trials: pooled
+detail rows (params ``{"pooled": true, "trials": k}`` beside the cell's keys) and
+``run.extra["sweep_pooled"]``, the same record with the pooled numbers, both on the last trial.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +33,7 @@ import numpy as np
 from heptathlon.bench.framework_tax import (estimate_fixed_overhead, estimate_framework_tax, fit_batch_knee, knee_metric,
                                  relative_to_best, summarize_tax)
 from heptathlon.bench.metrics import MetricValue
-from heptathlon.bench.stats import bootstrap_ci, percentile_ci
+from heptathlon.bench.stats import bootstrap_ci, percentile_ci, pool_trial_values
 
 TIMER = "timer:perf_counter_ns"
 HEADLINE_BATCH = 1  # the headline framework_tax: one instance per call, as single_stream serves
@@ -228,6 +234,130 @@ def summarize_sweep(payload: dict[str, Any] | None, *, n_resamples: int = N_RESA
     return SweepSummary(values=values, details=details, extra=extra)
 
 
+# ---- k trials: one pooled sweep ----------------------------------------------------------------------
+CELL_KEYS = ("runtime", "sequence_length", "batch_size")
+# Per-trial bookkeeping a pooled cell does not inherit: it gets its own CI record and sums.
+_TRIAL_ONLY = ("trial", "ci_sampling", "ci_method", "noise_model", "tax_lower_bound", "window_s", "samples",
+               "group_id", "trial_run_ids")
+
+
+def _cell(m: MetricValue) -> tuple:
+    return (m.name, *(m.params.get(k) for k in CELL_KEYS))
+
+
+def _mean_ci(ms: Sequence[Any]) -> tuple[float | None, float | None]:
+    """The mean of the trials' own sampling CIs (before any between-run widening: pooling adds that)."""
+    cis = [(m.params.get("ci_sampling") or [m.ci_low, m.ci_high]) if hasattr(m, "params") else
+           [m.get("ci_low"), m.get("ci_high")] for m in ms]
+    if any(c[0] is None or c[1] is None for c in cis):
+        return None, None
+    return float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))
+
+
+def _pool_cell(ms: list[MetricValue], k: int) -> MetricValue:
+    last = ms[-1]
+    params = {p: x for p, x in last.params.items() if p not in _TRIAL_ONLY}
+    vals = [m.value for m in ms if m.value is not None]
+    if len(vals) < k:
+        why = next((m.note for m in reversed(ms) if m.value is None and m.note), None)
+        return MetricValue.unavailable(last.name, f"measured in {len(vals)} of {k} trials; a pooled cell needs "
+                                       "every trial" + (f" ({why})" if why else ""), **params, pooled=True, trials=k)
+    method = next(m.method for m in ms if m.value is not None)
+    value = None
+    if last.name == "throughput_sps" and all("window_s" in m.params and "samples" in m.params for m in ms):
+        value = sum(m.params["samples"] for m in ms) / sum(m.params["window_s"] for m in ms)
+        params.update(window_s=sum(m.params["window_s"] for m in ms), samples=sum(m.params["samples"] for m in ms))
+    v = pool_trial_values(last.name, vals, method, value=value, n=sum(m.n or 0 for m in ms) or None, ci=_mean_ci(ms))
+    bounds = [m.params.get("tax_lower_bound") for m in ms]
+    if last.name == "framework_tax" and all(b is not None for b in bounds):
+        params["tax_lower_bound"] = min(float(np.mean(bounds)), v.value)  # a bound never above the value
+    return replace(v, note=f"{v.note}; each cell's mean over the trials", params={**params, **v.params})
+
+
+def _pool_knee(knees: list[dict | None], k: int) -> tuple[dict | None, str | None]:
+    """A run.extra knee (or fixed overhead) record pooled over the trials' records."""
+    have = [x for x in knees if x and x.get("value") is not None]
+    if len(have) < k:
+        return None, f"a knee in {len(have)} of {k} trials; a pooled knee needs every trial"
+    v = pool_trial_values("batch_knee", [x["value"] for x in have], "estimate:pooled", ci=_mean_ci(have))
+    return {**have[-1], "value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high,
+            "trial_values": v.params["trial_values"], "between_trial_sd": v.params["between_trial_sd"]}, None
+
+
+def _pool_level(level: dict[str, Any], trial_levels: list[dict[str, Any]], cells: dict[tuple, MetricValue],
+                seq: int | None, k: int) -> dict[str, Any]:
+    """One sweep record (the run's own length, or one entry of by_sequence_length) with pooled numbers."""
+    out = copy.deepcopy(level)
+    medians: dict[str, dict[int, float]] = {}
+    for rt, rec in (out.get("runtimes") or {}).items():
+        if not rec.get("median_latency_ms"):
+            continue
+        sizes = sorted({b for (name, r, s, b) in cells if r == rt and s == seq and b is not None})
+        lat = {b: cells[("latency_p50_ms", rt, seq, b)] for b in sizes if ("latency_p50_ms", rt, seq, b) in cells}
+        tax = {b: cells[("framework_tax", rt, seq, b)] for b in sizes if ("framework_tax", rt, seq, b) in cells}
+        rec["median_latency_ms"] = {str(b): m.value for b, m in lat.items() if m.value is not None}
+        rec["latency_unavailable"] = {str(b): m.note for b, m in lat.items() if m.value is None} or None
+        rec["framework_tax"] = {str(b): m.value for b, m in tax.items()}
+        rec["framework_tax_unavailable"] = {str(b): m.note for b, m in tax.items() if m.value is None} or None
+        rec["framework_tax_lower_bound"] = {str(b): m.params["tax_lower_bound"] for b, m in tax.items()
+                                            if m.value is not None and "tax_lower_bound" in m.params} or None
+        medians[rt] = {b: m.value for b, m in lat.items() if m.value is not None}
+        trial_recs = [(t.get("runtimes") or {}).get(rt) or {} for t in trial_levels]
+        if rec.get("knee") is not None:
+            rec["knee"], why = _pool_knee([t.get("knee") for t in trial_recs], k)
+            if why:
+                rec["knee_unavailable"] = why
+        if rec.get("fixed_overhead_ms") is not None:
+            fo, _ = _pool_knee([t.get("fixed_overhead_ms") for t in trial_recs], k)
+            rec["fixed_overhead_ms"] = fo
+    medians = {rt: m for rt, m in medians.items() if m}
+    out["relative_to_best"] = {rt: {str(b): r for b, r in by_b.items()} for rt, by_b in relative_to_best(medians).items()}
+    return out
+
+
+def pool_sweep(trials: Sequence[tuple[dict[str, Any] | None, Sequence[MetricValue]]]
+               ) -> tuple[list[MetricValue], dict[str, Any] | None]:
+    """One batch_sweep pooled over k trials, each ``(run.extra["sweep"], its sweep detail rows)``.
+
+    Every cell (metric, runtime, sequence length, batch size) becomes the mean of its k trial
+    values (throughput: total samples over total time), with a CI that is the union of the mean of
+    the trials' own CIs and the t-interval over the trial values (bench/stats.py pool_trial_values),
+    so it is never narrower than the spread between fresh workers. A cell that some trial did not
+    measure is unavailable, with how many trials measured it: a mean over fewer trials would mix
+    samples of different sizes. Returns the pooled rows and the pooled ``run.extra["sweep"]``
+    (latencies, FT, knees, fixed overheads and relative_to_best recomputed from the pooled numbers;
+    ``pooled``: {"trials": k}); (rows, None) when no trial has a sweep record.
+    """
+    k = len(trials)
+    by_cell: dict[tuple, list[MetricValue]] = {}
+    for _, rows in trials:
+        for m in rows:
+            if m.params.get("sweep") and not m.params.get("pooled"):
+                by_cell.setdefault(_cell(m), []).append(m)
+    cells = {key: _pool_cell(ms, k) for key, ms in by_cell.items()}
+    extras = [e for e, _ in trials if isinstance(e, dict) and isinstance(e.get("runtimes"), dict)]
+    if not extras:
+        return list(cells.values()), None
+    pooled = _pool_level(extras[-1], extras, cells, None, k)  # the run's own sweep: rows without a length
+    by_len = extras[-1].get("by_sequence_length")
+    if isinstance(by_len, dict):
+        pooled["by_sequence_length"] = {
+            length: _pool_level(sub, [((e.get("by_sequence_length") or {}).get(length) or {}) for e in extras],
+                                cells, int(length), k)
+            for length, sub in by_len.items() if isinstance(sub, dict)}
+    pooled["pooled"] = {"trials": k}
+    return list(cells.values()), pooled
+
+
+def shown_sweep(extra: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sweep record a run shows: pooled over its trials where it holds one, else its own."""
+    extra = extra if isinstance(extra, dict) else {}
+    for key in ("sweep_pooled", "sweep"):
+        if isinstance(extra.get(key), dict):
+            return extra[key]
+    return None
+
+
 # ---- presentation (the CLI renders these rows) -------------------------------------------------------
 def _fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -269,12 +399,20 @@ def sweep_tables(extra: dict[str, Any]) -> list[tuple[str, list[str], list[list[
     ]
     tables += _length_tables(extra)
     na = [[rt, why] for rt, why in (extra.get("not_available") or {}).items()]
-    for rt, r in rts.items():  # a runtime that ran, but whose profiler could not decompose it
-        for why in dict.fromkeys((r.get("framework_tax_unavailable") or {}).values()):
-            sizes_ = [b for b, w in r["framework_tax_unavailable"].items() if w == why]
-            na.append([rt, f"framework_tax at b = {', '.join(sizes_)}: {why}"])
+    levels = [("", rts)] + [(f"s = {L}, ", sub.get("runtimes") or {}) for L, sub in
+                            (extra.get("by_sequence_length") or {}).items()
+                            if isinstance(sub, dict) and str(L) != str(extra.get("sequence_length"))]
+    for at, recs in levels:  # a runtime that ran, but whose profiler could not decompose a call
+        for rt, r in recs.items():
+            for key, metric in (("latency_unavailable", "latency"), ("framework_tax_unavailable", "framework_tax")):
+                for why in dict.fromkeys((r.get(key) or {}).values()):  # latency: a cell some trial missed
+                    sizes_ = [b for b, w in r[key].items() if w == why]
+                    na.append([rt, f"{at}{metric} at b = {', '.join(sizes_)}: {why}"])
     if na:
         tables.append(("not available", ["runtime", "reason"], na))
+    k = (extra.get("pooled") or {}).get("trials")
+    if k:  # every number is a mean over k fresh workers; cells some trial missed read "—"
+        tables = [(f"{t} — pooled over {k} trials", c, r) for t, c, r in tables]
     return tables
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from heptathlon.bench.metrics import SampleKind
 from heptathlon.bench.run_status import FINISHED, RunStatus
+from heptathlon.bench.sweep_stats import shown_sweep
 from heptathlon.db import queries as Q
 from heptathlon.db import results as R
 from heptathlon.db.results import chunks as _chunks
@@ -200,8 +201,10 @@ def sweep_points(s: Session, *, submission: str, profile: str | None = None,
                    Measurement.params).where(Measurement.run_id.in_(chunk))
         for rid, metric, unit, value, lo, hi, n, method, note, params in s.execute(q):
             params = params or {}
-            _, prof, scen, mid, fin, _extra = runs[rid]
+            _, prof, scen, mid, fin, extra = runs[rid]
             runtime = str(params.get("runtime") or "default")
+            if bool(params.get("pooled")) != _holds_pooled_sweep(extra):
+                continue  # a run with trials pooled shows its pooled cells, not its last trial's own
             if "sequence_length" in params:
                 continue  # the batch x sequence-length axis: ft_cells reads it, one run at a time
             if metric == "batch_knee":
@@ -217,7 +220,7 @@ def sweep_points(s: Session, *, submission: str, profile: str | None = None,
                 continue
             points.append((rid, prof, scen, mid, fin, runtime, b, metric, unit, value, lo, hi, n, method, note))
     for rid, prof, _scen, mid, fin, extra in runs.values():
-        for k in knees_from_extra((extra or {}).get("sweep")):
+        for k in knees_from_extra(shown_sweep(extra)):
             knees.append({"run_id": rid, "profile": prof, "machine_id": mid, "finished_at": fin, **k,
                           "source": "run.extra"})
     df = pd.DataFrame(points, columns=SWEEP_COLUMNS)
@@ -227,6 +230,10 @@ def sweep_points(s: Session, *, submission: str, profile: str | None = None,
                 .sort_values(["profile", "runtime", "metric", "batch_size"], kind="stable").reset_index(drop=True))
     knees.sort(key=lambda k: (k["finished_at"] is None, k["finished_at"]), reverse=True)
     return df, knees
+
+
+def _holds_pooled_sweep(extra: Any) -> bool:
+    return isinstance(extra, dict) and isinstance(extra.get("sweep_pooled"), dict)
 
 
 _KNEE_KEYS = ("knee", "batch_knee", "knee_batch", "b_star")
@@ -298,7 +305,7 @@ def seq_sweep_runs(s: Session, *, submission: str, profile: str | None = None,
         conds.append(Run.machine_id.in_(list(machine_ids)))
     rows = []
     for rid, fin, mid, extra in s.execute(select(Run.id, Run.finished_at, Run.machine_id, Run.extra).where(*conds)):
-        sweep = (extra or {}).get("sweep") or {}
+        sweep = shown_sweep(extra) or {}
         by_len = sweep.get("by_sequence_length")
         if not isinstance(by_len, dict) or not by_len:
             continue
@@ -326,7 +333,8 @@ def ft_cells(s: Session, run_id: str) -> dict[str, Any] | None:
     profiler could not decompose the call) has ``ft`` None and the reason in ``reason`` — never 0.
     """
     extra = s.scalar(select(Run.extra).where(Run.id == run_id))
-    sweep = (extra or {}).get("sweep") or {}
+    sweep = shown_sweep(extra) or {}  # pooled over the run's trials where it holds a pooled set
+    pooled = _holds_pooled_sweep(extra)
     by_len = sweep.get("by_sequence_length")
     if not isinstance(by_len, dict) or not by_len:
         return None
@@ -338,6 +346,8 @@ def ft_cells(s: Session, run_id: str) -> dict[str, Any] | None:
         Measurement.run_id == run_id, Measurement.metric.in_(["framework_tax", "latency_p50_ms", "batch_knee"]))
     for metric, value, lo, hi, n, method, note, params in s.execute(q):
         p = params or {}
+        if bool(p.get("pooled")) != pooled:
+            continue
         length, b = _int_or_none(p.get("sequence_length")), _int_or_none(p.get("batch_size"))
         rt = p.get("runtime")
         if length is None or rt is None:
@@ -382,7 +392,8 @@ def ft_cells(s: Session, run_id: str) -> dict[str, Any] | None:
                              r, *k, k_note))
     cells = pd.DataFrame(rows, columns=FT_CELL_COLUMNS)
     return {"run_id": run_id, "cells": cells, "lengths": lengths, "batch_sizes": sizes, "runtimes": runtimes,
-            "primary_runtime": sweep.get("primary_runtime"), "own_sequence_length": sweep.get("sequence_length")}
+            "primary_runtime": sweep.get("primary_runtime"), "own_sequence_length": sweep.get("sequence_length"),
+            "trials": (sweep.get("pooled") or {}).get("trials")}
 
 
 # ---- fairness ------------------------------------------------------------------------------------

@@ -88,3 +88,11 @@ def requeue_runs(db: str | None, refs: list[str]) -> list[tuple[str, str | None,
         except (OptionsError, L.RequeueRefused) as e:
             out.append((ref, None, str(e)))
     return out
+
+
+def pooled_sweep(run_id: str, *, db: str | None = None) -> dict[str, Any] | None:
+    """The pooled batch_sweep record a run holds (``run.extra["sweep_pooled"]``, from ``--trials k``), else None."""
+    with session_scope(db) as s:
+        extra = s.scalar(select(Run.extra).where(Run.id == run_id))
+    pooled = (extra or {}).get("sweep_pooled")
+    return pooled if isinstance(pooled, dict) else None

@@ -775,7 +775,9 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
     the between-trial t-interval, and its params say {"pooled": true, "trials": k,
     "between_trial_sd": ...}. The set is stored on the series' last trial; that trial's own
     values stay beside it, and every trial's measurements are tagged {"trial": i}. Running it
-    again replaces the pooled set. Returns {run id holding a pooled set: its values}.
+    again replaces the pooled set. A batch_sweep's cells are pooled too, as detail rows and
+    ``run.extra["sweep_pooled"]`` (heptathlon.bench.sweep_stats.pool_sweep). Returns {run id
+    holding a pooled set: its headline values}.
     """
     import json
 
@@ -802,6 +804,7 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
                 continue
             target = max(trial_runs, key=lambda r: (r.finished_at, r.trial))
             own: dict[str, dict[str, Measurement]] = {}
+            sweep_rows: dict[str, list[MetricValue]] = {}
             for r in trial_runs:
                 rows = list(s.scalars(select(Measurement).where(Measurement.run_id == r.id)))
                 for m in rows:
@@ -811,6 +814,8 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
                         m.params = {**(m.params or {}), "trial": r.trial}
                 own[r.id] = {m.metric: m for m in rows if not (m.params or {}).get("pooled")
                              and not (m.params or {}).get("sweep")}
+                sweep_rows[r.id] = [_as_value(m) for m in rows if (m.params or {}).get("sweep")
+                                    and not (m.params or {}).get("pooled")]
             values = pool_latency_trials([Q.load_samples(s, r.id, SampleKind.LATENCY_NS) for r in trial_runs])
             first = own[trial_runs[0].id]
             for name, m0 in first.items():
@@ -833,11 +838,29 @@ def pool_trials(group_id: str, *, db: str | None = None) -> dict[str, list[Metri
             ids = [r.id for r in trial_runs]
             values = apply_noise_model(values, target.machine.specs if target.machine else None, pooled=True)
             values = [_with_params(v, group_id=group_id, trial_run_ids=ids) for v in values]
+            extra = {k: v for k, v in (target.extra or {}).items() if k != "sweep_pooled"}
+            if target.scenario == "batch_sweep" and any(sweep_rows.values()):  # every cell too (sweep_stats.pool_sweep)
+                from heptathlon.bench.sweep_stats import pool_sweep
+
+                cells, sweep_extra = pool_sweep([((r.extra or {}).get("sweep"), sweep_rows[r.id]) for r in trial_runs])
+                cells = apply_noise_model(cells, target.machine.specs if target.machine else None, pooled=True)
+                values_cells = [_with_params(v, group_id=group_id, trial_run_ids=ids) for v in cells]
+                if sweep_extra is not None:
+                    extra["sweep_pooled"] = {**sweep_extra, "pooled": {"trials": len(ids), "run_ids": ids}}
+            else:
+                values_cells = []
             s.flush()
             Q.add_measurements(s, target.id, values)
-            target.extra = {**(target.extra or {}), "pooled": {"trials": len(ids), "run_ids": ids}}
+            Q.add_measurements(s, target.id, values_cells)  # detail rows: not in the returned headline set
+            target.extra = {**extra, "pooled": {"trials": len(ids), "run_ids": ids}}
             pooled_sets[target.id] = values
     return pooled_sets
+
+
+def _as_value(m: Any) -> MetricValue:
+    """A stored Measurement row as the MetricValue it was written from."""
+    return MetricValue(m.metric, m.value, m.method, n=m.n, ci_low=m.ci_low, ci_high=m.ci_high, note=m.note,
+                       params=dict(m.params or {}))
 
 
 def _with_params(v: MetricValue, **params: Any) -> MetricValue:

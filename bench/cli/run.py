@@ -163,7 +163,8 @@ def run(ctx: typer.Context, folder: Folder,
                 o.error = f"{o.note}; another executor claimed it first (see: heptathlon runs show {rid[:8]})"
             outcomes.append(o)
             prog.step(f"{folder.name} on {profile}/{scenario}{label}", completed=1, total=1)
-    o = outcomes[-1] if len(outcomes) == 1 else _pooled_outcome(outcomes, pool_trials(group_id, db=db), group_id)
+    o = (outcomes[-1] if len(outcomes) == 1 else
+         _pooled_outcome(outcomes, pool_trials(group_id, db=db), group_id, db))
     if as_json:
         print(json.dumps(o.to_json() | ({"trials": o.trials} if getattr(o, "trials", None) else {})))
     else:
@@ -174,9 +175,11 @@ def run(ctx: typer.Context, folder: Folder,
         raise typer.Exit(1)
 
 
-def _pooled_outcome(outcomes, pooled: dict, group_id: str):
+def _pooled_outcome(outcomes, pooled: dict, group_id: str, db: str | None = None):
     """One outcome for k trials: the pooled values (stored on the last trial) over its own, and a
-    failed status if any trial failed."""
+    failed status if any trial failed; a batch_sweep's tables are the pooled ones."""
+    from heptathlon.bench.app.runs import pooled_sweep
+
     ok = [o for o in outcomes if o.status == RunStatus.SUCCEEDED]
     base = ok[-1] if ok else outcomes[-1]
     values = next((v for rid, v in pooled.items() if rid in {o.run_id for o in ok}), [])
@@ -184,6 +187,7 @@ def _pooled_outcome(outcomes, pooled: dict, group_id: str):
     o = type(base)(base.run_id, RunStatus.FAILED if failed else base.status, failed[0].error if failed else base.error,
                    base.submission, base.profile, base.scenario, {**base.metrics, **{v.name: v for v in values}},
                    base.stderr_tail)
+    o.sweep = next((sw for rid in pooled if (sw := pooled_sweep(rid, db=db))), None) or getattr(base, "sweep", None)
     o.trials = {"k": len(outcomes), "group_id": group_id, "pooled": bool(values),
                 "runs": [{"run_id": t.run_id, "status": t.status, "error": t.error} for t in outcomes]}
     return o

@@ -70,7 +70,9 @@ def runs_show(ctx: typer.Context, run: Annotated[str, typer.Argument(help="A run
     out.print("[bold]stderr_tail[/]:" + ("" if rec["stderr_tail"] else " (none)"))
     if rec["stderr_tail"]:
         out.print(escape(rec["stderr_tail"]), soft_wrap=True, highlight=False)
-    sweep = (rec.get("extra") or {}).get("sweep") if isinstance(rec.get("extra"), dict) else None
+    from heptathlon.bench.sweep_stats import shown_sweep
+
+    sweep = shown_sweep(rec.get("extra"))  # pooled over the trials where the run holds a pooled set
     if sweep:  # a batch_sweep run: the same tables `heptathlon run` printed when it finished
         from heptathlon.bench.cli.render import print_sweep
 

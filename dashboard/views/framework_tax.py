@@ -112,7 +112,10 @@ if not seq_runs.empty:
                     default=primary if primary in rts else rts[0])
         y_opts = {"ft": "FT(b)", "latency": "latency p50"}
         y = C.pick("Curves of", list(y_opts), "ft_seq_y", fmt=y_opts.get, container=s2, param="seq_y")
-        st.caption(f"Run {run_id[:8]} (batch_sweep; submitted runtime: {primary}). One sweep over batch sizes "
+        trials = grid.get("trials")
+        st.caption(f"Run {run_id[:8]} (batch_sweep; submitted runtime: {primary}). "
+                   + (f"Pooled over {trials} trials in fresh workers: each cell is the mean of its trials, its CI "
+                      "covers the spread between them. " if trials else "") + "One sweep over batch sizes "
                    f"{', '.join(str(b) for b in grid['batch_sizes'])} at each sequence length "
                    f"{', '.join(str(x) for x in grid['lengths'])}; FT from a separate profiled pass. "
                    "Blank cells were not measured: the reason is on hover."

@@ -10,7 +10,7 @@ import sys
 import warnings
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from heptathlon.bench.scenarios import make_scenario
 from heptathlon.bench.app.service import execute_run, queue_runs
@@ -223,3 +223,66 @@ def test_compile_budget_makes_torch_compile_unavailable():
     rts = derive_runtimes(module, torch.randn(4, 7), include=("eager", "torch.compile"), compile_budget_s=0.01)
     assert rts["eager"].available
     assert not rts["torch.compile"].available and "budget of 0.01 s" in rts["torch.compile"].reason  # by the signal or after it
+
+
+def test_trials_pool_every_cell_of_a_batch_by_length_sweep(tmp_path, sqlite_url):
+    """`run --trials 2` on a batch x sequence-length sweep: the tables, the dashboard's cells and
+    `runs show` are the pooled ones (each cell the mean of its two trials, its CI over both)."""
+    from heptathlon.bench.app.service import pool_trials
+    from tests.text_models import text_submission
+
+    sub = text_submission(tmp_path / "tiny-bert-trials", name="tiny-bert-trials")
+    p = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "run", str(sub), "--scenario", "batch_sweep",
+                        "--trials", "2", "--seq-lengths", "4,16", "--max-batch", "4", "--repeats", "3",
+                        "--runtimes", "onnxruntime", "--min-queries", "5", "--min-duration", "0", "--max-duration",
+                        "20", "--warmup", "1", "--no-meters", "--json", "--db", sqlite_url],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["trials"]["k"] == 2 and doc["trials"]["pooled"] is True
+    assert doc["sweep"]["pooled"]["trials"] == 2 and set(doc["sweep"]["by_sequence_length"]) == {"4", "16"}
+    target = doc["run_id"]
+    trial_ids = doc["sweep"]["pooled"]["run_ids"]
+    assert len(trial_ids) == 2 and trial_ids[-1] == target
+
+    def own_rows(rid):
+        with session_scope(sqlite_url) as s:
+            return {(m.metric, m.params["runtime"], m.params["sequence_length"], m.params.get("batch_size")): m.value
+                    for m in s.scalars(select(Measurement).where(Measurement.run_id == rid))
+                    if "sequence_length" in (m.params or {}) and not m.params.get("pooled")}
+
+    mine = [own_rows(rid) for rid in trial_ids]
+    with session_scope(sqlite_url) as s:
+        grid = DQ.ft_cells(s, target)
+        points, _ = DQ.sweep_points(s, submission="tiny-bert-trials")
+        n_pooled = s.scalar(select(func.count()).select_from(Measurement).where(
+            Measurement.run_id == target, Measurement.params["pooled"].as_boolean()))
+    assert grid["trials"] == 2 and grid["lengths"] == [4, 16]
+    checked = 0
+    for r in grid["cells"].to_dict("records"):
+        key = (r["runtime"], r["sequence_length"], r["batch_size"])
+        lat = [t.get(("latency_p50_ms", *key)) for t in mine]
+        if all(v is not None for v in lat):
+            assert r["latency_p50_ms"] == pytest.approx(sum(lat) / 2)
+            assert r["lat_ci_low"] <= min(lat) and max(lat) <= r["lat_ci_high"]  # covers both trials
+            checked += 1
+        ft = [t.get(("framework_tax", *key)) for t in mine]
+        if r["available"]:
+            assert all(v is not None for v in ft) and r["ft"] == pytest.approx(sum(ft) / 2)
+    assert checked >= 2 * 2 * 3 - 2  # eager and onnxruntime x two lengths x three sizes, save a stopped sweep
+    # the plain per-batch view reads the pooled rows of the run's own length, not the last trial's
+    own = {(r["runtime"], r["batch_size"]): r["value"] for r in points.to_dict("records")
+           if r["metric"] == "latency_p50_ms" and r["run_id"] == target}
+    assert own, "the pooled rows of the run's own length are on the per-batch view"
+    for (rt, b), v in own.items():
+        assert v == pytest.approx(doc["sweep"]["runtimes"][rt]["median_latency_ms"][str(b)])
+    text = subprocess.run([sys.executable, "-m", "heptathlon.bench.cli", "runs", "show", target[:8], "--db", sqlite_url],
+                          capture_output=True, text=True).stdout
+    assert "onnxruntime: FT(b, s)" in text and "pooled over 2 trials" in text
+    # pooling again (another executor finishing the group) replaces the pooled set, never doubles it
+    with session_scope(sqlite_url) as s:
+        group = s.get(Run, target).group_id
+    pool_trials(group, db=sqlite_url)
+    with session_scope(sqlite_url) as s:
+        assert s.scalar(select(func.count()).select_from(Measurement).where(
+            Measurement.run_id == target, Measurement.params["pooled"].as_boolean())) == n_pooled
