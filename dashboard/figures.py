@@ -165,6 +165,14 @@ def hardware_figure(df: pd.DataFrame, panels: list[str], order: list[str],
 
 
 # ---- framework tax --------------------------------------------------------------------------------
+def _from_the_start(ci_high: Any, sizes: list[int]) -> str:
+    """A knee whose whole CI lies below the second batch size measured says "no flat region": the
+    latency grows from the first batch (one CPU core running BERT); the legend says so in words."""
+    hi = _nan_none(ci_high)
+    return (f"compute-bound from b = {sizes[0]}: " if len(sizes) >= 2 and hi is not None and hi < sizes[1]
+            else "")
+
+
 def sweep_figure(lat: pd.DataFrame, knees: list[dict[str, Any]], metric: str) -> go.Figure:
     """Latency against batch size per runtime (log-2 axes), knee b* marked per runtime.
 
@@ -190,7 +198,8 @@ def sweep_figure(lat: pd.DataFrame, knees: list[dict[str, Any]], metric: str) ->
     b_lo, b_hi = batches[0], batches[-1]
     for k in knees:
         c = colour(k["runtime"])
-        label = f"b* = {k['knee']:.0f} ({k['runtime']}{', fitted here' if k.get('fitted') else ''})"
+        label = (_from_the_start(k.get("ci_high"), batches)
+                 + f"b* = {k['knee']:.0f} ({k['runtime']}{', fitted here' if k.get('fitted') else ''})")
         lo, hi = _nan_none(k.get("ci_low")), _nan_none(k.get("ci_high"))
         if lo is not None and hi is not None:
             lo, hi = max(lo, b_lo), min(hi, b_hi)
@@ -363,7 +372,8 @@ def ft_curves_by_length(cells: pd.DataFrame, runtime: str, *, y: str = "ft") -> 
                                      line={"color": cols[length], "dash": "dot"},
                                      name=f"b* (s = {length}): {NOT_MEASURED}: {k['knee_note'] or 'no knee'}"))
             continue
-        label = f"b* = {kv:.1f} (s = {length}), 95% CI {_fmt_ci(k['knee_ci_low'], k['knee_ci_high'], '.1f')}"
+        label = (_from_the_start(k["knee_ci_high"], sizes)
+                 + f"b* = {kv:.1f} (s = {length}), 95% CI {_fmt_ci(k['knee_ci_low'], k['knee_ci_high'], '.1f')}")
         fig.add_trace(go.Scatter(x=[kv, kv], y=[lo_y, hi_y], mode="lines", name=label, legendgroup=str(length),
                                  line={"color": cols[length], "dash": "dash", "width": 2},
                                  hovertemplate=label + "<extra></extra>"))

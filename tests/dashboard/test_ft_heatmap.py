@@ -107,6 +107,14 @@ def test_curves_per_length_with_error_bars_gaps_and_knees(cells):
     assert any(t.name == "b* (s = 64): not measured: a knee needs at least 3 batch sizes" for t in fig.data)
 
 
+def test_a_knee_below_the_second_batch_size_reads_compute_bound_from_the_start(cells):
+    one_core = cells.assign(knee=1.1, knee_ci_low=1.0, knee_ci_high=1.3)  # BERT-base on one core: no flat region
+    names = [t.name for t in F.ft_curves_by_length(one_core, "eager").data]
+    assert "compute-bound from b = 1: b* = 1.1 (s = 16), 95% CI [1.0, 1.3]" in names
+    names = [t.name for t in F.ft_curves_by_length(cells, "eager").data]  # CI [1, 3] reaches past b = 2
+    assert not any(n.startswith("compute-bound") for n in names)
+
+
 def test_latency_curves_on_log_axes(cells):
     fig = F.ft_curves_by_length(cells, "eager", y="latency")
     assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.type == "log"

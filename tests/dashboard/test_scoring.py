@@ -248,6 +248,16 @@ def test_knee_ci_band_is_clipped_to_the_measured_batches():
     assert all(lab.endswith("s") for lab in narrow.layout.yaxis.ticktext)  # "50 µs", never "9, 8 … 2"
 
 
+def test_a_knee_at_the_first_batch_reads_compute_bound_from_the_start():
+    from heptathlon.dashboard.figures import sweep_figure
+
+    lat = pd.DataFrame([{"runtime": "eager", "batch_size": b, "value": 70.0 * b, "ci_low": None, "ci_high": None,
+                         "method": M} for b in (1, 2, 4)])
+    fig = sweep_figure(lat, [{"runtime": "eager", "knee": 1.1, "ci_low": 1.0, "ci_high": 1.3}], "latency_p50_ms")
+    assert any((t.name or "").startswith("compute-bound from b = 1: b* = 1 (eager)") for t in fig.data)
+    assert not any("compute-bound" in (t.name or "") for t in _sweep(8.0, 32.0).data)
+
+
 def test_estimated_tax_bars_are_marked():
     from heptathlon.dashboard.figures import tax_figure
 
