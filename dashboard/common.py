@@ -390,3 +390,20 @@ def context_diff(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, str]]:
                 rows.append({"area": area, "field": k, "A": "—" if va is None else str(va),
                              "B": "—" if vb is None else str(vb)})
     return rows
+
+
+def sweep_sources(points: pd.DataFrame) -> tuple[bool, str]:
+    """Which runs a per-runtime sweep chart's points come from (sweep_points keeps the newest value
+    per runtime and batch size, so runtimes swept in different runs share one chart).
+
+    Returns ``(mixed, text)``: ``mixed`` when the points come from more than one run, and a line
+    naming each runtime's run(s), newest first."""
+    if points.empty:
+        return False, ""
+    parts = []
+    for rt, g in points.groupby("runtime", sort=True):
+        g = g.sort_values("finished_at", ascending=False, kind="stable")
+        rids = list(dict.fromkeys(g["run_id"]))
+        parts.append(f"{rt}: run{'s' if len(rids) > 1 else ''} {', '.join(r[:8] for r in rids)}")
+    mixed = points["run_id"].nunique() > 1
+    return mixed, "; ".join(parts)

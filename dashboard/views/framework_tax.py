@@ -65,6 +65,13 @@ else:
                      "method": "fitted here: heptathlon.bench.framework_tax.fit_batch_knee on the stored medians",
                      "fitted": True, "source": "dashboard"}
     st.plotly_chart(F.sweep_figure(lat, list(shown.values()), lat_metric), key="ft_sweep")
+    mixed, sources = C.sweep_sources(lat)
+    if mixed:  # the newest value per runtime and batch size: comparisons here cross runs
+        st.warning(f"These curves come from more than one run ({sources}), the newest per runtime and batch "
+                   "size: comparisons between them cross runs. The batch × sequence length section below shows "
+                   "one run at a time.")
+    else:
+        st.caption(f"From {sources}.")
     if shown:
         st.dataframe([{"runtime": k["runtime"], "knee b*": round(k["knee"], 1),
                        "95% CI": "—" if k.get("ci_low") is None else f"[{k['ci_low']:.1f}, {k['ci_high']:.1f}]",

@@ -252,6 +252,9 @@ def test_page_draws_the_heatmap_and_curves_of_the_run(seq_db, monkeypatch):
     assert at.selectbox(key="ft_seq_runtime").value == "eager"  # the submitted runtime first
     figs = _charts(at)
     assert len(figs) == 4  # latency sweep, FT bars, then the heatmap and the curves
+    rid = seq_db["run_id"][:8]  # one run: the upper charts say which, and warn of no mix
+    assert f"From eager: run {rid}; onnxruntime: run {rid}." in [c.value for c in at.caption]
+    assert not at.warning
     heat = figs[2]["data"][0]
     assert heat["type"] == "heatmap" and heat["x"] == ["1", "2", "4"] and heat["y"] == ["4", "16"]
     with session_scope(seq_db["url"]) as s:
@@ -278,7 +281,7 @@ def test_page_draws_the_heatmap_and_curves_of_the_run(seq_db, monkeypatch):
     at.selectbox(key="ft_seq_runtime").set_value("eager").run()
     curves = figs[3]["data"]
     assert [t["name"].split(" (")[0] for t in curves[:2]] == ["s = 4", "s = 16"]
-    assert sum(t["name"].startswith("b* = ") or t["name"].startswith("b* (") for t in curves) == len(LENGTHS)
+    assert sum(t["name"].startswith(("b* = ", "b* (", "compute-bound from b = 1: b* = ")) for t in curves) == len(LENGTHS)
     (knee_table,) = [d.value for d in at.dataframe if "sequence length" in d.value.columns]
     assert list(knee_table["sequence length"]) == LENGTHS
     for length, shown in zip(LENGTHS, knee_table["knee b*"]):

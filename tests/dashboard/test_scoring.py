@@ -276,3 +276,18 @@ def test_history_x_axis_is_the_night():
                             "night": "2026-11-29"}])
     fig = history_figure(series, pd.DataFrame(), "latency_p50_ms")
     assert str(fig.data[0].x[0])[:10] == "2026-11-29" and fig.layout.xaxis.title.text == "night"
+
+
+def test_sweep_sources_name_each_runtimes_run_and_flag_a_mix():
+    from heptathlon.dashboard.common import sweep_sources
+
+    t0, t1 = pd.Timestamp("2026-12-03 14:00"), pd.Timestamp("2026-12-03 15:00")
+    rows = [{"run_id": "aaaaaaaa-1", "runtime": "eager", "finished_at": t1},
+            {"run_id": "bbbbbbbb-2", "runtime": "onnxruntime", "finished_at": t0},
+            {"run_id": "aaaaaaaa-1", "runtime": "torch.compile", "finished_at": t1}]
+    mixed, text = sweep_sources(pd.DataFrame(rows))
+    assert mixed and text == "eager: run aaaaaaaa; onnxruntime: run bbbbbbbb; torch.compile: run aaaaaaaa"
+    one = pd.DataFrame([r for r in rows if r["run_id"].startswith("a")])
+    assert sweep_sources(one) == (False, "eager: run aaaaaaaa; torch.compile: run aaaaaaaa")
+    both = pd.DataFrame(rows + [{"run_id": "bbbbbbbb-2", "runtime": "eager", "finished_at": t0}])
+    assert "eager: runs aaaaaaaa, bbbbbbbb" in sweep_sources(both)[1]  # newest first
