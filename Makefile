@@ -1,6 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
 # `make test` is the fast tier; `make test-slow` drives the CLI end to end (tests/e2e, the
-# browser, the wheel install); `make test-all` runs both. CI runs both tiers as separate steps.
+# browser, the wheel install); `make test-all` runs both. CI runs both tiers as separate steps, then
+# `make demo` (.ci/run).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
