@@ -548,10 +548,11 @@ def execute_run(run_id: str, *, db: str | None = None, executor: Executor | None
         out.error = f"{label}: {msg}"
         with deferred():
             _record_failure(db, run_id, owner, out)
-            if info.get("log_bytes") is not None:
+            kept = {k: info[k] for k in ("log_bytes", "parent_cpu") if info.get(k) is not None}
+            if kept:
                 with session_scope(db) as s:
                     run = Q.get_run(s, run_id)
-                    run.extra = {**(run.extra or {}), "log_bytes": info["log_bytes"]}
+                    run.extra = {**(run.extra or {}), **kept}
     finally:
         if run_dir is not None and not keep_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -631,6 +632,7 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
     outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
                                hide=[str(home_dir())])
     info["log_bytes"] = outcome.log_bytes
+    info["parent_cpu"] = getattr(outcome, "parent_cpu", None)
     out.stderr_tail = outcome.stderr_tail
     if not outcome.ok:
         raise RunError(outcome.error)
@@ -695,6 +697,8 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
                      "n_queries": result.n_queries, "stopped_by": stop_reason(result.stopped_by, values),
                      "loop": result.loop, "executor": executor.name, "sandbox_policy": policy,
                      "log_bytes": outcome.log_bytes,
+                     # the measuring parent's own CPU while the worker ran (runners/executors/local.py)
+                     **({"parent_cpu": outcome.parent_cpu} if getattr(outcome, "parent_cpu", None) else {}),
                      **({"trusted": True} if result.controls.get("isolation") == TRUSTED_NOTE else {}),
                      **({"answers": result.answers} if result.answers is not None else {}),
                      **({"sweep": sweep.extra} if sweep is not None else {}),

@@ -34,6 +34,9 @@ class WorkerOutcome:
     sandbox: dict[str, Any] = field(default_factory=dict)  # the worker's own isolation (the model's is in result.controls)
     log_bytes: int | None = None  # the worker log's full size (the stored log keeps head and tail)
     contention: ContentionTrace | None = None  # the run's cores, sampled by the parent (bench/contention.py)
+    # The measuring parent's own CPU while the worker ran (its samplers, log drain, lease renewal):
+    # {"cpu_s", "wall_s", "share_of_core", "method"}; None where the executor did not count it.
+    parent_cpu: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

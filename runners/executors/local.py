@@ -10,11 +10,13 @@ and it kills the worker's whole process group when the run ends or times out.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from heptathlon.bench.profile import Profile
@@ -80,6 +82,7 @@ class LocalExecutor(Executor):
                 raise
             finally:
                 os.close(wfd)
+            cpu0 = _own_cpu_s()
             log = BoundedLog(log_path).drain(rfd)
             sampler = TreeRssSampler(proc.pid).start()
             contention = ContentionSampler(proc.pid, profile.cpu.cores).start()
@@ -95,13 +98,14 @@ class LocalExecutor(Executor):
                 trace = contention.stop()
                 _kill_group(proc)  # a command submission's children must not outlive the run
                 log_bytes = log.close()
+                parent_cpu = _parent_cpu(cpu0, time.time() - spawn_time)
             out = WorkerOutcome(result=None, error=None, stderr_tail=read_tail(log_path, STDERR_TAIL_CHARS),
                                 exit_code=code, spawn_time=spawn_time, wall_s=time.time() - spawn_time,
                                 tree_rss=tree_rss, cgroup_peak=cgroup.peak_memory(), contention=trace,
                                 sandbox={"active": False, "mechanism": None, "role": "measuring worker",
                                          "isolation": ["scrubbed-env", "harness-code-only", "private-run-dir"],
                                          "env_dropped": dropped},
-                                log_bytes=log_bytes)
+                                log_bytes=log_bytes, parent_cpu=parent_cpu)
             mem_reason = memory_limit_kill_reason(profile, code, out.stderr_tail, cgroup)
         finally:
             cgroup.cleanup()
@@ -121,6 +125,22 @@ class LocalExecutor(Executor):
         except WorkerResultError as e:
             out.error = str(e)
         return out
+
+
+def _own_cpu_s() -> float:
+    """User + system CPU of this process, every thread, children excluded (getrusage RUSAGE_SELF)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _parent_cpu(cpu0: float, wall_s: float) -> dict[str, Any]:
+    """What the measuring parent itself spent while the worker ran: its memory and contention
+    samplers, the log drain and, under ``execute_run``, the lease thread. Anything else the same
+    process runs meanwhile (a test runner, another executor thread) counts too, so it is an upper
+    bound on the harness's share."""
+    cpu = max(0.0, _own_cpu_s() - cpu0)
+    return {"cpu_s": cpu, "wall_s": wall_s, "share_of_core": cpu / wall_s if wall_s > 0 else None,
+            "method": "counter:getrusage(RUSAGE_SELF)"}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

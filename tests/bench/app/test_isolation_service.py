@@ -33,6 +33,9 @@ def test_trusted_runs_in_process_and_is_labelled_and_unranked(examples, db_url, 
         assert r_tru.controls["isolation"] == "trusted-in-process" and r_tru.extra["trusted"] is True
         assert "measured_in" not in r_tru.extra["describe"] and r_tru.params["trusted"] is True
         assert r_tru.extra["log_bytes"] >= 0
+        pc = r_iso.extra["parent_cpu"]  # the measuring parent's own CPU while the worker ran
+        assert pc["method"] == "counter:getrusage(RUSAGE_SELF)" and pc["cpu_s"] >= 0
+        assert pc["share_of_core"] == pytest.approx(pc["cpu_s"] / pc["wall_s"])
     rows = {r["run_id"]: r for g in leaderboard_groups(db_url) for r in g["rows"]}
     assert rows[tru]["isolation"] == "trusted-in-process" and rows[tru]["rank"] == "—"
     assert rows[iso]["isolation"] == "model-process" and rows[iso]["rank"] != "—"
@@ -74,6 +77,7 @@ def test_a_flood_leaves_the_real_tail_and_the_byte_count_on_the_failed_run(tmp_p
     with session_scope(db_url) as s:
         run = Q.get_run(s, rid)
         assert run.extra["log_bytes"] > 6 * 2**20
+        assert run.extra["parent_cpu"]["cpu_s"] > 0  # a failed run keeps it too: draining 6 MiB costs the parent
         assert "THE-REAL-TAIL" in run.stderr_tail and "Traceback" in run.stderr_tail
 
 
@@ -93,3 +97,16 @@ def test_run_cli_help_offers_trusted_and_execute_accepts_it():
     for cmd in ("run", "execute"):
         r = CliRunner().invoke(app, [cmd, "--help"])
         assert r.exit_code == 0 and "--trusted" in r.output
+
+
+def test_the_parent_cpu_counter_sees_the_parents_own_work():
+    import time
+
+    from heptathlon.runners.executors.local import _own_cpu_s, _parent_cpu
+
+    cpu0, t0 = _own_cpu_s(), time.process_time()
+    while time.process_time() - t0 < 0.3:  # burn 0.3 s of this process's CPU (a counter, not a clock bound)
+        pass
+    rec = _parent_cpu(cpu0, wall_s=1.0)
+    assert rec["cpu_s"] >= 0.25 and rec["share_of_core"] == rec["cpu_s"]
+    assert _parent_cpu(_own_cpu_s(), wall_s=0.0)["share_of_core"] is None
