@@ -70,11 +70,14 @@ class StreamState:
     streaming extension"). ``issue`` a request before its bytes can be answered; ``on_line`` takes
     one parsed line and its receipt stamp. Every violation is a ModelError naming the request id."""
 
-    def __init__(self, submission: str, *, max_new_tokens: int) -> None:
+    def __init__(self, submission: str, *, max_new_tokens: int, closed: set[int] | None = None) -> None:
         self.submission = submission
         self.max_new_tokens = max_new_tokens
         self.traces: dict[int, RequestTrace] = {}
         self._order: list[int] = []
+        # ids answered in earlier passes of the same model process: a line for one of them arrived
+        # after its final answer, whichever pass reads it (a late line can cross a pass boundary)
+        self.closed = closed if closed is not None else set()
 
     def _fail(self, rid: Any, what: str) -> ModelError:
         return ModelError(f"submission {self.submission!r}, request {rid}: {what}")
@@ -91,6 +94,8 @@ class StreamState:
             raise ModelError(f"submission {self.submission!r}: a stdout line is not a protocol message "
                              f"(an object with an 'id'): {str(msg)[:80]}")
         rid = msg["id"]
+        if isinstance(rid, int) and not isinstance(rid, bool) and rid in self.closed and rid not in self.traces:
+            raise self._fail(rid, "streamed after its final answer")
         if not isinstance(rid, int) or isinstance(rid, bool) or rid not in self.traces:
             raise self._fail(rid, "answered an id that was never sent (out of order, or an answer byte "
                                   "arrived before its request was sent)")

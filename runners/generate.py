@@ -167,9 +167,9 @@ class Pass:
     """One measured (or warm-up) pass of ``load`` over the seeded prompt order."""
 
     def __init__(self, backend, prompts: list[str], load: Load, *, submission: str, max_new_tokens: int,
-                 seed: int, max_duration_s: float, first_id: int) -> None:
+                 seed: int, max_duration_s: float, first_id: int, closed: set[int] | None = None) -> None:
         self.backend, self.prompts, self.load = backend, prompts, load
-        self.state = StreamState(submission, max_new_tokens=max_new_tokens)
+        self.state = StreamState(submission, max_new_tokens=max_new_tokens, closed=closed)
         order = instance_order(seed, len(prompts))
         self.indices = np.resize(order, load.requests)
         self.max_duration_ns = int(max_duration_s * 1e9)
@@ -215,6 +215,7 @@ class Pass:
                 if state.on_line(msg, t) is not None:
                     done += 1
         traces = state.finished()
+        state.closed.update(tr.id for tr in traces)  # a later pass names a late line for one of these
         for tr in traces:  # the model's tokenizer (transformers); else the submission's count, else words
             if not tr.prompt_tokens_declared:
                 known = be.prompt_lengths[index_of[tr.id]]
@@ -253,12 +254,13 @@ class Driver:
     def __init__(self, backend, prompts: list[str], cfg: ScenarioConfig, submission: str) -> None:
         self.backend, self.prompts, self.cfg, self.submission = backend, prompts, cfg, submission
         self.next_id = 1
+        self.closed: set[int] = set()  # ids of every finished request, across passes
         self.probes: list[dict[str, Any]] = []
 
     def run_pass(self, load: Load, seed_offset: int = 0) -> dict[str, Any]:
         p = Pass(self.backend, self.prompts, load, submission=self.submission,
                  max_new_tokens=int(self.cfg.max_new_tokens), seed=self.cfg.seed + seed_offset,
-                 max_duration_s=self.cfg.stop.max_duration_s, first_id=self.next_id)
+                 max_duration_s=self.cfg.stop.max_duration_s, first_id=self.next_id, closed=self.closed)
         self.next_id += load.requests
         return p.run()
 

@@ -49,6 +49,21 @@ def test_protocol_violations_fail_naming_the_request(lines, needle):
     assert needle in str(e.value) and "'sub'" in str(e.value)
 
 
+def test_a_late_line_read_by_the_next_pass_is_named_after_its_final_answer():
+    # The warm-up pass ended on request 1's final answer; its stray token arrived in the next
+    # pass's first read. That pass never issued id 1, but the run's closed ids know it.
+    first = _state()
+    first.on_line({"id": 1, "token": "a"}, MS)
+    first.on_line({"id": 1, "outputs": ["a"], "output_tokens": 1}, MS)
+    first.closed.update(tr.id for tr in first.finished())
+    nxt = StreamState("sub", max_new_tokens=4, closed=first.closed)
+    nxt.issue(2, 0, 3)
+    with pytest.raises(ModelError, match="request 1: streamed after its final answer"):
+        nxt.on_line({"id": 1, "token": "b"}, MS)
+    with pytest.raises(ModelError, match="request 9: answered an id that was never sent"):
+        nxt.on_line({"id": 9, "token": "b"}, MS)
+
+
 def test_a_request_left_open_fails_naming_it():
     s = _state()
     s.on_line({"id": 1, "token": "a"}, MS)
