@@ -12,13 +12,14 @@ import glob
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from heptathlon.bench.contention import ContentionTrace
+from heptathlon.runners.meters.tree_rss import _tree
 
 DEFAULT_INTERVAL_S = 0.1
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -39,10 +40,10 @@ def core_busy_s(cores: Sequence[int]) -> dict[int, float]:
     return out
 
 
-def tree_cpu_s(proc: psutil.Process) -> float:
-    """User + system CPU seconds of ``proc`` and its descendants, reaped children included."""
+def tree_cpu_s(proc: psutil.Process, tree: list[psutil.Process] | None = None) -> float:
+    """User + system CPU seconds of ``proc`` and its descendants (or of ``tree``), reaped children included."""
     total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in tree if tree is not None else [proc, *proc.children(recursive=True)]:
         try:
             t = p.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
@@ -91,9 +92,12 @@ class ContentionSampler:
 
     own_method = "psutil-tree-cpu-times"
 
-    def __init__(self, pid: int, cores: Sequence[int] | None, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, pid: int, cores: Sequence[int] | None, interval_s: float = DEFAULT_INTERVAL_S,
+                 members: Callable[[], Iterable[int]] | None = None) -> None:
         self.cores = run_cores(cores)
         self._proc = psutil.Process(pid)
+        self._members = members  # the run cgroup's pids, where the run has one (tree_rss._tree)
+        self._cache: dict[int, psutil.Process] = {}
         self._interval = interval_s
         self._t: list[int] = []
         self._busy: list[float] = []
@@ -106,7 +110,8 @@ class ContentionSampler:
     def _sample(self) -> None:
         busy = sum(core_busy_s(self.cores).values())
         try:
-            own = tree_cpu_s(self._proc) if self._proc.is_running() else self._last_own
+            own = (tree_cpu_s(self._proc, _tree(self._proc, self._members, self._cache))
+                   if self._proc.is_running() else self._last_own)
         except psutil.Error:
             own = self._last_own
         self._last_own = max(own, self._last_own)  # a child that exited unreaped takes its time along

@@ -9,6 +9,8 @@ this sampled peak is the fallback and is recorded beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import psutil
 
 from heptathlon.runners.meters.base import PeriodicSampler
@@ -24,10 +26,36 @@ MAX_DUTY = 0.05
 MAX_INTERVAL_S = 0.2
 
 
-def _tree(proc: psutil.Process) -> list[psutil.Process]:
+Members = Callable[[], Iterable[int]]
+
+
+def _tree(proc: psutil.Process, members: Members | None = None,
+          cache: dict[int, psutil.Process] | None = None) -> list[psutil.Process]:
+    """``proc`` and the processes of its run: ``members()`` where given (the run cgroup's
+    cgroup.procs, one file read, and a process that double-forked away from the tree is still
+    in it), else its descendants (psutil scans every process's /proc/PID/stat for the parent map).
+    ``cache`` keeps one psutil.Process per pid between samples, pruned to the current members."""
     if not proc.is_running():  # also catches a reused PID: is_running compares the creation time
         raise psutil.NoSuchProcess(proc.pid)
-    return [proc, *proc.children(recursive=True)]
+    listed = list(members()) if members is not None else []
+    if not listed:  # no lister, or none readable yet (the worker joins its cgroup as it starts)
+        return [proc, *proc.children(recursive=True)]
+    cache = {} if cache is None else cache
+    seen, out = {proc.pid}, [proc]
+    for pid in listed:
+        if pid in seen:
+            continue
+        seen.add(pid)
+        p = cache.get(pid)
+        if p is None:
+            try:
+                p = cache[pid] = psutil.Process(pid)
+            except psutil.Error:
+                continue  # exited between the listing and the read
+        out.append(p)
+    for pid in [q for q in cache if q not in seen]:
+        del cache[pid]
+    return out
 
 
 def tree_rss_bytes(proc: psutil.Process, tree: list[psutil.Process] | None = None) -> int:
@@ -73,8 +101,10 @@ class TreeRssSampler:
     method = "sampled:psutil-tree-pss"
 
     def __init__(self, pid: int, interval_s: float = DEFAULT_INTERVAL_S, max_duty: float = MAX_DUTY,
-                 max_interval_s: float = MAX_INTERVAL_S) -> None:
+                 max_interval_s: float = MAX_INTERVAL_S, members: Members | None = None) -> None:
         self._proc = psutil.Process(pid)
+        self._members = members  # the run cgroup's pids, where the run has one (see _tree)
+        self._cache: dict[int, psutil.Process] = {}
         self._fallbacks: list[int] = []
         self._rss_max = -1
         self._pss: float | None = None
@@ -83,7 +113,7 @@ class TreeRssSampler:
                                         max_interval_s=max_interval_s)
 
     def _read(self) -> float:
-        tree = _tree(self._proc)  # raises NoSuchProcess once the process is gone; listed once per sample
+        tree = _tree(self._proc, self._members, self._cache)  # raises NoSuchProcess once the process is gone
         rss = tree_rss_bytes(self._proc, tree)
         if self._pss is None or rss > self._rss_max:
             self._rss_max = rss

@@ -870,3 +870,31 @@ def test_periodic_sampler_caps_a_stretched_wait():
     assert s._next_wait(0.05) == 0.2  # 0.05 / 0.01 - 0.05 = 4.95 s, capped
     assert s._next_wait(0.0001) == 0.01  # cheap reads keep the interval
     assert PeriodicSampler(lambda: 1.0, interval_s=0.01, max_duty=0.01)._next_wait(0.05) == pytest.approx(4.95)
+
+
+def test_the_tree_is_the_run_cgroups_members_where_given(tmp_path):
+    # A process that is no descendant (here: a sibling the test started, as a daemon that
+    # double-forked away would be) is in the tree when the cgroup lists it; without a lister the
+    # tree is the descendants, and an empty listing (the worker has not joined yet) falls back to them.
+    import subprocess
+    import sys as _sys
+
+    import psutil
+
+    import heptathlon.runners.meters.tree_rss as tr
+
+    other = subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        me = psutil.Process(os.getpid())
+        cache: dict = {}
+        tree = tr._tree(me, lambda: [os.getpid(), other.pid, 2**22 + 12345], cache)  # the last pid: none
+        assert [p.pid for p in tree] == [os.getpid(), other.pid] and set(cache) == {other.pid}
+        assert tr._tree(me, lambda: [os.getpid()], cache) == [me] and cache == {}  # pruned to the members
+        plain = {p.pid for p in tr._tree(me)}
+        assert other.pid in plain  # the test's own child: a descendant
+        assert {p.pid for p in tr._tree(me, lambda: [])} == plain
+        rss = tr.tree_rss_bytes(me, tr._tree(me, lambda: [os.getpid(), other.pid]))
+        assert rss == pytest.approx(me.memory_info().rss + psutil.Process(other.pid).memory_info().rss, rel=0.05)
+    finally:
+        other.kill()
+        other.wait()
