@@ -632,7 +632,7 @@ def _execute_claimed(run_id: str, owner: L.Owner, info: dict[str, Any], run_dir:
     outcome = executor.execute(job, float(info["params"].get("timeout_s", DEFAULT_TIMEOUT_S)),
                                hide=[str(home_dir())])
     info["log_bytes"] = outcome.log_bytes
-    info["parent_cpu"] = getattr(outcome, "parent_cpu", None)
+    info["parent_cpu"] = outcome.parent_cpu
     out.stderr_tail = outcome.stderr_tail
     if not outcome.ok:
         raise RunError(outcome.error)
@@ -698,7 +698,7 @@ def _store_success(run_id: str, owner: L.Owner, db: str | None, executor: Execut
                      "loop": result.loop, "executor": executor.name, "sandbox_policy": policy,
                      "log_bytes": outcome.log_bytes,
                      # the measuring parent's own CPU while the worker ran (runners/executors/local.py)
-                     **({"parent_cpu": outcome.parent_cpu} if getattr(outcome, "parent_cpu", None) else {}),
+                     **({"parent_cpu": outcome.parent_cpu} if outcome.parent_cpu else {}),
                      **({"trusted": True} if result.controls.get("isolation") == TRUSTED_NOTE else {}),
                      **({"answers": result.answers} if result.answers is not None else {}),
                      **({"sweep": sweep.extra} if sweep is not None else {}),

@@ -183,17 +183,6 @@ class CgroupHandle:
                 pass
         return sorted(out)
 
-    def member_pids(self) -> list[int]:
-        """The processes in the run's cgroup, from one cgroup.procs (every hierarchy holds the same
-        processes); [] when it cannot be read."""
-        d = self.path
-        if d is None:
-            return []
-        try:
-            return [int(x) for x in (d / "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            return []
-
     def peak_memory(self) -> MemoryReading | None:
         """Exact peak charged to the cgroup (kernel counter, page cache included); None without a memory cgroup."""
         d = self.dirs.get("memory")

@@ -85,7 +85,7 @@ class LocalExecutor(Executor):
             cpu0 = _own_cpu_s()
             log = BoundedLog(log_path).drain(rfd)
             # The run cgroup lists the run's processes in one read (no scan of every /proc/PID/stat).
-            members = cgroup.member_pids if cgroup.path is not None else None
+            members = cgroup.pids if cgroup.path is not None else None
             sampler = TreeRssSampler(proc.pid, members=members).start()
             contention = ContentionSampler(proc.pid, profile.cpu.cores, members=members).start()
             timed_out = False

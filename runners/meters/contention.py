@@ -110,8 +110,7 @@ class ContentionSampler:
     def _sample(self) -> None:
         busy = sum(core_busy_s(self.cores).values())
         try:
-            own = (tree_cpu_s(self._proc, _tree(self._proc, self._members, self._cache))
-                   if self._proc.is_running() else self._last_own)
+            own = tree_cpu_s(self._proc, _tree(self._proc, self._members, self._cache))  # NoSuchProcess once gone
         except psutil.Error:
             own = self._last_own
         self._last_own = max(own, self._last_own)  # a child that exited unreaped takes its time along
